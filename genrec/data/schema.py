@@ -1,0 +1,81 @@
+"""Core in-memory data types shared by every stage: the item catalog and (user, history, target) examples.
+
+Item and user ids are strings (RecBole `token` fields). Histories are ordered oldest -> newest.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Example:
+    """One next-item prediction example: the user's history (oldest first) and the held-out target."""
+
+    user_id: str
+    history: tuple[str, ...]
+    target: str
+    profile: str = ""
+
+
+@dataclass
+class Catalog:
+    """All items with their text fields (column name -> one string per item, aligned with `item_ids`)."""
+
+    item_ids: list[str]
+    fields: dict[str, list[str]]
+    _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, values in self.fields.items():
+            if len(values) != len(self.item_ids):
+                raise ValueError(f"field '{name}' has {len(values)} values for {len(self.item_ids)} items")
+        self._index = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        if len(self._index) != len(self.item_ids):
+            raise ValueError("duplicate item ids in catalog")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._index
+
+    def index(self, item_id: str) -> int:
+        return self._index[item_id]
+
+    @property
+    def field_names(self) -> list[str]:
+        return list(self.fields)
+
+    def record(self, item_id: str) -> dict[str, str]:
+        i = self._index[item_id]
+        return {name: values[i] for name, values in self.fields.items()}
+
+    def render(self, item_id: str, template: str | None = None) -> str:
+        """Item text from a `str.format` template over its fields (missing fields render empty).
+
+        Without a template: "field: value" pairs of the non-empty fields, joined with "; ".
+        """
+        rec = self.record(item_id)
+        if template is None:
+            return "; ".join(f"{k}: {v}" for k, v in rec.items() if v)
+        names = {fname for _, fname, _, _ in string.Formatter().parse(template) if fname}
+        values = {name: rec.get(name, "") for name in names}
+        return " ".join(template.format(**values).split())
+
+    def texts(self, template: str | None = None) -> list[str]:
+        return [self.render(item_id, template) for item_id in self.item_ids]
+
+
+@dataclass
+class RecData:
+    """A loaded dataset: catalog, user profiles and the three splits, plus a load summary (counts)."""
+
+    name: str
+    catalog: Catalog
+    profiles: dict[str, str]
+    train: list[Example]
+    valid: list[Example]
+    test: list[Example]
+    summary: dict[str, int | float | str] = field(default_factory=dict)

@@ -1,0 +1,148 @@
+"""The item -> semantic ID map: the contract between the tokenizer and every later stage.
+
+A SID is a tuple of `num_levels` integer codes, coarse to fine; the last level is the dedup level that
+makes every SID unique. Level k's code c is written as the token `<{letter_k}_{c}>` (a, b, c, d, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SID_TOKEN_RE = re.compile(r"<([a-z])_(\d+)>")
+
+
+def sid_token(level: int, code: int) -> str:
+    """Token string of `code` at `level` (0-based), e.g. sid_token(0, 12) == "<a_12>"."""
+    return f"<{LEVEL_LETTERS[level]}_{code}>"
+
+
+def parse_sid_token(token: str) -> tuple[int, int] | None:
+    """(level, code) of a SID token string, or None if it is not one."""
+    m = SID_TOKEN_RE.fullmatch(token)
+    if m is None:
+        return None
+    return LEVEL_LETTERS.index(m.group(1)), int(m.group(2))
+
+
+def sid_string(codes: tuple[int, ...] | list[int]) -> str:
+    return "".join(sid_token(level, c) for level, c in enumerate(codes))
+
+
+def parse_sid_string(text: str) -> tuple[int, ...]:
+    """Codes of a SID string like "<a_1><b_2><c_3>"; raises ValueError when it is not a well-formed SID."""
+    tokens = SID_TOKEN_RE.findall(text)
+    if not tokens or "".join(f"<{l}_{c}>" for l, c in tokens) != text.strip():
+        raise ValueError(f"not a SID string: {text!r}")
+    codes = []
+    for level, (letter, code) in enumerate(tokens):
+        if LEVEL_LETTERS.index(letter) != level:
+            raise ValueError(f"SID {text!r}: token {level} has level '{letter}', expected '{LEVEL_LETTERS[level]}'")
+        codes.append(int(code))
+    return tuple(codes)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class SIDMap:
+    """item_id -> SID codes (all of the same length, all distinct), plus per-level codebook sizes and labels.
+
+    `labels` maps a SID prefix string (e.g. "<a_3>" or "<a_3><b_17>") to a short human-readable label.
+    """
+
+    item_to_codes: dict[str, tuple[int, ...]]
+    codebook_sizes: list[int]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.item_to_codes = {k: tuple(int(c) for c in v) for k, v in self.item_to_codes.items()}
+        self._codes_to_item: dict[tuple[int, ...], str] = {}
+        for item, codes in self.item_to_codes.items():
+            if len(codes) != len(self.codebook_sizes):
+                raise ValueError(f"item {item!r}: SID has {len(codes)} levels, expected {len(self.codebook_sizes)}")
+            for level, (c, size) in enumerate(zip(codes, self.codebook_sizes)):
+                if not 0 <= c < size:
+                    raise ValueError(f"item {item!r}: code {c} at level {level} outside codebook of size {size}")
+            if codes in self._codes_to_item:
+                raise ValueError(f"items {self._codes_to_item[codes]!r} and {item!r} share SID {sid_string(codes)}")
+            self._codes_to_item[codes] = item
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    def __len__(self) -> int:
+        return len(self.item_to_codes)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.item_to_codes
+
+    def codes(self, item_id: str) -> tuple[int, ...]:
+        return self.item_to_codes[item_id]
+
+    def tokens(self, item_id: str) -> list[str]:
+        return [sid_token(level, c) for level, c in enumerate(self.item_to_codes[item_id])]
+
+    def sid_string(self, item_id: str) -> str:
+        return sid_string(self.item_to_codes[item_id])
+
+    def item_for_codes(self, codes: tuple[int, ...] | list[int]) -> str | None:
+        return self._codes_to_item.get(tuple(codes))
+
+    def all_tokens(self) -> list[str]:
+        """Every possible SID token, level by level (the tokens to add to an LM vocabulary)."""
+        return [sid_token(level, c) for level, size in enumerate(self.codebook_sizes) for c in range(size)]
+
+    def label(self, codes_prefix: tuple[int, ...] | list[int]) -> str:
+        return self.labels.get(sid_string(codes_prefix), "")
+
+    def save(self, path: str | Path) -> None:
+        """Human-readable JSON: {"codebook_sizes": [...], "items": {item_id: "<a_1><b_2>..."}, "labels": {...}}."""
+        payload = {
+            "num_levels": self.num_levels,
+            "codebook_sizes": self.codebook_sizes,
+            "items": {item: sid_string(codes) for item, codes in self.item_to_codes.items()},
+            "labels": self.labels,
+        }
+        atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SIDMap":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "sid_map.json"
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: SID map not found (run `genrec fit-tokenizer` first)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        for key in ("codebook_sizes", "items"):
+            if key not in payload:
+                raise ValueError(f"{path}: missing key '{key}' in SID map")
+        items = {}
+        for item, text in payload["items"].items():
+            try:
+                items[item] = parse_sid_string(text)
+            except ValueError as e:
+                raise ValueError(f"{path}: item {item!r}: {e}") from None
+        return cls(items, list(payload["codebook_sizes"]), dict(payload.get("labels", {})))
