@@ -1,0 +1,337 @@
+"""`load_data` / `load_catalog`: detect the input format, read it, split it, and summarise what happened.
+
+Formats (see docs/data.md):
+- RecBole atomic: `<name>.inter` (user_id, item_id, timestamp, ...), `<name>.item`, optional `<name>.user`.
+- RecBole pre-split: `<name>.{train,valid,test}.inter` (user_id, item_id_list, item_id) + `<name>.item`.
+- MiniOneRec: train/valid/test CSV (user_id, history_item_id, item_id) + item.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrec.data import minionerec
+from genrec.data.config import DataConfig
+from genrec.data.errors import DataFormatError
+from genrec.data.recbole import AtomicTable, read_atomic, read_items, read_users
+from genrec.data.schema import Catalog, Example, RecData
+from genrec.data.splits import (
+    collapse_consecutive,
+    drop_repeat_targets,
+    kcore_filter,
+    leave_one_out,
+    repeat_stats,
+    temporal_split,
+)
+
+PRESPLIT = ("train", "valid", "test")
+
+
+@dataclass
+class Source:
+    """Where the data lives: `kind` is 'atomic', 'presplit' or 'minionerec'."""
+
+    kind: str
+    name: str
+    folder: Path
+    item_file: Path
+    inter_files: dict[str, Path] = field(default_factory=dict)  # 'all' or train/valid/test
+    user_file: Path | None = None
+
+
+def _atomic_source(folder: Path, name: str, kind: str) -> Source:
+    item = folder / f"{name}.item"
+    if not item.is_file():
+        raise DataFormatError(item, f"missing item file (required next to the {name} interaction files)")
+    user = folder / f"{name}.user"
+    if kind == "presplit":
+        files = {s: folder / f"{name}.{s}.inter" for s in PRESPLIT}
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise DataFormatError(missing[0], "missing pre-split file (need .train.inter, .valid.inter and .test.inter)")
+    else:
+        files = {"all": folder / f"{name}.inter"}
+    return Source(kind, name, folder, item, files, user if user.is_file() else None)
+
+
+def detect(path: str | Path) -> Source:
+    """Find the dataset at `path`: a folder, or one of its files (`x.inter`, `x.train.inter`, `x.item`)."""
+    path = Path(path)
+    if path.is_file():
+        n = path.name
+        for s in PRESPLIT:
+            if n.endswith(f".{s}.inter"):
+                return _atomic_source(path.parent, n[: -len(f".{s}.inter")], "presplit")
+        for ext in (".inter", ".item", ".user"):
+            if n.endswith(ext):
+                name = n[: -len(ext)]
+                kind = "atomic" if (path.parent / f"{name}.inter").is_file() or ext == ".inter" else "presplit"
+                return _atomic_source(path.parent, name, kind)
+        if n.endswith(".csv") or n.endswith(".json"):
+            return detect(path.parent)
+        raise DataFormatError(path, "unrecognised file; pass a dataset folder or a .inter/.item file")
+    if not path.is_dir():
+        raise DataFormatError(path, "no such file or folder")
+    presplit = {p.name[: -len(".train.inter")] for p in path.glob("*.train.inter")}
+    plain = {
+        p.name[: -len(".inter")]
+        for p in path.glob("*.inter")
+        if not any(p.name.endswith(f".{s}.inter") for s in PRESPLIT)
+    }
+    for s in ("valid", "test"):  # a lone valid/test file means the set is incomplete
+        presplit |= {p.name[: -len(f".{s}.inter")] for p in path.glob(f"*.{s}.inter")}
+    names = sorted(presplit | plain)
+    if len(names) > 1 or (presplit and plain):
+        raise DataFormatError(
+            path,
+            f"several datasets here ({', '.join(sorted(f'{n}.inter' for n in plain) + sorted(f'{n}.train.inter' for n in presplit))}); "
+            "pass the path of the one to load",
+        )
+    if presplit:
+        return _atomic_source(path, names[0], "presplit")
+    if plain:
+        return _atomic_source(path, names[0], "atomic")
+    found = minionerec.find_files(path)
+    if found is not None:
+        splits, item_json = found
+        return Source("minionerec", path.name, path, item_json, dict(splits))
+    items = sorted(path.glob("*.item"))
+    if len(items) == 1:  # catalog only (enough for load_catalog)
+        return Source("items", items[0].name[: -len(".item")], path, items[0])
+    raise DataFormatError(
+        path, "no dataset found: expected <name>.inter + <name>.item, <name>.{train,valid,test}.inter, "
+        "or MiniOneRec train/valid/test CSV + item.json"
+    )
+
+
+def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
+    """Only the items (for the tokenizer): the `.item` file or MiniOneRec `item.json` of the dataset at `path`."""
+    cfg = cfg or DataConfig()
+    src = detect(path)
+    if src.kind == "minionerec":
+        return minionerec.read_item_json(src.item_file, cfg.item_text_fields)
+    return read_items(src.item_file, cfg.item_text_fields)
+
+
+def load_data(path: str | Path, cfg: DataConfig | None = None, *, verbose: bool = True) -> RecData:
+    """Load, filter and split a dataset; the summary of counts is printed (when `verbose`) and stored."""
+    cfg = cfg or DataConfig()
+    src = detect(path)
+    if src.kind == "items":
+        raise DataFormatError(src.item_file, f"no interaction file: expected {src.name}.inter or pre-split files")
+    if src.kind == "minionerec":
+        catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields)
+        profiles: dict[str, str] = {}
+        data = _load_given(src, catalog, profiles, cfg)
+    else:
+        catalog = read_items(src.item_file, cfg.item_text_fields)
+        profiles = read_users(src.user_file, cfg.profile_fields) if src.user_file else {}
+        if src.kind == "presplit":
+            data = _load_given(src, catalog, profiles, cfg)
+        else:
+            data = _load_atomic(src, catalog, profiles, cfg)
+    if verbose:
+        print(format_summary(data.summary), file=sys.stderr)
+    return data
+
+
+def _unknown_error(path: str, line: int, item: str, fld: str) -> DataFormatError:
+    return DataFormatError(
+        path,
+        f"item {item!r} is not in the item file (set drop_unknown_items=True to drop such interactions)",
+        line=line,
+        field=fld,
+    )
+
+
+def _load_atomic(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: DataConfig) -> RecData:
+    table: AtomicTable = read_atomic(src.inter_files["all"])
+    table.require("user_id", "item_id", "timestamp")
+    table.check_nonempty("user_id")
+    table.check_nonempty("item_id")
+    users, items = table.col("user_id"), table.col("item_id")
+    times = table.floats("timestamp")
+    n_read = len(items)
+    keep_rows: list[int] | None = None
+    unknown = set(items).difference(catalog._index)
+    n_unknown = 0
+    if unknown:
+        if not cfg.drop_unknown_items:
+            i = next(i for i, it in enumerate(items) if it in unknown)
+            raise _unknown_error(table.path, table.lines[i], items[i], "item_id")
+        keep_rows = [i for i, it in enumerate(items) if it not in unknown]
+        n_unknown = n_read - len(keep_rows)
+    rows = keep_rows if keep_rows is not None else range(n_read)
+    # Chronological order, stable on file order for equal timestamps: one global sort gives both the
+    # per-user order and the global time rank used by the temporal split.
+    order = sorted(rows, key=times.__getitem__)
+    seqs: dict[str, list[str]] = {}
+    ranks: dict[str, list[int]] = {}
+    for rank, i in enumerate(order):
+        u = users[i]
+        s = seqs.get(u)
+        if s is None:
+            seqs[u] = [items[i]]
+            ranks[u] = [rank]
+        else:
+            s.append(items[i])
+            ranks[u].append(rank)
+    n_users = len(seqs)
+    collapsed = 0
+    if cfg.collapse_repeats:
+        for u in seqs:
+            s, r, n = collapse_consecutive(seqs[u], ranks[u])
+            if n:
+                seqs[u], ranks[u] = s, r  # type: ignore[assignment]
+                collapsed += n
+    summary: dict[str, int | float | str] = {
+        "name": src.name,
+        "format": "recbole-atomic",
+        "split": cfg.split,
+        "interactions_read": n_read,
+        "users_read": n_users,
+        "unknown_items_dropped": n_unknown,
+        "repeats_collapsed": collapsed,
+    }
+    if cfg.kcore > 1:
+        seqs, ranks2, kstats = kcore_filter(seqs, cfg.kcore, ranks, collapse=cfg.collapse_repeats)
+        ranks = ranks2 or {}
+        summary["repeats_collapsed"] = collapsed + kstats.pop("repeats_collapsed")
+        summary.update(kstats)
+    few = [u for u, s in seqs.items() if len(s) < max(cfg.min_interactions, 1)]
+    for u in few:
+        del seqs[u]
+        ranks.pop(u, None)
+    summary["users_dropped_few_interactions"] = len(few)
+    summary["users"] = len(seqs)
+    summary["interactions_used"] = sum(map(len, seqs.values()))
+    if cfg.split == "loo":
+        train, valid, test = leave_one_out(seqs, cfg.max_history, profiles)
+    else:
+        train, valid, test, no_hist = temporal_split(seqs, ranks, cfg.ratios(), cfg.max_history, profiles)
+        summary["first_interactions_not_targets"] = no_hist
+    return _finish(src, catalog, profiles, cfg, summary, train, valid, test, str(table.path))
+
+
+def _load_given(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: DataConfig) -> RecData:
+    """Pre-split RecBole files or MiniOneRec CSVs: examples used as given (history truncated to max_history)."""
+    if cfg.kcore > 1:
+        raise ValueError(f"kcore={cfg.kcore} cannot be applied to pre-split data ({src.folder}); set kcore=0")
+    summary: dict[str, int | float | str] = {
+        "name": src.name,
+        "format": "recbole-presplit" if src.kind == "presplit" else "minionerec-csv",
+        "split": "given",
+        "interactions_read": 0,
+        "unknown_items_dropped": 0,
+        "repeats_collapsed": 0,
+    }
+    known = catalog._index
+    out: dict[str, list[Example]] = {}
+    mh = cfg.max_history
+    for split in PRESPLIT:
+        path = src.inter_files[split]
+        if src.kind == "presplit":
+            t = read_atomic(path)
+            t.require("user_id", "item_id_list", "item_id")
+            t.check_nonempty("user_id")
+            t.check_nonempty("item_id")
+            users, targets, lines = t.col("user_id"), t.col("item_id"), t.lines
+            histories = [h.split() for h in t.col("item_id_list")]
+            fpath, hist_field, target_field = t.path, "item_id_list", "item_id"
+        else:
+            r = minionerec.read_split_csv(path)
+            users, targets, histories, lines = r.users, r.targets, r.histories, r.lines
+            fpath, hist_field, target_field = r.path, "history_item_id", "item_id"
+        examples: list[Example] = []
+        dropped = 0
+        for u, h, tgt, line in zip(users, histories, targets, lines):
+            bad = [(x, hist_field) for x in h if x not in known] + ([(tgt, target_field)] if tgt not in known else [])
+            if bad:
+                if not cfg.drop_unknown_items:
+                    raise _unknown_error(fpath, line, bad[0][0], bad[0][1])
+                dropped += 1
+                continue
+            if mh and len(h) > mh:
+                h = h[-mh:]
+            examples.append(Example(u, tuple(h), tgt, profiles.get(u, "")))
+        summary["interactions_read"] = int(summary["interactions_read"]) + len(users)
+        summary[f"{split}_rows_read"] = len(users)
+        summary["unknown_items_dropped"] = int(summary["unknown_items_dropped"]) + dropped
+        out[split] = examples
+    summary["users"] = len({e.user_id for ex in out.values() for e in ex})
+    paths = {s: str(p) for s, p in src.inter_files.items()}
+    return _finish(src, catalog, profiles, cfg, summary, out["train"], out["valid"], out["test"], paths)
+
+
+def _finish(
+    src: Source,
+    catalog: Catalog,
+    profiles: dict[str, str],
+    cfg: DataConfig,
+    summary: dict[str, int | float | str],
+    train: list[Example],
+    valid: list[Example],
+    test: list[Example],
+    where: str | dict[str, str],
+) -> RecData:
+    """Shared tail: repeat-target option, statistics, and the empty-split check."""
+    splits = {"train": train, "valid": valid, "test": test}
+    if not cfg.allow_repeat_target:
+        total = 0
+        for name in splits:
+            splits[name], n = drop_repeat_targets(splits[name])
+            total += n
+        summary["repeat_targets_dropped"] = total
+    for name, ex in splits.items():
+        summary[f"{name}_examples"] = len(ex)
+    in_hist, is_last = repeat_stats(splits["test"])
+    summary["test_repeat_target_frac"] = round(in_hist, 4)
+    summary["test_target_is_last_frac"] = round(is_last, 4)
+    seen = {e.target for e in splits["train"]} | {i for e in splits["train"] for i in e.history}
+    summary["test_targets_unseen_in_train"] = sum(1 for e in splits["test"] if e.target not in seen)
+    summary["items"] = len(catalog)
+    summary["profiles"] = len(profiles)
+    for name, ex in splits.items():
+        if not ex:
+            path = where[name] if isinstance(where, dict) else where
+            raise DataFormatError(
+                path,
+                f"the {name} split is empty after loading ({summary.get('users', 0)} users kept; "
+                f"split={summary['split']}, min_interactions={cfg.min_interactions}, kcore={cfg.kcore}, "
+                f"allow_repeat_target={cfg.allow_repeat_target})",
+            )
+    return RecData(src.name, catalog, profiles, splits["train"], splits["valid"], splits["test"], summary)
+
+
+SUMMARY_LABELS = {
+    "interactions_read": "interactions read",
+    "unknown_items_dropped": "unknown-item interactions dropped",
+    "repeats_collapsed": "consecutive repeats collapsed",
+    "kcore_interactions_dropped": "k-core: interactions dropped",
+    "kcore_users_dropped": "k-core: users dropped",
+    "users_dropped_few_interactions": "users dropped (< min_interactions)",
+    "users": "users kept",
+    "repeat_targets_dropped": "repeat-target examples dropped",
+    "train_examples": "train examples",
+    "valid_examples": "valid examples",
+    "test_examples": "test examples",
+    "test_repeat_target_frac": "test targets already in history",
+    "test_target_is_last_frac": "test targets = last history item",
+    "test_targets_unseen_in_train": "test targets unseen in train",
+    "items": "items in catalog",
+    "profiles": "user profiles",
+}
+
+
+def format_summary(summary: dict[str, int | float | str]) -> str:
+    """A short human-readable table of the load summary."""
+    head = f"[genrec.data] {summary.get('name', '?')} ({summary.get('format', '?')}, split={summary.get('split', '?')})"
+    rows = []
+    for key, label in SUMMARY_LABELS.items():
+        if key in summary:
+            v = summary[key]
+            text = f"{v:.1%}" if isinstance(v, float) else f"{v:,}"
+            rows.append(f"  {label:<36}{text:>10}")
+    return "\n".join([head, *rows])

@@ -1,0 +1,307 @@
+"""Read and write RecBole atomic files (`.inter`, `.item`, `.user`).
+
+Format: UTF-8 text, one record per line, fields separated by a TAB, first line a header of
+`name:type` entries. Types: `token` (an id), `token_seq` (space-separated tokens or free text),
+`float`, `float_seq`. There is no quoting: a field may contain `"` or `,` freely but never a TAB or a
+newline. Plain `str.split` is used (not pandas, not the csv module) because it is fast and because
+quote characters in real text must stay literal.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrec.data.errors import DataFormatError
+from genrec.data.schema import Catalog
+
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+@dataclass
+class AtomicTable:
+    """A parsed atomic file, stored column-wise (one list of raw strings per column).
+
+    `lines[i]` is the 1-based line number in the file of row i (blank lines are skipped, so the
+    row index alone cannot give it); use it to point errors at the right line.
+    """
+
+    path: str
+    names: list[str]
+    types: list[str]
+    columns: dict[str, list[str]]
+    lines: list[int] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def type_of(self, name: str) -> str:
+        return self.types[self.names.index(name)]
+
+    def col(self, name: str) -> list[str]:
+        """The raw string values of column `name` (raises DataFormatError when it is absent)."""
+        if name not in self.columns:
+            self.require(name)
+        return self.columns[name]
+
+    def require(self, *names: str) -> None:
+        """Raise a DataFormatError naming the header line if any of `names` is not a column."""
+        missing = [n for n in names if n not in self.columns]
+        if missing:
+            raise DataFormatError(
+                self.path,
+                f"missing required column(s) {', '.join(repr(m) for m in missing)}; "
+                f"header has {', '.join(repr(n) for n in self.names)}",
+                line=1,
+                field=missing[0],
+            )
+
+    def floats(self, name: str, *, allow_empty: bool = False) -> list[float]:
+        """Column `name` parsed as floats; a non-numeric value is a DataFormatError with its line."""
+        values = self.col(name)
+        try:
+            if not allow_empty:
+                return list(map(float, values))
+        except ValueError:
+            pass
+        out: list[float] = []
+        for i, v in enumerate(values):
+            if allow_empty and not v.strip():
+                out.append(float("nan"))
+                continue
+            try:
+                out.append(float(v))
+            except ValueError:
+                raise DataFormatError(
+                    self.path, f"expected a number, got {v!r}", line=self.lines[i], field=name
+                ) from None
+        return out
+
+    def check_nonempty(self, name: str) -> None:
+        """Raise if any value of column `name` (an id column) is empty."""
+        values = self.col(name)
+        if "" in set(values):
+            i = values.index("")
+            raise DataFormatError(self.path, "empty value (an id is required)", line=self.lines[i], field=name)
+
+
+def parse_header(path: str | Path, header: str) -> tuple[list[str], list[str]]:
+    """Split a `name:type<TAB>name:type` header into names and types, validating each entry."""
+    names: list[str] = []
+    types: list[str] = []
+    for j, entry in enumerate(header.split("\t"), start=1):
+        name, sep, typ = entry.strip().rpartition(":")
+        if not sep or not name:
+            raise DataFormatError(
+                path,
+                f"header entry {j} {entry!r} is not 'name:type' (type one of {', '.join(ATOMIC_TYPES)})",
+                line=1,
+                field=entry.strip() or f"#{j}",
+            )
+        if typ not in ATOMIC_TYPES:
+            raise DataFormatError(
+                path, f"unknown type {typ!r}; expected one of {', '.join(ATOMIC_TYPES)}", line=1, field=name
+            )
+        if name in names:
+            raise DataFormatError(path, "duplicate column name in header", line=1, field=name)
+        names.append(name)
+        types.append(typ)
+    return names, types
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataFormatError(
+            path, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); re-encode the file as UTF-8",
+            line=line,
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+def read_atomic(path: str | Path) -> AtomicTable:
+    """Parse one atomic file. Errors name the file, the line and the field.
+
+    Lines are split on "\\n" only ("\\r\\n" endings are accepted), never on other Unicode line
+    breaks, which real text fields contain. Blank lines are skipped; every other line must have
+    exactly as many TAB-separated fields as the header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "file not found" if not path.exists() else "not a regular file")
+    text = _decode(path, path.read_bytes())
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    raw = text.split("\n")
+    if not raw or not raw[0].strip():
+        if not text.strip():
+            raise DataFormatError(path, "empty file (expected a 'name:type' header line and data lines)")
+        raise DataFormatError(path, "first line is empty; expected a 'name:type' header", line=1)
+    names, types = parse_header(path, raw[0])
+    ncol = len(names)
+    body = raw[1:]
+    if body and not body[-1]:
+        body.pop()  # the final newline
+    rows = [line.split("\t") for line in body]
+    bad = [i for i, r in enumerate(rows) if len(r) != ncol]
+    lines: list[int]
+    if bad:
+        blank = {i for i in bad if not body[i].strip()}
+        real_bad = [i for i in bad if i not in blank]
+        if real_bad:
+            i = real_bad[0]
+            raise DataFormatError(
+                path,
+                f"expected {ncol} TAB-separated fields ({', '.join(names)}), found {len(rows[i])}",
+                line=i + 2,
+            )
+        keep = [i for i in range(len(rows)) if i not in blank]
+        rows = [rows[i] for i in keep]
+        lines = [i + 2 for i in keep]
+    else:
+        lines = list(range(2, len(rows) + 2))
+    if not rows:
+        raise DataFormatError(path, "no data lines after the header")
+    columns = dict(zip(names, map(list, zip(*rows)))) if rows else {n: [] for n in names}
+    return AtomicTable(str(path), names, types, columns, lines)
+
+
+def _format_value(value: object, typ: str, name: str) -> str:
+    if isinstance(value, str):
+        s = value
+    elif isinstance(value, (list, tuple)):
+        s = " ".join(_format_value(v, typ.removesuffix("_seq"), name) for v in value)
+    elif isinstance(value, float) and value.is_integer() and typ.startswith("float"):
+        s = str(int(value))
+    else:
+        s = str(value)
+    if "\t" in s or "\n" in s or "\r" in s:
+        raise ValueError(f"column '{name}': value {s[:60]!r} contains a TAB or newline, which atomic files cannot hold")
+    return s
+
+
+def write_atomic(
+    path: str | Path,
+    columns: Sequence[str | tuple[str, str]],
+    rows: Iterable[Sequence[object]],
+) -> None:
+    """Write an atomic file atomically (temp file in the same folder, then rename).
+
+    `columns`: `"name:type"` strings or `(name, type)` pairs. Row values may be str, int, float or,
+    for `*_seq` columns, a list/tuple (joined with spaces). A value with a TAB or newline is a
+    ValueError: it would silently corrupt the file.
+    """
+    header: list[str] = []
+    types: list[str] = []
+    names: list[str] = []
+    for c in columns:
+        name, typ = (c.rsplit(":", 1) if ":" in c else (c, "")) if isinstance(c, str) else c
+        if typ not in ATOMIC_TYPES:
+            raise ValueError(f"column {c!r}: type must be one of {', '.join(ATOMIC_TYPES)}")
+        header.append(f"{name}:{typ}")
+        types.append(typ)
+        names.append(name)
+    ncol = len(header)
+    out = ["\t".join(header)]
+    for k, row in enumerate(rows):
+        if len(row) != ncol:
+            raise ValueError(f"row {k}: {len(row)} values for {ncol} columns ({', '.join(names)})")
+        out.append("\t".join(_format_value(v, t, n) for v, t, n in zip(row, types, names)))
+    out.append("")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write("\n".join(out))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _select_fields(table: AtomicTable, id_col: str, wanted: Sequence[str] | None) -> list[str]:
+    if wanted is None:
+        return [n for n in table.names if n != id_col]
+    for name in wanted:
+        if name not in table.columns or name == id_col:
+            raise DataFormatError(
+                table.path,
+                f"requested field {name!r} is not a text column; available: "
+                f"{', '.join(n for n in table.names if n != id_col)}",
+                line=1,
+                field=name,
+            )
+    return list(wanted)
+
+
+def read_items(path: str | Path, fields: Sequence[str] | None = None) -> Catalog:
+    """The `.item` file as a Catalog (file order). Values are whitespace-stripped.
+
+    Errors: missing `item_id`, empty or duplicate ids (both lines named), an item whose selected text
+    fields are all empty.
+    """
+    table = read_atomic(path)
+    table.require("item_id")
+    table.check_nonempty("item_id")
+    ids = table.col("item_id")
+    names = _select_fields(table, "item_id", fields)
+    if not names:
+        raise DataFormatError(table.path, "no text columns besides 'item_id'", line=1)
+    values = {n: [v.strip() for v in table.col(n)] for n in names}
+    seen: dict[str, int] = {}
+    if len(set(ids)) != len(ids):
+        for i, item in enumerate(ids):
+            if item in seen:
+                raise DataFormatError(
+                    table.path,
+                    f"duplicate item id {item!r} (first on line {table.lines[seen[item]]})",
+                    line=table.lines[i],
+                    field="item_id",
+                )
+            seen[item] = i
+    for i in range(len(ids)):
+        if not any(values[n][i] for n in names):
+            raise DataFormatError(
+                table.path,
+                f"item {ids[i]!r} has no text: all of {', '.join(names)} are empty",
+                line=table.lines[i],
+                field=names[0],
+            )
+    return Catalog(item_ids=list(ids), fields=values)
+
+
+def read_users(path: str | Path, fields: Sequence[str] | None = None) -> dict[str, str]:
+    """The `.user` file as user_id -> profile text: one "field: value" line per non-empty field."""
+    table = read_atomic(path)
+    table.require("user_id")
+    table.check_nonempty("user_id")
+    ids = table.col("user_id")
+    names = _select_fields(table, "user_id", fields)
+    cols = [(n, table.col(n)) for n in names]
+    profiles: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for i, user in enumerate(ids):
+        if user in first:
+            raise DataFormatError(
+                table.path,
+                f"duplicate user id {user!r} (first on line {table.lines[first[user]]})",
+                line=table.lines[i],
+                field="user_id",
+            )
+        first[user] = i
+        parts = []
+        for n, col in cols:
+            v = col[i].strip()
+            if v:
+                parts.append(f"{n}: {v}")
+        profiles[user] = "\n".join(parts)
+    return profiles
