@@ -1,0 +1,93 @@
+"""Rewards computed from a rollout's parsed SID codes and the target SID (no model, no tokenizer).
+
+A rollout is represented by `codes`: the tuple of K generated SID codes, or `None` when it did not parse into
+exactly K steps (format gate). Every reward of a gated rollout is 0, and it is counted, never dropped.
+
+- `step_matches`: SAPO's per-step match m[k] = 1 if level k's code equals the target's, levels independent.
+- `outcome_reward`: 1 if the whole SID equals the target (outcome GRPO).
+- `prefix_reward`: 2^-(L-p) for the longest correct prefix p (0 if p = 0), plus an optional bonus when the SID is a
+  catalog item (prefix-reward GRPO).
+- `mean_step_reward`: the mean of m over levels: how the per-step reward is reduced to one scalar for the
+  `step_reward_broadcast` ablation (and the scalar logged as SAPO's "reward").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+Codes = Sequence[int] | None
+
+
+def _check(codes: Codes, target: Sequence[int]) -> None:
+    if len(target) == 0:
+        raise ValueError("target SID is empty: expected one code per SID level")
+    if codes is not None and len(codes) != len(target):
+        raise ValueError(f"rollout has {len(codes)} SID codes but the target has {len(target)} levels")
+
+
+def step_matches(codes: Codes, target: Sequence[int]) -> list[float]:
+    """m[k] = 1.0 if codes[k] == target[k], else 0.0; all zeros for a gated (None) rollout."""
+    _check(codes, target)
+    if codes is None:
+        return [0.0] * len(target)
+    return [1.0 if int(c) == int(t) else 0.0 for c, t in zip(codes, target)]
+
+
+def correct_prefix_length(codes: Codes, target: Sequence[int]) -> int:
+    """Length p of the longest prefix of `codes` equal to the target's (0 for a gated rollout)."""
+    _check(codes, target)
+    if codes is None:
+        return 0
+    p = 0
+    for c, t in zip(codes, target):
+        if int(c) != int(t):
+            break
+        p += 1
+    return p
+
+
+def outcome_reward(codes: Codes, target: Sequence[int]) -> float:
+    """1.0 if the whole SID equals the target, else 0.0."""
+    return 1.0 if correct_prefix_length(codes, target) == len(target) else 0.0
+
+
+def prefix_reward(
+    codes: Codes,
+    target: Sequence[int],
+    *,
+    valid_bonus: float = 0.0,
+    is_valid: Callable[[tuple[int, ...]], bool] | None = None,
+) -> float:
+    """2^-(L-p) with p the longest correct prefix (0 if p = 0), + `valid_bonus` if `is_valid(codes)`.
+
+    `is_valid` says whether the SID is a catalog item; with constrained rollouts it always is, so the bonus is a
+    constant shift there (normalised away per group) and only matters for unconstrained sampling.
+    """
+    p = correct_prefix_length(codes, target)
+    reward = 0.0 if p == 0 else 2.0 ** -(len(target) - p)
+    if codes is not None and valid_bonus and is_valid is not None and is_valid(tuple(int(c) for c in codes)):
+        reward += valid_bonus
+    return reward
+
+
+def mean_step_reward(codes: Codes, target: Sequence[int]) -> float:
+    """Fraction of levels matched: the scalar reduction of the per-step reward (mean over the K steps)."""
+    m = step_matches(codes, target)
+    return sum(m) / len(m)
+
+
+def match_matrix(all_codes: Sequence[Codes], targets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(N, K) float tensor of per-step matches for N rollouts (row of zeros for gated ones)."""
+    if len(all_codes) != len(targets):
+        raise ValueError(f"{len(all_codes)} rollouts but {len(targets)} targets")
+    if not targets:
+        return torch.zeros(0, 0)
+    num_levels = len(targets[0])
+    for t in targets:
+        if len(t) != num_levels:
+            raise ValueError(f"targets have different numbers of levels ({len(t)} vs {num_levels})")
+    return torch.tensor([step_matches(c, t) for c, t in zip(all_codes, targets)], dtype=torch.float32).view(
+        len(targets), num_levels
+    )

@@ -1,0 +1,163 @@
+"""Reward and advantage math of rl/ against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rl.advantages import (
+    algorithm_advantages,
+    algorithm_rewards,
+    group_normalize,
+    scatter_step_advantages,
+    step_length_scale,
+    token_advantages,
+    zero_std_groups,
+)
+from rl.rewards import (
+    correct_prefix_length,
+    match_matrix,
+    mean_step_reward,
+    outcome_reward,
+    prefix_reward,
+    step_matches,
+)
+
+TARGET = (3, 1, 4)
+
+
+def test_step_matches_levels_are_independent():
+    assert step_matches((3, 1, 4), TARGET) == [1.0, 1.0, 1.0]
+    assert step_matches((3, 9, 4), TARGET) == [1.0, 0.0, 1.0]  # no prefix gating
+    assert step_matches((0, 1, 4), TARGET) == [0.0, 1.0, 1.0]
+    assert step_matches(None, TARGET) == [0.0, 0.0, 0.0]  # format gate
+
+
+def test_outcome_and_prefix_rewards():
+    assert outcome_reward((3, 1, 4), TARGET) == 1.0
+    assert outcome_reward((3, 1, 5), TARGET) == 0.0
+    assert outcome_reward(None, TARGET) == 0.0
+    assert correct_prefix_length((3, 9, 4), TARGET) == 1
+    # 2^-(L-p): p=3 -> 1, p=2 -> 1/2, p=1 -> 1/4, p=0 -> 0 (not 1/8)
+    assert prefix_reward((3, 1, 4), TARGET) == 1.0
+    assert prefix_reward((3, 1, 0), TARGET) == 0.5
+    assert prefix_reward((3, 0, 4), TARGET) == 0.25
+    assert prefix_reward((0, 1, 4), TARGET) == 0.0
+    assert prefix_reward(None, TARGET) == 0.0
+    catalog = {(3, 1, 0), (0, 1, 4)}
+    assert prefix_reward((3, 1, 0), TARGET, valid_bonus=0.1, is_valid=catalog.__contains__) == pytest.approx(0.6)
+    assert prefix_reward((3, 0, 0), TARGET, valid_bonus=0.1, is_valid=catalog.__contains__) == pytest.approx(0.25)
+    assert prefix_reward(None, TARGET, valid_bonus=0.1, is_valid=lambda c: True) == 0.0
+    assert mean_step_reward((3, 9, 4), TARGET) == pytest.approx(2 / 3)
+
+
+def test_reward_shape_errors_are_specific():
+    with pytest.raises(ValueError, match="2 SID codes but the target has 3"):
+        step_matches((1, 2), TARGET)
+    with pytest.raises(ValueError, match="2 rollouts but 1 targets"):
+        match_matrix([(3, 1, 4), None], [TARGET])
+
+
+def test_group_normalize_mixed_group_by_hand():
+    # column [1,0,0,0]: mean 1/4, unbiased std = sqrt((9/16 + 3/16)/3) = 1/2
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert torch.allclose(group_normalize(r, 4), torch.tensor([1.5, -0.5, -0.5, -0.5]))
+    # two groups of 2: [0, 1] -> std = sqrt(1/2) -> +-1/sqrt(2)... (0.5/0.7071 = 0.7071)
+    r = torch.tensor([0.0, 1.0, 2.0, 2.0])
+    out = group_normalize(r, 2)
+    h = 0.5 / math.sqrt(0.5)
+    assert torch.allclose(out, torch.tensor([-h, h, 0.0, 0.0]))
+
+
+def test_group_normalize_all_equal_and_single_rollout_give_zero():
+    assert torch.equal(group_normalize(torch.ones(6), 3), torch.zeros(6))
+    assert torch.equal(group_normalize(torch.zeros(4, 3), 2), torch.zeros(4, 3))
+    assert torch.equal(group_normalize(torch.tensor([1.0, 0.0, 1.0]), 1), torch.zeros(3))  # G = 1: no baseline
+    with pytest.raises(ValueError, match="groups of num_generations=4"):
+        group_normalize(torch.ones(6), 4)
+
+
+def test_group_normalize_eps_rules():
+    # The std floor only matters for tiny spreads: std = 1e-8 -> max(std, eps) = 1e-6 vs std + eps
+    r = torch.tensor([0.0, 2e-8], dtype=torch.float64)
+    std = math.sqrt(2) * 1e-8
+    assert group_normalize(r, 2, denominator="max")[1].item() == pytest.approx(1e-8 / 1e-6, rel=1e-4)
+    assert group_normalize(r, 2, denominator="add")[1].item() == pytest.approx(1e-8 / (std + 1e-6), rel=1e-4)
+
+
+def test_sapo_step_advantages_keep_signal_where_outcome_has_none():
+    # One group, G = 4; target (3,1,4). Nobody is exactly right, so outcome GRPO has no signal,
+    # but level 0 and level 2 differ across rollouts.
+    codes = [(3, 0, 4), (3, 0, 0), (0, 0, 4), None]
+    targets = [TARGET] * 4
+    m = algorithm_rewards("sapo", codes, targets)
+    assert m.tolist() == [[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0]]
+    a = algorithm_advantages("sapo", m, 4)
+    # level 0 and 2 columns are [1,1,0,0]: mean .5, unbiased std sqrt(1/3)
+    s = 0.5 / math.sqrt(1 / 3)
+    expected = torch.tensor([[s, 0, s], [s, 0, -s], [-s, 0, s], [-s, 0, -s]])
+    assert torch.allclose(a, expected, atol=1e-6)
+    assert zero_std_groups(m, 4).tolist() == [[False, True, False]]
+    outcome = algorithm_rewards("grpo", codes, targets)
+    assert outcome.tolist() == [0, 0, 0, 0]
+    assert torch.equal(algorithm_advantages("grpo", outcome, 4), torch.zeros(4))
+    assert zero_std_groups(outcome, 4).tolist() == [True]
+
+
+def test_ablation_rewards():
+    codes = [(3, 1, 4), (3, 0, 4), (0, 0, 0), None]
+    targets = [TARGET] * 4
+    broadcast = algorithm_rewards("step_reward_broadcast", codes, targets)
+    assert torch.allclose(broadcast, torch.tensor([1.0, 2 / 3, 0.0, 0.0]))
+    step_outcome = algorithm_rewards("outcome_step_adv", codes, targets)
+    assert step_outcome.tolist() == [[1, 1, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0]]
+    # its step advantage equals outcome GRPO's advantage at every step
+    a_steps = algorithm_advantages("outcome_step_adv", step_outcome, 4)
+    a_grpo = algorithm_advantages("grpo", algorithm_rewards("grpo", codes, targets), 4)
+    assert torch.allclose(a_steps, a_grpo.unsqueeze(1).expand(-1, 3))
+    prefix = algorithm_rewards("grpo_prefix", codes, targets)
+    assert prefix.tolist() == [1.0, 0.25, 0.0, 0.0]
+    with pytest.raises(ValueError, match="unknown RL algorithm 'sapo_loss'"):
+        algorithm_rewards("sapo_loss", codes, targets)
+
+
+# Token layouts for K = 2 (T = token positions of the completion, -1 = glue or padding):
+#   interleaved:  <think> x </think> <a_1> <think> y y </think> <b_2> <eos> <pad>
+#   blocks_first: <think> x </think> <think> y y </think> <a_1> <b_2> <eos> <pad>
+INTERLEAVED = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, -1, -1]])
+BLOCKS_FIRST = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 0, 1, -1, -1]])
+MASK = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]])
+
+
+@pytest.mark.parametrize("step_index", [INTERLEAVED, BLOCKS_FIRST], ids=["interleaved", "blocks_first"])
+def test_token_map_both_layouts(step_index):
+    adv = torch.tensor([[2.0, -1.0]])
+    tokens = scatter_step_advantages(adv, step_index)
+    expected = torch.where(step_index == 0, 2.0, torch.where(step_index == 1, -1.0, 0.0))
+    assert torch.equal(tokens, expected)
+    # per-step length normalisation: L = 10 loss tokens, |step0| = 4, |step1| = 5, K = 2
+    scale = step_length_scale(step_index, MASK, 2)
+    expected_scale = torch.where(step_index == 0, 10 / (2 * 4), torch.where(step_index == 1, 10 / (2 * 5), 1.0))
+    assert torch.allclose(scale, expected_scale)
+    # TRL grpo loss with ratio 1: mean over loss tokens of -A_t equals -(1/K) sum_k A_k (SAPO per-step average)
+    tok = token_advantages(adv, step_index, MASK, torch.tensor([True]))
+    trl_mean = (tok * MASK).sum() / MASK.sum()
+    assert trl_mean.item() == pytest.approx((2.0 + -1.0) / 2)
+
+
+def test_token_advantages_malformed_rollout_gets_broadcast_mean():
+    adv = torch.tensor([[2.0, -1.0], [-0.5, -1.5]])
+    step_index = torch.cat([INTERLEAVED, INTERLEAVED])
+    mask = torch.cat([MASK, MASK])
+    out = token_advantages(adv, step_index, mask, torch.tensor([True, False]), step_length_norm=False)
+    assert torch.equal(out[0], scatter_step_advantages(adv[:1], INTERLEAVED)[0])
+    assert torch.equal(out[1], torch.tensor([-1.0] * 10 + [0.0]))
+
+
+def test_scatter_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="out of range for K=2"):
+        scatter_step_advantages(torch.zeros(1, 2), torch.tensor([[0, 2]]))
+    with pytest.raises(ValueError, match="expected \\(N, K\\) and \\(N, T\\)"):
+        scatter_step_advantages(torch.zeros(2), torch.tensor([[0, 1]]))
