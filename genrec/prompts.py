@@ -1,0 +1,197 @@
+"""Prompts: a user's history (SIDs and/or item text) and profile, as text for the LM, within a token budget.
+
+Why one function: SFT, RL and evaluation must show the model exactly the same prompt, so they all
+call `build_prompt` with the same `PromptConfig` (saved next to every trained model as prompt_config.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from genrec.data.schema import Catalog, Example
+from sid_tokenizer.sidmap import SIDMap, atomic_write_text
+
+PROMPT_CONFIG_FILE = "prompt_config.json"
+HISTORY_FORMATS = ("sid", "text", "both")
+
+PROFILE_HEADER = "Candidate profile:"
+HISTORY_HEADER = "Jobs viewed, oldest first:"
+REASON_INSTRUCTION = (
+    "Recommend the next job for this candidate. Reason step by step: one short thought per level of "
+    "the job's semantic ID, each followed by that level's ID token."
+)
+DIRECT_INSTRUCTION = "Recommend the next job for this candidate. Answer with its semantic ID only."
+ANSWER_CUE = "Answer:"
+SYSTEM_PROMPT = "You are a job recommender. Jobs are written as semantic IDs, coarse to fine."
+
+
+@dataclass
+class PromptConfig:
+    """How a prompt is built (stored with each trained model so later stages reuse it)."""
+
+    history_format: str = "both"
+    """'sid': SID tokens only; 'text': item text only; 'both': SID then text on each line."""
+    item_template: str = ""
+    """str.format template over catalog fields, e.g. '{title} at {company}, {city}'. Empty: '{title}'
+    when the catalog has a title field, else every non-empty field as 'name: value'."""
+    max_history: int = 10
+    """Keep at most this many of the most recent history items."""
+    include_profile: bool = True
+    max_prompt_tokens: int = 512
+    """Token budget: the oldest history items are dropped first, then the profile is shortened."""
+    use_chat_template: bool = False
+    """Wrap the prompt in the tokenizer's chat template (instruct models); off for the tiny model."""
+    system_prompt: str = SYSTEM_PROMPT
+    reasoning: bool = True
+    """True: ask for step-by-step reasoning (stage 2, RL, eval); False: ask for the SID only (stage 1)."""
+
+    def __post_init__(self) -> None:
+        if self.history_format not in HISTORY_FORMATS:
+            raise ValueError(f"history_format must be one of {HISTORY_FORMATS}, got {self.history_format!r}")
+        if self.max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        if self.max_prompt_tokens < 16:
+            raise ValueError(f"max_prompt_tokens must be >= 16, got {self.max_prompt_tokens}")
+
+    def save(self, folder: str | os.PathLike) -> None:
+        atomic_write_text(Path(folder) / PROMPT_CONFIG_FILE, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "PromptConfig":
+        path = Path(folder) / PROMPT_CONFIG_FILE
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in fields(cls)}
+        unknown = set(payload) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown prompt settings {sorted(unknown)}")
+        return cls(**payload)
+
+    @classmethod
+    def load_or_default(cls, folder: str | os.PathLike | None) -> "PromptConfig":
+        if folder is not None and (Path(folder) / PROMPT_CONFIG_FILE).is_file():
+            return cls.load(folder)
+        return cls()
+
+
+def resolve_item_template(catalog: Catalog, template: str) -> str | None:
+    """The template actually used (None means Catalog.render's 'name: value' default)."""
+    if template:
+        return template
+    return "{title}" if "title" in catalog.fields else None
+
+
+def item_text(item_id: str, catalog: Catalog, cfg: PromptConfig) -> str:
+    return catalog.render(item_id, resolve_item_template(catalog, cfg.item_template))
+
+
+def format_history_line(pos: int, item_id: str, catalog: Catalog, sid_map: SIDMap, cfg: PromptConfig) -> str:
+    parts = [f"{pos}."]
+    if cfg.history_format in ("sid", "both"):
+        parts.append(sid_map.sid_string(item_id))
+    if cfg.history_format in ("text", "both"):
+        parts.append(item_text(item_id, catalog, cfg))
+    return " ".join(p for p in parts if p)
+
+
+def _body(history_lines: list[str], profile: str, cfg: PromptConfig) -> str:
+    lines = []
+    if profile:
+        lines += [PROFILE_HEADER, profile]
+    lines.append(HISTORY_HEADER)
+    lines += history_lines if history_lines else ["(none)"]
+    lines.append(REASON_INSTRUCTION if cfg.reasoning else DIRECT_INSTRUCTION)
+    return "\n".join(lines)
+
+
+def wrap_prompt(body: str, tokenizer, cfg: PromptConfig) -> str:
+    """Plain prompts end with the answer cue; chat prompts end with the assistant turn opener."""
+    if not cfg.use_chat_template:
+        return f"{body}\n{ANSWER_CUE}"
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("use_chat_template is on but the tokenizer has no chat template (set use_chat_template=false)")
+    messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
+        {"role": "user", "content": body}
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def count_tokens(text: str, tokenizer) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer, cfg: PromptConfig | None = None) -> str:
+    """The prompt text for one example (target never shown); fits `cfg.max_prompt_tokens`.
+
+    Truncation order: keep the most recent `max_history` items; drop the oldest ones while over
+    budget (at least one is kept); then shorten the profile from its end; raise ValueError if even that
+    does not fit.
+    """
+    cfg = cfg or PromptConfig()
+    for item in example.history:
+        if item not in sid_map:
+            raise ValueError(f"user {example.user_id!r}: history item {item!r} has no SID in the SID map")
+        if cfg.history_format != "sid" and item not in catalog:
+            raise ValueError(f"user {example.user_id!r}: history item {item!r} is not in the catalog")
+    history = list(example.history[-cfg.max_history:])
+    profile = example.profile.strip() if cfg.include_profile else ""
+
+    def render(first: int, prof: str) -> str:
+        lines = [format_history_line(i + 1, item, catalog, sid_map, cfg) for i, item in enumerate(history[first:])]
+        return wrap_prompt(_body(lines, prof, cfg), tokenizer, cfg)
+
+    # Drop the oldest items: binary search for the smallest `first` that fits (fewer items -> fewer tokens).
+    lo, hi = 0, max(len(history) - 1, 0)
+    if count_tokens(render(0, profile), tokenizer) <= cfg.max_prompt_tokens:
+        return render(0, profile)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_tokens(render(mid, profile), tokenizer) <= cfg.max_prompt_tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    prompt = render(lo, profile)
+    if count_tokens(prompt, tokenizer) <= cfg.max_prompt_tokens:
+        return prompt
+    # Shorten the profile (token-wise, from its end).
+    if profile:
+        ids = tokenizer(profile, add_special_tokens=False)["input_ids"]
+        over = count_tokens(prompt, tokenizer) - cfg.max_prompt_tokens
+        keep = len(ids) - over
+        while keep > 0:
+            prompt = render(lo, tokenizer.decode(ids[:keep]).strip() + " ...")
+            if count_tokens(prompt, tokenizer) <= cfg.max_prompt_tokens:
+                return prompt
+            keep -= max(1, over // 4)
+        prompt = render(lo, "")
+        if count_tokens(prompt, tokenizer) <= cfg.max_prompt_tokens:
+            return prompt
+    raise ValueError(
+        f"user {example.user_id!r}: the prompt needs {count_tokens(prompt, tokenizer)} tokens with one history item "
+        f"and no profile, over max_prompt_tokens={cfg.max_prompt_tokens}; raise max_prompt_tokens or shorten item_template"
+    )
+
+
+# Stage-1 alignment prompts (item text <-> SID); kept here so every prompt wording lives in one file.
+ITEM_TO_SID = "Job: {text}\nSemantic ID:"
+SID_TO_ITEM = "Semantic ID: {sid}\nJob:"
+
+
+def item_to_sid_prompt(item_id: str, catalog: Catalog, cfg: PromptConfig) -> str:
+    return ITEM_TO_SID.format(text=item_text(item_id, catalog, cfg))
+
+
+def sid_to_item_prompt(item_id: str, sid_map: SIDMap) -> str:
+    return SID_TO_ITEM.format(sid=sid_map.sid_string(item_id))
+
+
+def template_corpus() -> list[str]:
+    """Every fixed prompt wording (to train the tiny model's tokenizer on)."""
+    return [PROFILE_HEADER, HISTORY_HEADER, REASON_INSTRUCTION, DIRECT_INSTRUCTION, ANSWER_CUE, SYSTEM_PROMPT,
+            ITEM_TO_SID, SID_TO_ITEM, "(none)"] + [f"{i}." for i in range(1, 21)]
+
+
+def with_overrides(cfg: PromptConfig, **changes) -> PromptConfig:
+    return replace(cfg, **changes)

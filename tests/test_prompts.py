@@ -1,0 +1,102 @@
+"""Prompt building: history formats, token budget truncation from the oldest side, chat template, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from genrec.data.schema import Example
+from genrec.modeling import load_model_and_tokenizer
+from genrec.prompts import PromptConfig, build_prompt, count_tokens
+from tests.helpers_tiny import tiny_catalog, tiny_model_dir, tiny_sid_map
+
+CAT, SIDS = tiny_catalog(), tiny_sid_map()
+_, TOK = load_model_and_tokenizer(tiny_model_dir())
+HIST = ("j000", "j001", "j002", "j105", "j006", "j007")
+EX = Example("u1", HIST, "j008", "Skills: python, sql. Location: Boston.")
+
+
+def test_both_format_shows_sids_and_titles_not_target():
+    p = build_prompt(EX, CAT, SIDS, TOK)
+    for item in HIST:
+        assert SIDS.sid_string(item) in p
+        assert CAT.record(item)["title"] in p
+    assert SIDS.sid_string("j008") not in p and "ETL Developer" not in p
+    assert "Skills: python, sql" in p
+    assert p.endswith("Answer:")
+    # Oldest first, numbered.
+    assert p.index("Data Analyst") < p.index("Database Administrator")
+    assert "1. <a_0><b_0> Data Analyst" in p
+
+
+@pytest.mark.parametrize("fmt", ["sid", "text"])
+def test_single_formats(fmt):
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(history_format=fmt))
+    assert (SIDS.sid_string("j000") in p) == (fmt == "sid")
+    assert ("Data Analyst" in p) == (fmt == "text")
+
+
+def test_item_template_and_profile_switch():
+    cfg = PromptConfig(item_template="{title} at {company}, {city}", include_profile=False)
+    p = build_prompt(EX, CAT, SIDS, TOK, cfg)
+    rec = CAT.record("j002")
+    assert f"{rec['title']} at {rec['company']}, {rec['city']}" in p
+    assert "Skills" not in p
+
+
+def test_max_history_keeps_most_recent():
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_history=2))
+    assert "Pediatric Nurse" not in p and "Statistician" in p and "Database Administrator" in p
+    assert "1. <a_0><b_6> Statistician" in p
+
+
+def test_budget_drops_oldest_items_first():
+    full = build_prompt(EX, CAT, SIDS, TOK)
+    n_full = count_tokens(full, TOK)
+    budget = n_full - 12
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_prompt_tokens=budget))
+    assert count_tokens(p, TOK) <= budget
+    assert "Database Administrator" in p and "Data Analyst" not in p  # newest kept, oldest gone
+    assert "Skills: python, sql" in p  # profile kept while history can shrink
+    # Budgets only one item fits: then the profile is shortened.
+    one = build_prompt(Example("u1", HIST[-1:], "j008", EX.profile), CAT, SIDS, TOK)
+    tight = count_tokens(one, TOK) - 4
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_prompt_tokens=tight))
+    assert count_tokens(p, TOK) <= tight and "Database Administrator" in p and "Statistician" not in p
+    assert "Location: Boston" not in p
+
+
+def test_budget_too_small_is_a_clear_error():
+    with pytest.raises(ValueError, match="max_prompt_tokens=20"):
+        build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_prompt_tokens=20))
+
+
+def test_unknown_history_item_is_named():
+    bad = dataclasses.replace(EX, history=("j000", "zzz"))
+    with pytest.raises(ValueError, match="'zzz' has no SID"):
+        build_prompt(bad, CAT, SIDS, TOK)
+
+
+def test_chat_template(tmp_path):
+    cfg = PromptConfig(use_chat_template=True)
+    with pytest.raises(ValueError, match="no chat template"):
+        build_prompt(EX, CAT, SIDS, TOK, cfg)
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    p = build_prompt(EX, CAT, SIDS, tok, cfg)
+    assert p.startswith("<|system|>\nYou are a job recommender") and p.endswith("<|assistant|>\n")
+    assert SIDS.sid_string("j007") in p and "Answer:" not in p
+
+
+def test_reasoning_switch_and_config_roundtrip(tmp_path):
+    direct = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(reasoning=False))
+    assert "semantic ID only" in direct and "step by step" not in direct
+    cfg = PromptConfig(history_format="sid", max_history=3)
+    cfg.save(tmp_path)
+    assert PromptConfig.load(tmp_path) == cfg
+    with pytest.raises(ValueError, match="history_format"):
+        PromptConfig(history_format="titles")
