@@ -161,3 +161,49 @@ def test_scatter_rejects_bad_shapes():
         scatter_step_advantages(torch.zeros(1, 2), torch.tensor([[0, 2]]))
     with pytest.raises(ValueError, match="expected \\(N, K\\) and \\(N, T\\)"):
         scatter_step_advantages(torch.zeros(2), torch.tensor([[0, 1]]))
+
+
+def _spec(layout):
+    from genrec.response import ResponseSpec
+
+    return ResponseSpec.from_ids(think_open_id=1, think_close_id=2, eos_id=3, pad_id=0,
+                                 level_token_ids=[[10, 11], [12, 13]], vocab_size=20, layout=layout)
+
+
+@pytest.mark.parametrize(
+    "layout,ids,expected",
+    [("interleaved", [1, 5, 2, 10, 1, 5, 6, 2, 13, 3, 0], INTERLEAVED),
+     ("blocks_first", [1, 5, 2, 1, 5, 6, 2, 10, 13, 3, 0], BLOCKS_FIRST)],
+)
+def test_parser_step_index_matches_hand_map(layout, ids, expected):
+    from genrec.response import parse_response, step_index_tensor
+
+    parsed = parse_response(ids, _spec(layout))
+    assert parsed.ok and parsed.codes == (0, 1)
+    assert torch.equal(step_index_tensor([parsed], len(ids)), expected)
+    # Malformed (EOS after one step): not ok, so its rewards are gated to zero and counted.
+    bad = parse_response(ids[:4] + [3], _spec(layout))
+    assert not bad.ok
+    assert step_matches(bad.codes if bad.ok else None, (0, 1)) == [0.0, 0.0]
+
+
+def test_sid_positions_and_masked_logps():
+    from rl.sid_mask import SIDTable, masked_token_logps
+    from sid_tokenizer.sidmap import SIDMap
+
+    # catalog: (0,0), (0,1), (1,1); level-0 ids 10,11; level-1 ids 12,13
+    sid_map = SIDMap({"x": (0, 0), "y": (0, 1), "z": (1, 1)}, [2, 2])
+    table = SIDTable.build(sid_map, _spec("interleaved"))
+    assert table.children == {(): [10, 11], (0,): [12, 13], (1,): [13]}
+    completion = torch.tensor([[1, 5, 2, 11, 1, 2, 13, 3], [1, 2, 10, 1, 2, 12, 3, 0]])
+    mask = torch.tensor([[1] * 8, [1] * 7 + [0]])
+    rows, cols, allowed = table.sid_positions(completion, mask)
+    assert (rows, cols) == ([0, 0, 1, 1], [3, 6, 2, 5])
+    assert allowed == [[10, 11], [13], [10, 11], [12, 13]]
+    logits = torch.randn(4, 20)
+    tokens = completion[rows, cols]
+    out = masked_token_logps(logits, tokens, allowed)
+    for i, ids in enumerate(allowed):
+        ref = torch.log_softmax(logits[i, ids], dim=0)[ids.index(int(tokens[i]))]
+        assert out[i].item() == pytest.approx(ref.item(), abs=1e-5)
+    assert out[1].item() == pytest.approx(0.0, abs=1e-6)  # a single allowed child: probability 1

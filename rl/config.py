@@ -1,0 +1,131 @@
+"""`SAPOConfig`: TRL's `GRPOConfig` plus the step-aligned RL options (algorithm, layout, masking, rewards).
+
+The algorithm is chosen by `algorithm`, never by TRL's `loss_type`: TRL's `loss_type="sapo"` is an unrelated method
+(Soft Adaptive Policy Optimization). Step-aligned algorithms keep `loss_type="grpo"`, because the per-step length
+normalisation is expressed as an exact rescaling of the advantages under that loss (see rl/advantages.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+from rl.advantages import ALGORITHMS, EPS, STEP_ALGORITHMS
+
+LAYOUTS = ("interleaved", "blocks_first")
+
+
+def _bf16_available() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class SAPOConfig(GRPOConfig):
+    """GRPOConfig with genrec's RL options. Defaults suit a small model on CPU; see docs/rl.md for GPU settings."""
+
+    algorithm: str = field(
+        default="sapo",
+        metadata={
+            "help": "RL algorithm: 'sapo' (per-step match reward, per-step group advantage), 'grpo' (exact-match "
+            "outcome reward), 'grpo_prefix' (prefix reward 2^-(L-p)), 'step_reward_broadcast' (ablation: mean "
+            "per-step reward, one advantage per rollout) or 'outcome_step_adv' (ablation: outcome reward, "
+            "step-aligned token mapping).",
+            "choices": list(ALGORITHMS),
+        },
+    )
+    layout: str = field(
+        default="interleaved",
+        metadata={"help": "Response layout the model was trained on: 'interleaved' or 'blocks_first'.",
+                  "choices": list(LAYOUTS)},
+    )
+    max_block_tokens: int = field(
+        default=32,
+        metadata={"help": "Token budget of one thinking block during constrained rollouts (then </think> is forced)."},
+    )
+    constrained_rollouts: bool = field(
+        default=True,
+        metadata={"help": "Force the response structure and restrict each SID token to catalog prefixes while "
+                  "sampling. Off: free sampling, malformed rollouts get reward 0 (format gate)."},
+    )
+    masked_logprobs: bool = field(
+        default=True,
+        metadata={"help": "Train on log-probs renormalised over the tokens the sampler allowed at SID positions "
+                  "(the distribution rollouts were drawn from). Off: TRL's unmasked log-probs."},
+    )
+    step_length_norm: bool = field(
+        default=True,
+        metadata={"help": "Step algorithms: divide each step's token losses by the step's length and average over "
+                  "steps (SAPO), instead of TRL's average over all tokens. Needs loss_type='grpo'."},
+    )
+    valid_bonus: float = field(
+        default=0.0,
+        metadata={"help": "grpo_prefix: reward bonus for a SID that is a catalog item (constant under constrained "
+                  "rollouts)."},
+    )
+    adv_eps: float = field(
+        default=EPS,
+        metadata={"help": "Floor / offset of the group std in the advantage normalisation."},
+    )
+
+    # GRPOConfig defaults changed for small models on CPU.
+    activation_checkpointing: bool | None = field(
+        default=False,
+        metadata={"help": "Trade compute for memory (TRL's default is on; slow for small models)."},
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (transformers 5)."}
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision; default: on when a bf16-capable GPU is present, else off."},
+    )
+    loss_type: str = field(
+        default="grpo",
+        metadata={"help": "TRL loss aggregation; keep 'grpo' for step algorithms (TRL's 'sapo' is another method)."},
+    )
+    num_generations: int | None = field(default=8, metadata={"help": "Rollouts per prompt (G)."})
+    max_completion_length: int | None = field(
+        default=256, metadata={"help": "Token budget of a whole response (K blocks + K SID tokens + EOS)."}
+    )
+    beta: float = field(
+        default=0.0,
+        metadata={"help": "KL coefficient to the frozen reference (k3 estimator). 0 loads no reference model; the "
+                  "paper used 0.001. With beta > 0 the reference is reloaded from the model's folder."},
+    )
+    logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
+    report_to: str | list[str] | None = field(
+        default="tensorboard", metadata={"help": "Logging integrations (TensorBoard by default)."}
+    )
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoint strategy (for resume)."})
+    save_steps: float = field(default=50, metadata={"help": "Save a checkpoint every N steps."})
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = _bf16_available()
+        super().__post_init__()
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.max_block_tokens < 1:
+            raise ValueError(f"max_block_tokens must be >= 1, got {self.max_block_tokens}")
+        if self.adv_eps <= 0:
+            raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
+        if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":
+            raise ValueError(
+                f"algorithm={self.algorithm!r} with step_length_norm needs loss_type='grpo' (got {self.loss_type!r}): "
+                "the per-step length normalisation is an exact advantage rescaling only under that loss. "
+                "Note that TRL's loss_type='sapo' is a different method, not this project's SAPO."
+            )
+        if self.constrained_rollouts and (self.top_k or self.top_p < 1.0 or self.min_p):
+            raise ValueError(
+                "constrained rollouts need top_k=0, top_p=1.0 and min_p unset: truncation is applied before the SID "
+                "mask and can remove every allowed token (and it would make the sampled distribution differ from "
+                "the masked log-probs used in training)"
+            )
+
+    @property
+    def is_step_algorithm(self) -> bool:
+        return self.algorithm in STEP_ALGORITHMS

@@ -1,0 +1,305 @@
+"""`SAPOTrainer`: TRL's `GRPOTrainer` with step-aligned advantages, constrained rollouts and masked SID log-probs.
+
+Three overrides, everything else is TRL's:
+- `_generate_single_turn`: wraps the model's `generate` with the structure + prefix-trie logits processor (TRL has no
+  hook for a transformers LogitsProcessor: GenerationConfig rejects it in `generation_kwargs`). With vLLM the
+  constraint is a vLLM logits processor instead (rl/vllm_processor.py).
+- `_generate_and_score_completions`: after TRL has generated and scored, parse each rollout into K steps, gather the
+  parsed codes and targets across processes exactly as TRL gathers scalar rewards (a group of G rollouts can span
+  processes), normalise per group (and per step), slice back this process's rows and replace `advantages` with a
+  (B,) tensor (scalar algorithms) or a (B, T) per-token tensor (step algorithms).
+- `_get_per_token_logps_and_entropies`: at SID positions, the log-prob under the distribution the sampler drew from
+  (softmax restricted to the allowed trie children) instead of the full softmax; used for the policy, old and
+  reference log-probs alike.
+
+(B, T) advantages flow through TRL's loss unchanged: `_compute_loss` only unsqueezes 1-D advantages, and
+`get_off_policy_mask` broadcasts `advantages >= 0` per token. The completions table keeps one scalar advantage per
+rollout (the mean over steps) plus a `step_advantages` column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from accelerate.utils import gather
+from trl import GRPOTrainer
+
+from rl.advantages import (
+    algorithm_advantages,
+    algorithm_rewards,
+    token_advantages,
+    zero_std_groups,
+)
+from rl.config import SAPOConfig
+from rl.reward_funcs import TARGET_COLUMN, RolloutParser, make_reward_funcs, reward_weights_for
+from rl.rewards import match_matrix, outcome_reward
+from rl.sid_mask import SIDTable, masked_token_logps
+from sid_tokenizer.sidmap import SIDMap, sid_string
+
+
+def _tokenizer_of(processing_class):
+    return getattr(processing_class, "tokenizer", processing_class)
+
+
+class SAPOTrainer(GRPOTrainer):
+    """GRPOTrainer for SID responses; `args.algorithm` selects SAPO, the GRPO baselines or an ablation."""
+
+    def __init__(
+        self,
+        model,
+        args: SAPOConfig,
+        sid_map: SIDMap,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_funcs=None,
+        **kwargs: Any,
+    ) -> None:
+        from genrec.response import ResponseSpec
+
+        if not isinstance(args, SAPOConfig):
+            raise TypeError(f"SAPOTrainer needs a SAPOConfig, got {type(args).__name__}")
+        if processing_class is None:
+            from transformers import AutoTokenizer
+
+            name = model if isinstance(model, str) else model.config._name_or_path
+            processing_class = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+        tokenizer = _tokenizer_of(processing_class)
+        for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            cols = getattr(ds, "column_names", None)
+            if cols is not None and TARGET_COLUMN not in cols:
+                raise ValueError(
+                    f"{name} has columns {cols} but no '{TARGET_COLUMN}' (target SID codes per prompt); "
+                    "build it with rl.data.build_rl_dataset"
+                )
+        self.sid_map = sid_map
+        self.num_levels = sid_map.num_levels
+        self.spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, args.layout)
+        self.parser = RolloutParser(self.spec)
+        self._catalog = frozenset(sid_map.item_to_codes.values())
+        if reward_funcs is None:
+            reward_funcs = make_reward_funcs(self.parser, valid_bonus=args.valid_bonus, catalog=self._catalog)
+            if args.reward_weights is None:
+                args.reward_weights = reward_weights_for(args.algorithm)
+        self._trie = None
+        if args.constrained_rollouts:
+            from genrec.trie import SIDTrie
+
+            self._trie = SIDTrie.from_sid_map(sid_map, tokenizer)
+        with self._vllm_constraint(args, tokenizer):
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                **kwargs,
+            )
+        policy = self.accelerator.unwrap_model(self.model)
+        self.sid_table = SIDTable.build(sid_map, self.spec)
+        self._masked = bool(args.masked_logprobs and args.constrained_rollouts)
+        if self._masked:
+            text_config = policy.config.get_text_config()
+            for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier"):
+                if getattr(text_config, attr, None) not in (None, 1, 1.0):
+                    raise ValueError(
+                        f"masked_logprobs does not support models with {attr}={getattr(text_config, attr)!r}; "
+                        "set masked_logprobs=false"
+                    )
+
+    # ------------------------------------------------------------------ rollouts
+
+    @contextlib.contextmanager
+    def _vllm_constraint(self, args: SAPOConfig, tokenizer):
+        """While TRL builds its vLLM backend, make it the subclass that installs the SID logits processor."""
+        if not (args.use_vllm and args.constrained_rollouts):
+            yield
+            return
+        import trl.trainer.grpo_trainer as grpo_module
+
+        from rl.vllm_processor import constrained_vllm_generation_class, write_constraint_file
+
+        path = write_constraint_file(args.output_dir, self.sid_map, tokenizer, args.layout, args.max_block_tokens)
+        original = grpo_module.VLLMGeneration
+        grpo_module.VLLMGeneration = constrained_vllm_generation_class(original, path)
+        try:
+            yield
+        finally:
+            grpo_module.VLLMGeneration = original
+
+    def make_logits_processor(self):
+        """A fresh structure + trie processor for one `generate` call (it tracks where the prompt ends)."""
+        from genrec.constrained import SIDLogitsProcessor
+
+        return SIDLogitsProcessor(self.spec, self._trie, self.args.max_block_tokens)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if self.use_vllm or self.use_transformers_continuous_batching or not self.args.constrained_rollouts:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images=has_tool_images
+            )
+        from transformers import LogitsProcessorList
+
+        unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
+        original = unwrapped.generate
+        had_instance_attr = "generate" in vars(unwrapped)
+
+        def constrained_generate(*a, **kw):
+            processors = LogitsProcessorList(kw.pop("logits_processor", None) or [])
+            processors.append(self.make_logits_processor())
+            return original(*a, logits_processor=processors, **kw)
+
+        unwrapped.generate = constrained_generate
+        try:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images=has_tool_images
+            )
+        finally:
+            if had_instance_attr:
+                unwrapped.generate = original
+            else:
+                del unwrapped.generate
+
+    # ------------------------------------------------------------------ advantages
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        from genrec.response import step_index_tensor
+
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        loss_mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        n_local, length = completion_ids.shape
+        k = self.num_levels
+
+        # Parse this process's rollouts (the completion is everything up to and including EOS).
+        rows = [ids[m.bool()].tolist() for ids, m in zip(completion_ids.cpu(), completion_mask.cpu())]
+        parsed = [self.parser(r) for r in rows]
+        ok_local = torch.tensor([p.ok for p in parsed], dtype=torch.bool)
+        codes_local = torch.full((n_local, k), -1, dtype=torch.long)
+        block_len_local = torch.zeros(n_local, k, dtype=torch.float32)
+        for i, p in enumerate(parsed):
+            if p.ok:
+                codes_local[i] = torch.tensor([int(c) for c in p.codes])
+                for step in p.steps:
+                    block_len_local[i, step.level] = float(step.block_end - step.block_start)
+        try:
+            targets_local = torch.tensor([list(x[TARGET_COLUMN]) for x in inputs], dtype=torch.long)
+        except KeyError:
+            raise ValueError(f"training rows need a '{TARGET_COLUMN}' column (target SID codes)") from None
+        if targets_local.shape != (n_local, k):
+            raise ValueError(
+                f"'{TARGET_COLUMN}' must hold {k} codes per row (the SID map has {k} levels); got shape "
+                f"{tuple(targets_local.shape)}"
+            )
+
+        # Gather exactly like TRL's scalar rewards: rows in process order, groups of G consecutive rows.
+        all_codes_t = gather(codes_local.to(device)).cpu()
+        all_targets_t = gather(targets_local.to(device)).cpu()
+        all_ok = gather(ok_local.to(device)).cpu()
+        all_block_len = gather(block_len_local.to(device)).cpu()
+        all_codes = [tuple(row) if ok else None for row, ok in zip(all_codes_t.tolist(), all_ok.tolist())]
+        all_targets = [tuple(t) for t in all_targets_t.tolist()]
+
+        rewards = algorithm_rewards(
+            self.args.algorithm, all_codes, all_targets, valid_bonus=self.args.valid_bonus,
+            is_valid=self._catalog.__contains__,
+        )
+        advantages = algorithm_advantages(self.args.algorithm, rewards, num_generations, eps=self.args.adv_eps)
+        process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
+        local_adv = advantages[process_slice].to(device)
+
+        if self.args.is_step_algorithm:
+            step_index = step_index_tensor(parsed, length, device=device)
+            output["advantages"] = token_advantages(
+                local_adv, step_index, loss_mask, ok_local.to(device), step_length_norm=self.args.step_length_norm
+            )
+        else:
+            output["advantages"] = local_adv
+
+        self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, advantages, num_generations)
+        return output
+
+    def _log_step_metrics(self, mode, all_codes, all_targets, all_ok, all_block_len, rewards, advantages, g) -> None:
+        metrics = self._metrics[mode]
+        matches = match_matrix(all_codes, all_targets)
+        outcome = torch.tensor([outcome_reward(c, t) for c, t in zip(all_codes, all_targets)])
+        for level in range(self.num_levels):
+            metrics[f"sid/match_rate/level_{level}"].append(matches[:, level].mean().item())
+        metrics["sid/exact_match_rate"].append(outcome.mean().item())
+        metrics["sid/malformed_rate"].append(1.0 - all_ok.float().mean().item())
+        metrics["sid/malformed_count"].append(float((~all_ok).sum().item()))
+        zero_steps = zero_std_groups(matches, g)  # (groups, K)
+        for level in range(self.num_levels):
+            metrics[f"sid/frac_zero_adv_groups/step_{level}"].append(zero_steps[:, level].float().mean().item())
+        metrics["sid/frac_zero_adv_groups/all_steps"].append(zero_steps.all(dim=1).float().mean().item())
+        metrics["sid/frac_zero_adv_groups/outcome"].append(zero_std_groups(outcome, g).float().mean().item())
+        zero_alg = zero_std_groups(rewards, g)
+        zero_alg = zero_alg.all(dim=1) if zero_alg.dim() == 2 else zero_alg
+        metrics["sid/frac_zero_adv_groups/algorithm"].append(zero_alg.float().mean().item())
+        metrics["sid/advantage/mean_abs"].append(advantages.abs().mean().item())
+        metrics["sid/advantage/std"].append(advantages.std().item() if advantages.numel() > 1 else 0.0)
+        metrics["sid/advantage/min"].append(advantages.min().item())
+        metrics["sid/advantage/max"].append(advantages.max().item())
+        if all_ok.any():
+            for level in range(self.num_levels):
+                metrics[f"sid/block_length/level_{level}"].append(all_block_len[all_ok, level].mean().item())
+
+        # Completions table: one scalar per rollout (mean over steps for step algorithms) + per-step values.
+        n = advantages.shape[0]
+        per_rollout = advantages.mean(dim=1) if advantages.dim() == 2 else advantages
+        logged = self._logs["advantages"]
+        for _ in range(min(n, len(logged))):
+            logged.pop()
+        logged.extend(per_rollout.tolist())
+        if advantages.dim() == 2:
+            self._logs["extra"]["step_advantages"].extend([[round(v, 4) for v in row] for row in advantages.tolist()])
+        self._logs["extra"]["sid"].extend([sid_string(c) if c is not None else "" for c in all_codes])
+        self._logs["extra"]["target_sid"].extend([sid_string(t) for t in all_targets])
+
+    # ------------------------------------------------------------------ masked log-probs
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        if not self._masked:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        completion_ids = input_ids[:, -logits_to_keep:]
+        completion_mask = attention_mask[:, -logits_to_keep:]
+        rows, cols, allowed = self.sid_table.sid_positions(completion_ids, completion_mask)
+        if not rows:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        target = self.accelerator.unwrap_model(model)
+        if hasattr(target, "get_base_model"):  # PEFT
+            target = target.get_base_model()
+        captured: list[torch.Tensor] = []
+
+        def keep_hidden(_module, _args, out):
+            captured.append(out[0] if isinstance(out, tuple) else out.last_hidden_state)
+
+        handle = target.base_model.register_forward_hook(keep_hidden)
+        try:
+            logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        finally:
+            handle.remove()
+        hidden = torch.cat(captured, dim=0)  # (B, S, H), chunks in order
+        if hidden.shape[0] != input_ids.shape[0]:
+            raise RuntimeError(f"captured {hidden.shape[0]} hidden-state rows for a batch of {input_ids.shape[0]}")
+        row_t = torch.tensor(rows, device=hidden.device)
+        col_t = torch.tensor(cols, device=hidden.device)
+        # Completion token c sits at input position S - logits_to_keep + c and is predicted from the position before.
+        positions = input_ids.shape[1] - logits_to_keep + col_t - 1
+        head = target.get_output_embeddings()
+        logits = head(hidden[row_t, positions].to(head.weight.dtype)) / self.temperature
+        masked = masked_token_logps(logits, completion_ids[row_t, col_t], allowed)
+        logps = logps.index_put((row_t, col_t), masked.to(logps.dtype))
+        return logps, entropies, aux
