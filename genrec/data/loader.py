@@ -15,9 +15,11 @@ from pathlib import Path
 from genrec.data import minionerec
 from genrec.data.config import DataConfig
 from genrec.data.errors import DataFormatError
-from genrec.data.recbole import AtomicTable, read_atomic, read_items, read_users
+from genrec.data.recbole import AtomicTable, gc_paused, read_atomic, read_items, read_users
 from genrec.data.schema import Catalog, Example, RecData
 from genrec.data.splits import (
+    chronological_sequences,
+    has_consecutive_repeat,
     collapse_consecutive,
     drop_repeat_targets,
     kcore_filter,
@@ -117,7 +119,11 @@ def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
 
 def load_data(path: str | Path, cfg: DataConfig | None = None, *, verbose: bool = True) -> RecData:
     """Load, filter and split a dataset; the summary of counts is printed (when `verbose`) and stored."""
-    cfg = cfg or DataConfig()
+    with gc_paused():
+        return _load_data(path, cfg or DataConfig(), verbose)
+
+
+def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
     src = detect(path)
     if src.kind == "items":
         raise DataFormatError(src.item_file, f"no interaction file: expected {src.name}.inter or pre-split files")
@@ -164,27 +170,16 @@ def _load_atomic(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: D
         keep_rows = [i for i, it in enumerate(items) if it not in unknown]
         n_unknown = n_read - len(keep_rows)
     rows = keep_rows if keep_rows is not None else range(n_read)
-    # Chronological order, stable on file order for equal timestamps: one global sort gives both the
-    # per-user order and the global time rank used by the temporal split.
-    order = sorted(rows, key=times.__getitem__)
-    seqs: dict[str, list[str]] = {}
-    ranks: dict[str, list[int]] = {}
-    for rank, i in enumerate(order):
-        u = users[i]
-        s = seqs.get(u)
-        if s is None:
-            seqs[u] = [items[i]]
-            ranks[u] = [rank]
-        else:
-            s.append(items[i])
-            ranks[u].append(rank)
+    seqs, ranks = chronological_sequences(users, items, times, rows, with_ranks=cfg.split == "temporal")
     n_users = len(seqs)
     collapsed = 0
     if cfg.collapse_repeats:
-        for u in seqs:
-            s, r, n = collapse_consecutive(seqs[u], ranks[u])
-            if n:
-                seqs[u], ranks[u] = s, r  # type: ignore[assignment]
+        for u, s in seqs.items():
+            if has_consecutive_repeat(s):
+                new, r, n = collapse_consecutive(s, ranks[u] if ranks is not None else None)
+                seqs[u] = new
+                if ranks is not None:
+                    ranks[u] = r  # type: ignore[assignment]
                 collapsed += n
     summary: dict[str, int | float | str] = {
         "name": src.name,
@@ -196,20 +191,21 @@ def _load_atomic(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: D
         "repeats_collapsed": collapsed,
     }
     if cfg.kcore > 1:
-        seqs, ranks2, kstats = kcore_filter(seqs, cfg.kcore, ranks, collapse=cfg.collapse_repeats)
-        ranks = ranks2 or {}
+        seqs, ranks, kstats = kcore_filter(seqs, cfg.kcore, ranks, collapse=cfg.collapse_repeats)
         summary["repeats_collapsed"] = collapsed + kstats.pop("repeats_collapsed")
         summary.update(kstats)
     few = [u for u, s in seqs.items() if len(s) < max(cfg.min_interactions, 1)]
     for u in few:
         del seqs[u]
-        ranks.pop(u, None)
+        if ranks is not None:
+            del ranks[u]
     summary["users_dropped_few_interactions"] = len(few)
     summary["users"] = len(seqs)
     summary["interactions_used"] = sum(map(len, seqs.values()))
     if cfg.split == "loo":
         train, valid, test = leave_one_out(seqs, cfg.max_history, profiles)
     else:
+        assert ranks is not None
         train, valid, test, no_hist = temporal_split(seqs, ranks, cfg.ratios(), cfg.max_history, profiles)
         summary["first_interactions_not_targets"] = no_hist
     return _finish(src, catalog, profiles, cfg, summary, train, valid, test, str(table.path))
@@ -306,13 +302,15 @@ def _finish(
 
 
 SUMMARY_LABELS = {
-    "interactions_read": "interactions read",
+    "interactions_read": "interactions (rows) read",
+    "users_read": "users read",
     "unknown_items_dropped": "unknown-item interactions dropped",
     "repeats_collapsed": "consecutive repeats collapsed",
     "kcore_interactions_dropped": "k-core: interactions dropped",
     "kcore_users_dropped": "k-core: users dropped",
     "users_dropped_few_interactions": "users dropped (< min_interactions)",
     "users": "users kept",
+    "interactions_used": "interactions used",
     "repeat_targets_dropped": "repeat-target examples dropped",
     "train_examples": "train examples",
     "valid_examples": "valid examples",

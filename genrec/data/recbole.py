@@ -9,10 +9,13 @@ quote characters in real text must stay literal.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
@@ -126,6 +129,20 @@ def _decode(path: Path, data: bytes) -> str:
     return text
 
 
+@contextmanager
+def gc_paused():
+    """Pause the cyclic GC while building millions of small lists/tuples: it would otherwise rescan
+    them over and over (measured 5-10x slower loads). Nothing built here is cyclic.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_atomic(path: str | Path) -> AtomicTable:
     """Parse one atomic file. Errors name the file, the line and the field.
 
@@ -133,43 +150,47 @@ def read_atomic(path: str | Path) -> AtomicTable:
     breaks, which real text fields contain. Blank lines are skipped; every other line must have
     exactly as many TAB-separated fields as the header.
     """
-    path = Path(path)
+    with gc_paused():
+        return _read_atomic(Path(path))
+
+
+def _read_atomic(path: Path) -> AtomicTable:
     if not path.is_file():
         raise DataFormatError(path, "file not found" if not path.exists() else "not a regular file")
     text = _decode(path, path.read_bytes())
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    raw = text.split("\n")
-    if not raw or not raw[0].strip():
-        if not text.strip():
-            raise DataFormatError(path, "empty file (expected a 'name:type' header line and data lines)")
+    if not text.strip():
+        raise DataFormatError(path, "empty file (expected a 'name:type' header line and data lines)")
+    header, _, body = text.partition("\n")
+    if not header.strip():
         raise DataFormatError(path, "first line is empty; expected a 'name:type' header", line=1)
-    names, types = parse_header(path, raw[0])
+    names, types = parse_header(path, header)
     ncol = len(names)
-    body = raw[1:]
-    if body and not body[-1]:
-        body.pop()  # the final newline
-    rows = [line.split("\t") for line in body]
-    bad = [i for i, r in enumerate(rows) if len(r) != ncol]
-    lines: list[int]
-    if bad:
-        blank = {i for i in bad if not body[i].strip()}
-        real_bad = [i for i in bad if i not in blank]
-        if real_bad:
-            i = real_bad[0]
-            raise DataFormatError(
-                path,
-                f"expected {ncol} TAB-separated fields ({', '.join(names)}), found {len(rows[i])}",
-                line=i + 2,
-            )
-        keep = [i for i in range(len(rows)) if i not in blank]
-        rows = [rows[i] for i in keep]
-        lines = [i + 2 for i in keep]
-    else:
-        lines = list(range(2, len(rows) + 2))
-    if not rows:
+    if body.endswith("\n"):
+        body = body[:-1]  # the final newline
+    if not body.strip():
         raise DataFormatError(path, "no data lines after the header")
-    columns = dict(zip(names, map(list, zip(*rows)))) if rows else {n: [] for n in names}
+    lines_text = body.split("\n")
+    lines = list(range(2, len(lines_text) + 2))
+    if set(map(str.count, lines_text, repeat("\t"))) != {ncol - 1}:
+        # Slow path: find the first malformed line; skip blank lines (they hold no data).
+        keep = []
+        for i, line in enumerate(lines_text):
+            n = line.count("\t") + 1
+            if n == ncol:
+                keep.append(i)
+            elif line.strip():
+                raise DataFormatError(
+                    path,
+                    f"expected {ncol} TAB-separated fields ({', '.join(names)}), found {n}",
+                    line=i + 2,
+                )
+        body = "\n".join(lines_text[i] for i in keep)
+        lines = [i + 2 for i in keep]
+    # One flat split is ~2x faster than splitting each line; every line has ncol fields (checked).
+    flat = body.replace("\n", "\t").split("\t")
+    columns = {name: flat[j::ncol] for j, name in enumerate(names)}
     return AtomicTable(str(path), names, types, columns, lines)
 
 

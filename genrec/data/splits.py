@@ -7,11 +7,53 @@ easy to test. Input sequences are already sorted oldest -> newest (stable on fil
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
+from operator import eq
 
 from genrec.data.schema import Example
 
 Sequences = dict[str, list[str]]
+
+
+def chronological_sequences(
+    users: Sequence[str],
+    items: Sequence[str],
+    times: Sequence[float],
+    rows: Iterable[int],
+    with_ranks: bool = False,
+) -> tuple[Sequences, dict[str, list[int]] | None]:
+    """Group interaction rows into per-user item lists, oldest first (ties keep file order).
+
+    Users come out sorted by id string. With `with_ranks`, also each interaction's global time rank
+    (0 = earliest overall), which the temporal split cuts on. Two stable C-level sorts (by time, then
+    by user) instead of a Python loop per row: this is the hot path for ~1M interactions.
+    """
+    by_time = sorted(rows, key=times.__getitem__)
+    order = sorted(by_time, key=users.__getitem__)
+    item_seq = list(map(items.__getitem__, order))
+    counts = Counter(map(users.__getitem__, by_time))
+    seqs: Sequences = {}
+    ranks: dict[str, list[int]] | None = None
+    rank_seq: list[int] = []
+    if with_ranks:
+        rank_of = [0] * len(users)
+        for r, i in enumerate(by_time):
+            rank_of[i] = r
+        rank_seq = list(map(rank_of.__getitem__, order))
+        ranks = {}
+    start = 0
+    for u in sorted(counts):
+        end = start + counts[u]
+        seqs[u] = item_seq[start:end]
+        if ranks is not None:
+            ranks[u] = rank_seq[start:end]
+        start = end
+    return seqs, ranks
+
+
+def has_consecutive_repeat(seq: list[str]) -> bool:
+    return any(map(eq, seq, islice(seq, 1, None)))
 
 
 def collapse_consecutive(seq: list[str], ranks: list[int] | None = None) -> tuple[list[str], list[int] | None, int]:
