@@ -37,7 +37,7 @@ class PromptConfig:
     item_template: str = ""
     """str.format template over catalog fields, e.g. '{title} at {company}, {city}'. Empty: '{title}'
     when the catalog has a title field, else every non-empty field as 'name: value'."""
-    max_history: int = 10
+    prompt_max_history: int = 10
     """Keep at most this many of the most recent history items."""
     include_profile: bool = True
     max_prompt_tokens: int = 512
@@ -51,8 +51,8 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if self.history_format not in HISTORY_FORMATS:
             raise ValueError(f"history_format must be one of {HISTORY_FORMATS}, got {self.history_format!r}")
-        if self.max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        if self.prompt_max_history < 1:
+            raise ValueError(f"prompt_max_history must be >= 1, got {self.prompt_max_history}")
         if self.max_prompt_tokens < 16:
             raise ValueError(f"max_prompt_tokens must be >= 16, got {self.max_prompt_tokens}")
 
@@ -125,7 +125,7 @@ def count_tokens(text: str, tokenizer) -> int:
 def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer, cfg: PromptConfig | None = None) -> str:
     """The prompt text for one example (target never shown); fits `cfg.max_prompt_tokens`.
 
-    Truncation order: keep the most recent `max_history` items; drop the oldest ones while over
+    Truncation order: keep the most recent `prompt_max_history` items; drop the oldest ones while over
     budget (at least one is kept); then shorten the profile from its end; raise ValueError if even that
     does not fit.
     """
@@ -135,7 +135,7 @@ def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
             raise ValueError(f"user {example.user_id!r}: history item {item!r} has no SID in the SID map")
         if cfg.history_format != "sid" and item not in catalog:
             raise ValueError(f"user {example.user_id!r}: history item {item!r} is not in the catalog")
-    history = list(example.history[-cfg.max_history:])
+    history = list(example.history[-cfg.prompt_max_history:])
     profile = example.profile.strip() if cfg.include_profile else ""
 
     def render(first: int, prof: str) -> str:

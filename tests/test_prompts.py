@@ -46,7 +46,7 @@ def test_item_template_and_profile_switch():
 
 
 def test_max_history_keeps_most_recent():
-    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_history=2))
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(prompt_max_history=2))
     assert "Pediatric Nurse" not in p and "Statistician" in p and "Database Administrator" in p
     assert "1. <a_0><b_6> Statistician" in p
 
@@ -95,7 +95,7 @@ def test_chat_template(tmp_path):
 def test_reasoning_switch_and_config_roundtrip(tmp_path):
     direct = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(reasoning=False))
     assert "semantic ID only" in direct and "step by step" not in direct
-    cfg = PromptConfig(history_format="sid", max_history=3)
+    cfg = PromptConfig(history_format="sid", prompt_max_history=3)
     cfg.save(tmp_path)
     assert PromptConfig.load(tmp_path) == cfg
     with pytest.raises(ValueError, match="history_format"):

@@ -1,0 +1,31 @@
+"""`genrec traces`: reasoning traces (prompt + K-step completion) for stage-2 SFT."""
+
+from __future__ import annotations
+
+import json
+
+from transformers import AutoTokenizer
+
+from genrec.data.config import DataConfig
+from genrec.prompts import PromptConfig
+from genrec.traces.build import TraceConfig, make_traces
+from sid_tokenizer.sidmap import SIDMap
+
+HELP = "Write reasoning traces (grounded template teacher or an LLM teacher) as a datasets folder."
+CONFIG_CLASSES = (TraceConfig, PromptConfig, DataConfig)
+
+
+def run(cfg: TraceConfig, prompt_cfg: PromptConfig, data_cfg: DataConfig) -> None:
+    for name in ("data", "sid_map", "model"):
+        if not getattr(cfg, name):
+            raise ValueError(f"--{name} is required")
+    from genrec.data.loader import load_data
+    from genrec.modeling import check_model_tokens
+
+    sid_map = SIDMap.load(cfg.sid_map)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=False)
+    check_model_tokens(tokenizer, sid_map, where=cfg.model)
+    rec = load_data(cfg.data, data_cfg, verbose=False)
+    out = make_traces(rec, sid_map, tokenizer, cfg, prompt_cfg)
+    info = json.loads((out / "traces_config.json").read_text())
+    print(f"wrote traces to {out}: {info['counts']} (teacher {cfg.teacher}, layout {cfg.layout})")

@@ -1,0 +1,254 @@
+"""Stage-1 (alignment) and stage-2 (reasoning) supervised fine-tuning through TRL's SFTTrainer.
+
+Stage 1 teaches the SID vocabulary: item text -> SID, SID -> item text, history SIDs -> next SID
+(no reasoning, `direct` layout). Stage 2 teaches the response format: history -> K reasoning blocks
+interleaved with SID tokens, from the trace dataset. Both use prompt/completion data, so TRL computes
+the loss on completion tokens only and appends EOS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from trl import SFTConfig
+
+from genrec.data.schema import Catalog, Example
+from genrec.modeling import check_model_tokens, load_model_and_tokenizer, model_info
+from genrec.prompts import (
+    PromptConfig,
+    build_prompt,
+    item_text,
+    item_to_sid_prompt,
+    sid_to_item_prompt,
+)
+from genrec.response import DIRECT, render_response
+from sid_tokenizer.sidmap import SIDMap, atomic_write_text
+
+log = logging.getLogger(__name__)
+STAGE1_TASKS = ("item2sid", "sid2item", "history2sid")
+FINAL_DIR = "final"
+
+
+@dataclass
+class GenrecSFTConfig(SFTConfig):
+    """TRL's SFTConfig with defaults for this project: bf16 only where the GPU supports it, no gradient
+    checkpointing (slow for small models), TensorBoard logging, a couple of checkpoints kept."""
+
+    bf16: bool | None = field(default=None, metadata={"help": "Default: on when a bf16-capable GPU is present."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Off by default (small models)."})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        super().__post_init__()
+
+
+@dataclass
+class SFTStageConfig:
+    """genrec flags of `genrec sft` (TRL's training flags live in GenrecSFTConfig)."""
+
+    stage: int = field(default=2, metadata={"help": "1: alignment (text<->SID, history->SID); 2: reasoning traces.",
+                                            "choices": [1, 2]})
+    model: str = field(default="", metadata={"help": "Model folder (build-model output, or stage-1 output/final)."})
+    sid_map: str = field(default="", metadata={"help": "Tokenizer folder with sid_map.json (or the file)."})
+    data: str = field(default="", metadata={"help": "Data folder (stage 1)."})
+    traces: str = field(default="", metadata={"help": "Trace folder from `genrec traces` (stage 2)."})
+    stage1_tasks: str = field(default="item2sid,sid2item,history2sid",
+                              metadata={"help": f"Comma-separated stage-1 tasks from {STAGE1_TASKS}."})
+    max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
+    eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
+    resume: bool = field(default=False, metadata={"help": "Resume from the latest checkpoint in output_dir."})
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft), merged into out/final."})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "peft target_modules."})
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"--stage must be 1 or 2, got {self.stage}")
+        bad = [t for t in self.tasks() if t not in STAGE1_TASKS]
+        if bad:
+            raise ValueError(f"unknown stage1_tasks {bad}; expected some of {STAGE1_TASKS}")
+
+    def tasks(self) -> list[str]:
+        return [t.strip() for t in self.stage1_tasks.split(",") if t.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------
+
+
+def direct_completion(sid_map: SIDMap, item_id: str) -> str:
+    return render_response(None, sid_map.tokens(item_id), DIRECT)
+
+
+def stage1_rows(
+    catalog: Catalog,
+    sid_map: SIDMap,
+    examples: list[Example],
+    tokenizer,
+    prompt_cfg: PromptConfig,
+    tasks: list[str] | tuple[str, ...] = STAGE1_TASKS,
+) -> dict[str, list]:
+    """Alignment rows. Text completions start with a space (TRL joins prompt and completion with none)."""
+    rows: dict[str, list] = {"prompt": [], "completion": [], "task": []}
+    items = [i for i in catalog.item_ids if i in sid_map]
+
+    def add(prompt: str, completion: str, task: str) -> None:
+        rows["prompt"].append(prompt)
+        rows["completion"].append(completion)
+        rows["task"].append(task)
+
+    if "item2sid" in tasks:
+        for item in items:
+            add(item_to_sid_prompt(item, catalog, prompt_cfg), direct_completion(sid_map, item), "item2sid")
+    if "sid2item" in tasks:
+        for item in items:
+            add(sid_to_item_prompt(item, sid_map), " " + item_text(item, catalog, prompt_cfg), "sid2item")
+    if "history2sid" in tasks:
+        direct_cfg = replace(prompt_cfg, reasoning=False)
+        for ex in examples:
+            if ex.target in sid_map:
+                add(build_prompt(ex, catalog, sid_map, tokenizer, direct_cfg), direct_completion(sid_map, ex.target),
+                    "history2sid")
+    return rows
+
+
+def _shuffle_cap(ds: Dataset, cap: int, seed: int) -> Dataset:
+    ds = ds.shuffle(seed=seed)
+    return ds.select(range(min(cap, len(ds)))) if cap else ds
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def _lora_config(stage: SFTStageConfig, tokenizer, sid_map: SIDMap):
+    from peft import LoraConfig
+
+    from genrec.modeling import required_tokens
+
+    new_ids = [tokenizer.convert_tokens_to_ids(t) for t in required_tokens(sid_map)]
+    targets = stage.lora_target_modules
+    return LoraConfig(
+        r=stage.lora_r, lora_alpha=stage.lora_alpha, lora_dropout=stage.lora_dropout, task_type="CAUSAL_LM",
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        # The SID/think rows are new: train them, and only them, in the (tied) embedding matrix.
+        trainable_token_indices={"embed_tokens": new_ids},
+    )
+
+
+def train_sft(
+    model_path: str | Path,
+    sid_map: SIDMap,
+    train_ds: Dataset,
+    args: SFTConfig,
+    *,
+    eval_ds: Dataset | None = None,
+    stage: SFTStageConfig | None = None,
+    prompt_cfg: PromptConfig | None = None,
+) -> Path:
+    """Fine-tune `model_path` on prompt/completion rows with TRL; save `<output_dir>/final`; return it."""
+    from trl import SFTTrainer
+
+    stage = stage or SFTStageConfig()
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    check_model_tokens(tokenizer, sid_map, model, where=str(model_path))
+    if args.gradient_checkpointing and sum(p.numel() for p in model.parameters()) < 50_000_000:
+        log.warning("gradient_checkpointing on a model under 50M parameters only slows training down")
+    out_dir = Path(args.output_dir)
+    resume = None
+    if stage.resume:
+        ckpts = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        resume = True if ckpts else None
+        if not ckpts:
+            log.warning("resume requested but %s has no checkpoint; starting from the model", out_dir)
+    elif args.resume_from_checkpoint:
+        resume = args.resume_from_checkpoint
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=_lora_config(stage, tokenizer, sid_map) if stage.use_lora else None,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
+    final = out_dir / FINAL_DIR
+    trained = trainer.model
+    if stage.use_lora:
+        trained = trained.merge_and_unload()
+    if final.exists():
+        shutil.rmtree(final)
+    trained.save_pretrained(final, safe_serialization=True)
+    tokenizer.save_pretrained(final)
+    info = {**model_info(model_path), "sft_stage": stage.stage, "base": str(model_path),
+            "train_rows": len(train_ds), "final_train_loss": _last_loss(trainer),
+            "eval_loss": eval_loss}
+    atomic_write_text(final / "genrec_model.json", json.dumps(info, indent=1))
+    if prompt_cfg is not None:
+        prompt_cfg.save(final)
+    sid_map.save(final / "sid_map.json")
+    return final
+
+
+def _last_loss(trainer) -> float | None:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return float(losses[-1]) if losses else None
+
+
+def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: SFTConfig) -> Path:
+    """What `genrec sft` runs: build the stage's dataset, check inputs, train, save out/final."""
+    from transformers import AutoTokenizer
+
+    for name in ("model", "sid_map"):
+        if not getattr(stage, name):
+            raise ValueError(f"--{name} is required")
+    if not Path(stage.model).exists() and stage.model.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{stage.model}: model folder not found")
+    sid_map = SIDMap.load(stage.sid_map)
+    seed = args.seed
+    if stage.stage == 1:
+        if not stage.data:
+            raise ValueError("--data is required for stage 1")
+        from genrec.data.loader import load_data
+
+        rec = load_data(stage.data, data_cfg, verbose=False)
+        tokenizer = AutoTokenizer.from_pretrained(stage.model, trust_remote_code=False)
+        check_model_tokens(tokenizer, sid_map, where=stage.model)
+        missing = [i for i in rec.catalog.item_ids if i not in sid_map]
+        if len(missing) == len(rec.catalog):
+            raise ValueError(f"{stage.sid_map}: no catalog item of {stage.data} has a SID (SID map from another data set?)")
+        train = Dataset.from_dict(stage1_rows(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg, stage.tasks()))
+        eval_ds = None
+        if stage.eval_valid and rec.valid and "history2sid" in stage.tasks():
+            eval_ds = Dataset.from_dict(stage1_rows(rec.catalog, sid_map, rec.valid, tokenizer, prompt_cfg,
+                                                    ["history2sid"]))
+        used_prompt_cfg = prompt_cfg
+    else:
+        if not stage.traces:
+            raise ValueError("--traces is required for stage 2")
+        from genrec.traces.dataset import load_traces
+
+        train = load_traces(stage.traces, sid_map, "train").select_columns(["prompt", "completion"])
+        eval_ds = None
+        if stage.eval_valid and (Path(stage.traces) / "valid").is_dir():
+            eval_ds = load_traces(stage.traces, sid_map, "valid").select_columns(["prompt", "completion"])
+        used_prompt_cfg = PromptConfig.load_or_default(stage.traces)
+        if used_prompt_cfg != prompt_cfg:
+            log.info("stage 2 uses the prompt settings stored with the traces (%s)", stage.traces)
+    train = _shuffle_cap(train, stage.max_train_examples, seed)
+    return train_sft(stage.model, sid_map, train, args, eval_ds=eval_ds, stage=stage, prompt_cfg=used_prompt_cfg)

@@ -1,0 +1,89 @@
+"""`make_traces`: data + SID map + model tokenizer + teacher -> trace dataset folder (what `genrec traces` runs)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from genrec.data.schema import RecData
+from genrec.prompts import PromptConfig
+from genrec.response import LAYOUTS, check_layout
+from genrec.traces.dataset import build_trace_rows, save_traces
+from genrec.traces.grounded import GroundedConfig, grounded_blocks
+from genrec.traces.llm import LLMTeacher, LLMTeacherConfig
+from sid_tokenizer.sidmap import SIDMap
+
+log = logging.getLogger(__name__)
+TEACHERS = ("grounded", "llm")
+
+
+@dataclass
+class TraceConfig:
+    """Flags of `genrec traces`."""
+
+    data: str = ""
+    """Data folder (any format genrec.data.load_data reads)."""
+    sid_map: str = ""
+    """Tokenizer folder holding sid_map.json (or the sid_map.json file)."""
+    model: str = ""
+    """Model folder whose tokenizer measures the prompt token budget (the model SFT will train)."""
+    output_dir: str = "out/traces"
+    teacher: str = "grounded"
+    """'grounded' (built-in, offline, deterministic) or 'llm' (teacher_model writes the rationale)."""
+    teacher_model: str = ""
+    teacher_max_new_tokens: int = 160
+    teacher_temperature: float = 0.0
+    teacher_batch_size: int = 8
+    teacher_backend: str = "auto"
+    layout: str = "interleaved"
+    """Response layout: 'interleaved' or 'blocks_first'."""
+    splits: str = "train,valid"
+    """Comma-separated splits to build traces for."""
+    max_examples: int = 0
+    """Per split; 0 = all."""
+    max_titles: int = 3
+    max_profile_words: int = 16
+    trace_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher must be one of {TEACHERS}, got {self.teacher!r}")
+        check_layout(self.layout)
+        if self.layout == "direct":
+            raise ValueError(f"traces need a reasoning layout ({', '.join(l for l in LAYOUTS if l != 'direct')})")
+
+
+def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prompt_cfg: PromptConfig) -> Path:
+    """Build and save the trace dataset for the requested splits; returns the output folder."""
+    grounded_cfg = GroundedConfig(max_titles=cfg.max_titles, max_profile_words=cfg.max_profile_words,
+                                  seed=cfg.trace_seed)
+    if cfg.teacher == "grounded":
+        def teacher(batch):
+            return [grounded_blocks(ex, rec.catalog, sid_map, grounded_cfg) for ex in batch]
+        llm = None
+    else:
+        llm = LLMTeacher(
+            LLMTeacherConfig(model=cfg.teacher_model, max_new_tokens=cfg.teacher_max_new_tokens,
+                             temperature=cfg.teacher_temperature, batch_size=cfg.teacher_batch_size,
+                             backend=cfg.teacher_backend, seed=cfg.trace_seed),
+            rec.catalog, sid_map, Path(cfg.output_dir) / "teacher_cache.jsonl", grounded_cfg,
+        )
+        teacher = llm
+    splits = {}
+    counts = {}
+    for name in [s.strip() for s in cfg.splits.split(",") if s.strip()]:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"unknown split {name!r} in splits={cfg.splits!r} (expected train, valid, test)")
+        examples = [ex for ex in getattr(rec, name) if ex.target in sid_map]
+        dropped = len(getattr(rec, name)) - len(examples)
+        if dropped:
+            log.warning("%s: %d examples dropped: target has no SID (items missing from the SID map)", name, dropped)
+        if cfg.max_examples:
+            examples = examples[: cfg.max_examples]
+        splits[name] = build_trace_rows(examples, rec.catalog, sid_map, tokenizer, prompt_cfg, teacher,
+                                        layout=cfg.layout)
+        counts[name] = len(examples)
+    info = {"config": asdict(cfg), "counts": counts, "codebook_sizes": list(sid_map.codebook_sizes),
+            "num_items": len(sid_map), "teacher_stats": llm.stats() if llm else {}}
+    return save_traces(cfg.output_dir, splits, info, prompt_cfg)
