@@ -50,6 +50,11 @@ class SynthConfig:
     explore_rate: float = field(default=0.05, metadata={"help": "Probability that an application is a uniformly random job."})
     repeat_rate: float = field(default=0.08, metadata={"help": "Probability that an application re-views a recent job (2 to repeat_window steps back)."})
     repeat_window: int = field(default=4, metadata={"help": "How far back (in applications) a re-view may reach (>= 2)."})
+    num_cities: int = field(
+        default=0,
+        metadata={"help": f"Number of cities (the largest ones, at most {len(V.CITIES)}); 0 = auto: num_jobs / 250, "
+                  f"between 8 and {len(V.CITIES)}, so each city has postings in most job families."},
+    )
     relocate_rate: float = field(default=0.03, metadata={"help": "Per application, probability that the applicant's preferred city changes."})
     local_search_rate: float = field(
         default=0.5,
@@ -64,6 +69,11 @@ class SynthConfig:
     skill_weight: float = field(default=3.0, metadata={"help": "Score weight of skill overlap (share of the job's skills the applicant has)."})
     location_weight: float = field(default=3.0, metadata={"help": "Score bonus of a job in the applicant's preferred city."})
     seen_penalty: float = field(default=10.0, metadata={"help": "Score penalty of a job already applied to (outside re-views)."})
+    level_penalty: float = field(
+        default=4.0,
+        metadata={"help": "Score penalty per seniority level away from the target level (1.5x when below it); "
+                  "applies to the family-wide fallback candidates."},
+    )
     popularity_exponent: float = field(
         default=1.0, metadata={"help": "Zipf exponent of job popularity (weight = rank^-exponent); 0 = uniform."}
     )
@@ -90,6 +100,8 @@ class SynthConfig:
             raise bad("max_seq_len", f">= min_seq_len ({self.min_seq_len})")
         if not self.min_seq_len <= self.mean_seq_len <= self.max_seq_len:
             raise bad("mean_seq_len", f"between min_seq_len ({self.min_seq_len}) and max_seq_len ({self.max_seq_len})")
+        if not isinstance(self.num_cities, int) or not 0 <= self.num_cities <= len(V.CITIES):
+            raise bad("num_cities", f"an integer in [0, {len(V.CITIES)}] (0 = auto)")
         if not isinstance(self.repeat_window, int) or self.repeat_window < 2:
             raise bad("repeat_window", "an integer >= 2")
         for name in ("stay_family_rate", "cross_industry_share", "promote_rate", "demote_rate", "explore_rate",
@@ -100,7 +112,7 @@ class SynthConfig:
             raise ValueError(f"SynthConfig: promote_rate + demote_rate must be <= 1, got {self.promote_rate + self.demote_rate}")
         if self.explore_rate + self.repeat_rate > 1.0:
             raise ValueError(f"SynthConfig: explore_rate + repeat_rate must be <= 1, got {self.explore_rate + self.repeat_rate}")
-        for name in ("skill_weight", "location_weight", "seen_penalty", "popularity_exponent"):
+        for name in ("skill_weight", "location_weight", "seen_penalty", "level_penalty", "popularity_exponent"):
             if float(getattr(self, name)) < 0:
                 raise bad(name, ">= 0")
         for name in ("jobs_per_company", "mean_gap_hours"):
@@ -110,6 +122,12 @@ class SynthConfig:
             _dt.date.fromisoformat(str(self.start_date))
         except ValueError:
             raise bad("start_date", "a date like 2024-01-01") from None
+
+    def cities(self) -> int:
+        """The number of cities used (resolves num_cities=0)."""
+        if self.num_cities:
+            return self.num_cities
+        return int(min(len(V.CITIES), max(8, self.num_jobs // 250)))
 
     def generation_dict(self) -> dict:
         """The options that change the generated data (not `out` or `progress`)."""
@@ -148,7 +166,9 @@ class Hierarchy:
         return len(self.family_names)
 
 
-def build_hierarchy() -> Hierarchy:
+def build_hierarchy(num_cities: int = 0) -> Hierarchy:
+    """Flatten the vocabulary, keeping the `num_cities` largest cities (0 = all) so that a small market
+    is not spread over more cities than it has postings per job family."""
     skills: dict[str, int] = {}
 
     def sid(name: str) -> int:
@@ -189,14 +209,18 @@ def build_hierarchy() -> Hierarchy:
 
     fam_pool, fam_len = pad(fam_pools)
     ind_pool, ind_len = pad(ind_pools)
-    city_names = [c for c, _ in V.CITIES]
-    city_w = np.array([w for _, w in V.CITIES], dtype=np.float64)
+    all_cities = [c for c, _ in V.CITIES]
+    by_size = sorted(range(len(V.CITIES)), key=lambda k: (-V.CITIES[k][1], k))
+    kept = sorted(by_size[: num_cities or len(V.CITIES)])
+    city_names = [all_cities[k] for k in kept]
+    city_w = np.array([V.CITIES[k][1] for k in kept], dtype=np.float64)
     ind_city = np.tile(city_w, (len(V.INDUSTRIES), 1))
     for i, ind in enumerate(V.INDUSTRIES):
         for city, boost in ind.city_boost:
-            if city not in city_names:
+            if city not in all_cities:
                 raise ValueError(f"vocab_jobs: industry {ind.name!r} boosts unknown city {city!r}")
-            ind_city[i, city_names.index(city)] *= boost
+            if city in city_names:
+                ind_city[i, city_names.index(city)] *= boost
     ind_city /= ind_city.sum(1, keepdims=True)
     role_fam_arr = np.array(role_fam, dtype=np.int64)
     core = np.array(role_core, dtype=np.int64)
@@ -563,6 +587,7 @@ def _sequences(cfg: SynthConfig, h: Hierarchy, jobs: dict, users: dict, trans: n
     draw_u = _grouped_sampler(bucket, ones, F * NS)
     draw_local = _grouped_sampler(bucket * C + jobs["city"], jobs["popularity"], F * NS * C)
     draw_local_u = _grouped_sampler(bucket * C + jobs["city"], ones, F * NS * C)
+    draw_family = _grouped_sampler(jobs["family"], ones, F)
     sizes = draw.sizes.reshape(F, NS)
     redirect = np.empty((F, NS), dtype=np.int64)
     for f in range(F):
@@ -586,6 +611,7 @@ def _sequences(cfg: SynthConfig, h: Hierarchy, jobs: dict, users: dict, trans: n
     kind = np.full((U, T), -1, dtype=np.int8)
     M = cfg.num_candidates
     M_pop = int(round(M * cfg.popular_candidate_share))
+    M_fam = max(1, M // 4)
 
     for t in range(T):
         act = np.nonzero(length > t)[0]
@@ -618,8 +644,13 @@ def _sequences(cfg: SynthConfig, h: Hierarchy, jobs: dict, users: dict, trans: n
         a, c = M_pop // 2, (M - M_pop) // 2
         cand[local, :a] = draw_local(bl[local], rng.random((len(local), a)))
         cand[local, M_pop : M_pop + c] = draw_local_u(bl[local], rng.random((len(local), c)))
+        # fallback candidates from the whole family (any level), penalised by their level distance:
+        # they win only when every posting at the target level was already seen (small markets)
+        cand = np.concatenate([cand, draw_family(fam[un], rng.random((len(un), M_fam)))], 1)
+        gap = job_sen[cand] - sen[un, None]
         overlap = has[un[:, None, None], job_sk[cand]].sum(2) / job_nsk[cand]
         score = cfg.skill_weight * overlap + cfg.location_weight * (job_city[cand] == city[un, None])
+        score -= cfg.level_penalty * (np.abs(gap) + 0.5 * (gap < 0))
         if t > 0:
             seen = (cand[:, :, None] == hist[un, None, :t]).any(2)
             score -= cfg.seen_penalty * seen
@@ -663,7 +694,7 @@ def _sequences(cfg: SynthConfig, h: Hierarchy, jobs: dict, users: dict, trans: n
 
 def generate_market(cfg: SynthConfig) -> Market:
     """Sample a whole market from `cfg` (deterministic in `cfg.seed` and the other options)."""
-    h = build_hierarchy()
+    h = build_hierarchy(cfg.cities())
     trans = family_transitions(h, cfg.cross_industry_share)
     # Independent streams: the catalog does not change when only the number of users changes.
     seq_jobs, seq_users, seq_apps = np.random.SeedSequence(cfg.seed).spawn(3)
