@@ -95,7 +95,7 @@ class SAPOConfig(GRPOConfig):
                   "paper used 0.001. With beta > 0 the reference is reloaded from the model's folder."},
     )
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
-    report_to: str | list[str] | None = field(
+    report_to: None | str | list[str] = field(
         default="tensorboard", metadata={"help": "Logging integrations (TensorBoard by default)."}
     )
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoint strategy (for resume)."})

@@ -167,6 +167,11 @@ class SAPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
+        self.apply_step_advantages(output, inputs)
+        return output
+
+    def apply_step_advantages(self, output: dict, inputs: list[dict]) -> None:
+        """Replace `output["advantages"]` (TRL's, from the logged reward funcs) with this algorithm's advantages."""
         from genrec.response import step_index_tensor
 
         device = self.accelerator.device
@@ -223,7 +228,6 @@ class SAPOTrainer(GRPOTrainer):
             output["advantages"] = local_adv
 
         self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, advantages, num_generations)
-        return output
 
     def _log_step_metrics(self, mode, all_codes, all_targets, all_ok, all_block_len, rewards, advantages, g) -> None:
         metrics = self._metrics[mode]

@@ -1,0 +1,108 @@
+"""`genrec rl`: stage 3, RL from a stage-2 checkpoint with SAPO or a baseline (TRL GRPOTrainer subclass).
+
+    genrec rl --config configs/rl_sapo.yaml [--algorithm grpo] [--output_dir runs/rl-grpo] ...
+
+Writes the trained model (safetensors + tokenizer + sid_map.json + prompt_config.json) into --output_dir,
+checkpoints into --output_dir/checkpoint-*, TensorBoard logs into --output_dir/runs. Re-running the same command
+resumes from the latest checkpoint (--resume auto).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrec.data.config import DataConfig
+from rl.config import SAPOConfig
+
+HELP = "RL from a stage-2 checkpoint: SAPO (step-aligned GRPO), outcome GRPO, prefix-reward GRPO or an ablation."
+
+
+@dataclass
+class RLScriptConfig:
+    """What to train and on which data (the RL hyperparameters are SAPOConfig's)."""
+
+    model: str = field(default="", metadata={"help": "Stage-2 checkpoint folder (model + tokenizer)."})
+    data: str = field(default="", metadata={"help": "Dataset folder or file prefix, as for every genrec stage."})
+    sid_map: str = field(
+        default="",
+        metadata={"help": "sid_map.json or the `genrec fit-tokenizer` folder; default: <model>/sid_map.json."},
+    )
+    rl_split: str = field(default="train", metadata={"help": "Split whose examples become RL prompts.",
+                                                     "choices": ["train", "valid", "test"]})
+    max_examples: int = field(default=0, metadata={"help": "Use a seeded random subset of this many prompts (0 = all)."})
+    resume: str = field(
+        default="auto",
+        metadata={"help": "'auto': resume from the latest checkpoint in output_dir if any; 'never'; or a checkpoint path."},
+    )
+
+
+def _resolve_sid_map(script: RLScriptConfig):
+    from sid_tokenizer.sidmap import SIDMap
+
+    path = Path(script.sid_map) if script.sid_map else Path(script.model) / "sid_map.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: SID map not found; pass --sid_map (sid_map.json or the fit-tokenizer folder)"
+        )
+    return SIDMap.load(path), (path / "sid_map.json" if path.is_dir() else path)
+
+
+def _resume_point(script: RLScriptConfig, output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if script.resume == "never":
+        return None
+    if script.resume != "auto":
+        if not Path(script.resume).is_dir():
+            raise FileNotFoundError(f"{script.resume}: checkpoint folder not found (--resume)")
+        return script.resume
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+
+def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
+    from genrec.data.loader import load_data
+    from genrec.modeling import load_model_and_tokenizer
+    from genrec.prompts import PROMPT_CONFIG_FILE, PromptConfig
+    from rl.data import build_rl_dataset
+    from rl.trainer import SAPOTrainer
+
+    if not script.model:
+        raise ValueError("--model is required: the stage-2 checkpoint folder to start RL from")
+    if not script.data:
+        raise ValueError("--data is required: the dataset the SFT stages used")
+    if not Path(script.model).is_dir():
+        raise FileNotFoundError(f"{script.model}: model folder not found (--model)")
+    sid_map, sid_map_path = _resolve_sid_map(script)
+    model, tokenizer = load_model_and_tokenizer(script.model)
+    tokenizer.padding_side = "left"
+    prompt_cfg = PromptConfig.load_or_default(script.model)
+    data = load_data(script.data, data_cfg)
+    examples = {"train": data.train, "valid": data.valid, "test": data.test}[script.rl_split]
+    dataset = build_rl_dataset(
+        examples, data.catalog, sid_map, tokenizer, prompt_cfg,
+        max_examples=script.max_examples or None, seed=args.seed,
+    )
+    resume = _resume_point(script, args.output_dir)
+    print(
+        f"[rl] {args.algorithm}: {len(dataset)} prompts x G={args.num_generations}, layout {args.layout}, "
+        f"beta {args.beta}, from {script.model}" + (f", resuming {resume}" if resume else ""),
+        file=sys.stderr,
+    )
+    trainer = SAPOTrainer(model, args, sid_map, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(args.output_dir)
+    if trainer.accelerator.is_main_process:
+        out = Path(args.output_dir)
+        shutil.copyfile(sid_map_path, out / "sid_map.json")
+        src_prompt = Path(script.model) / PROMPT_CONFIG_FILE
+        if src_prompt.is_file():
+            shutil.copyfile(src_prompt, out / PROMPT_CONFIG_FILE)
+        else:
+            prompt_cfg.save(out)
+        print(f"[rl] model written to {out}", file=sys.stderr)
+
+
+CONFIG_CLASSES = (RLScriptConfig, DataConfig, SAPOConfig)
