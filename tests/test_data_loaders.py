@@ -40,6 +40,7 @@ def test_atomic_leave_one_out_defaults(capsys: pytest.CaptureFixture[str]) -> No
     assert (s["train_examples"], s["valid_examples"], s["test_examples"], s["items"]) == (2, 3, 3, 7)
     assert s["test_repeat_target_frac"] == pytest.approx(2 / 3, abs=1e-4)
     assert s["test_target_is_last_frac"] == 0.0
+    assert s["test_targets_unseen_in_train"] == 0  # i1 and i4 occur in train histories
     assert d.name == "tiny"
     err = capsys.readouterr().err
     assert "consecutive repeats collapsed" in err and "test examples" in err
@@ -109,6 +110,7 @@ def test_temporal_split() -> None:
     assert triples(d.valid) == {("u1", ("i1",), "i2"), ("u1", ("i1", "i2"), "i3")}
     assert triples(d.test) == {("u2", ("i4", "i2", "i3"), "i1"), ("u1", ("i1", "i2", "i3"), "i1")}
     assert d.summary["first_interactions_not_targets"] == 3
+    assert d.summary["test_targets_unseen_in_train"] == 2  # i1 is never in a train example
     assert d.summary["split"] == "temporal"
 
 

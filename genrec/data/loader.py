@@ -9,6 +9,7 @@ Formats (see docs/data.md):
 from __future__ import annotations
 
 import sys
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,7 +286,13 @@ def _finish(
     in_hist, is_last = repeat_stats(splits["test"])
     summary["test_repeat_target_frac"] = round(in_hist, 4)
     summary["test_target_is_last_frac"] = round(is_last, 4)
-    seen = {e.target for e in splits["train"]} | {i for e in splits["train"] for i in e.history}
+    seen = {e.target for e in splits["train"]}
+    if summary["split"] == "given" or not cfg.allow_repeat_target:
+        seen.update(chain.from_iterable(e.history for e in splits["train"]))
+    else:
+        # Split from raw sequences: a train history item is a train target or the user's first item,
+        # and the first item is history[0] of that user's first train example. Same set, 10x cheaper.
+        seen.update(e.history[0] for e in splits["train"] if e.history)
     summary["test_targets_unseen_in_train"] = sum(1 for e in splits["test"] if e.target not in seen)
     summary["items"] = len(catalog)
     summary["profiles"] = len(profiles)

@@ -86,7 +86,7 @@ class AtomicTable:
     def check_nonempty(self, name: str) -> None:
         """Raise if any value of column `name` (an id column) is empty."""
         values = self.col(name)
-        if "" in set(values):
+        if "" in values:
             i = values.index("")
             raise DataFormatError(self.path, "empty value (an id is required)", line=self.lines[i], field=name)
 

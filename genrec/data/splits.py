@@ -136,8 +136,8 @@ def leave_one_out(
         test.append(Example(user, _history(s, n - 1, max_history), s[n - 1], profile))
         if n >= 3:
             valid.append(Example(user, _history(s, n - 2, max_history), s[n - 2], profile))
-        for i in range(1, n - 2):
-            train.append(Example(user, _history(s, i, max_history), s[i], profile))
+        mh = max_history or n
+        train.extend(Example(user, tuple(s[i - mh if i > mh else 0 : i]), s[i], profile) for i in range(1, n - 2))
     return train, valid, test
 
 
