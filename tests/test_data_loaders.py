@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -193,17 +194,22 @@ def test_drop_unknown_items(tmp_path: Path) -> None:
 
 def test_write_atomic_roundtrip(tmp_path: Path) -> None:
     p = tmp_path / "sub" / "x.inter"
-    write_atomic(
-        p,
-        ["user_id:token", ("item_id_list", "token_seq"), "item_id:token", "timestamp:float"],
-        [("u1", ["i1", "i2"], "i3", 1.0), ("u2", (), "i1", 2.5), ("u3", "a b", "i2", 7)],
-    )
+    old_mask = os.umask(0o022)
+    try:
+        write_atomic(
+            p,
+            ["user_id:token", ("item_id_list", "token_seq"), "item_id:token", "timestamp:float"],
+            [("u1", ["i1", "i2"], "i3", 1.0), ("u2", (), "i1", 2.5), ("u3", "a b", "i2", 7)],
+        )
+    finally:
+        os.umask(old_mask)
     t = read_atomic(p)
     assert t.names == ["user_id", "item_id_list", "item_id", "timestamp"]
     assert t.types == ["token", "token_seq", "token", "float"]
     assert t.col("item_id_list") == ["i1 i2", "", "a b"]
     assert t.floats("timestamp") == [1.0, 2.5, 7.0]
     assert [q.name for q in p.parent.iterdir()] == ["x.inter"]  # no temp file left
+    assert p.stat().st_mode & 0o777 == 0o644  # umask respected, not mkstemp's 0600
     with pytest.raises(ValueError, match="TAB or newline"):
         write_atomic(p, ["item_id:token", "title:token_seq"], [("i1", "two\nlines")])
     with pytest.raises(ValueError, match="type must be one of"):

@@ -208,6 +208,12 @@ def _format_value(value: object, typ: str, name: str) -> str:
     return s
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(
     path: str | Path,
     columns: Sequence[str | tuple[str, str]],
@@ -242,6 +248,7 @@ def write_atomic(
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write("\n".join(out))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
