@@ -128,11 +128,15 @@ def test_non_numeric_timestamp(tiny: Path) -> None:
     edit_line(tiny / "tiny.inter", 9, "u1\ti1\t2014-11-06\t4")
     with pytest.raises(DataFormatError) as exc:
         load_data(tiny, verbose=False)
-    check(exc, "tiny.inter", 9, "timestamp", "expected a number, got '2014-11-06'")
+    check(exc, "tiny.inter", 9, "timestamp", "expected a finite number, got '2014-11-06'")
     edit_line(tiny / "tiny.inter", 9, "u1\ti1\t\t4")
     with pytest.raises(DataFormatError) as exc:
         load_data(tiny, verbose=False)
-    check(exc, "tiny.inter", 9, "timestamp", "expected a number")
+    check(exc, "tiny.inter", 9, "timestamp", "expected a finite number, got ''")
+    edit_line(tiny / "tiny.inter", 9, "u1\ti1\tnan\t4")
+    with pytest.raises(DataFormatError) as exc:
+        load_data(tiny, verbose=False)
+    check(exc, "tiny.inter", 9, "timestamp", "expected a finite number, got 'nan'")
 
 
 def test_empty_id(tiny: Path) -> None:
@@ -241,6 +245,14 @@ def test_ambiguous_folder(tiny: Path) -> None:
         load_data(tiny, verbose=False)
     assert "other.inter" in str(exc.value) and "tiny.inter" in str(exc.value)
     assert len(load_data(tiny / "tiny.inter", verbose=False).test) == 3  # naming the file resolves it
+
+
+def test_items_only_folder(tmp_path: Path) -> None:
+    shutil.copy(FIX / "tiny" / "tiny.item", tmp_path / "tiny.item")
+    assert len(load_catalog(tmp_path)) == 7  # enough for the tokenizer
+    with pytest.raises(DataFormatError) as exc:
+        load_data(tmp_path, verbose=False)
+    check(exc, "tiny.item", None, None, "no interaction file")
 
 
 def test_not_a_dataset(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ quote characters in real text must stay literal.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -67,20 +68,25 @@ class AtomicTable:
         values = self.col(name)
         try:
             if not allow_empty:
-                return list(map(float, values))
+                out = list(map(float, values))
+                if all(map(math.isfinite, out)):
+                    return out
         except ValueError:
             pass
-        out: list[float] = []
+        out = []
         for i, v in enumerate(values):
             if allow_empty and not v.strip():
                 out.append(float("nan"))
                 continue
             try:
-                out.append(float(v))
+                x = float(v)
             except ValueError:
+                x = float("nan")
+            if not math.isfinite(x):
                 raise DataFormatError(
-                    self.path, f"expected a number, got {v!r}", line=self.lines[i], field=name
-                ) from None
+                    self.path, f"expected a finite number, got {v!r}", line=self.lines[i], field=name
+                )
+            out.append(x)
         return out
 
     def check_nonempty(self, name: str) -> None:
