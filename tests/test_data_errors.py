@@ -250,6 +250,7 @@ def test_ambiguous_folder(tiny: Path) -> None:
 def test_items_only_folder(tmp_path: Path) -> None:
     shutil.copy(FIX / "tiny" / "tiny.item", tmp_path / "tiny.item")
     assert len(load_catalog(tmp_path)) == 7  # enough for the tokenizer
+    assert len(load_catalog(tmp_path / "tiny.item")) == 7
     with pytest.raises(DataFormatError) as exc:
         load_data(tmp_path, verbose=False)
     check(exc, "tiny.item", None, None, "no interaction file")

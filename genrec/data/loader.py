@@ -67,11 +67,19 @@ def detect(path: str | Path) -> Source:
         for s in PRESPLIT:
             if n.endswith(f".{s}.inter"):
                 return _atomic_source(path.parent, n[: -len(f".{s}.inter")], "presplit")
-        for ext in (".inter", ".item", ".user"):
+        if n.endswith(".inter"):
+            return _atomic_source(path.parent, n[: -len(".inter")], "atomic")
+        for ext in (".item", ".user"):
             if n.endswith(ext):
                 name = n[: -len(ext)]
-                kind = "atomic" if (path.parent / f"{name}.inter").is_file() or ext == ".inter" else "presplit"
-                return _atomic_source(path.parent, name, kind)
+                if (path.parent / f"{name}.inter").is_file():
+                    return _atomic_source(path.parent, name, "atomic")
+                if any((path.parent / f"{name}.{s}.inter").is_file() for s in PRESPLIT):
+                    return _atomic_source(path.parent, name, "presplit")
+                item = path.parent / f"{name}.item"
+                if not item.is_file():
+                    raise DataFormatError(item, "missing item file")
+                return Source("items", name, path.parent, item)
         if n.endswith(".csv") or n.endswith(".json"):
             return detect(path.parent)
         raise DataFormatError(path, "unrecognised file; pass a dataset folder or a .inter/.item file")
