@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -792,8 +792,3 @@ def write_market(market: Market, out_dir: str | Path) -> dict[str, Path]:
     paths["config"] = out / "synth_config.json"
     atomic_write_text(paths["config"], json.dumps(meta, indent=2, sort_keys=False) + "\n")
     return paths
-
-
-def config_fields() -> list[str]:
-    """Names of SynthConfig's options (for docs and checks)."""
-    return [f.name for f in fields(SynthConfig)]
