@@ -10,6 +10,7 @@ Flags override values from the YAML file (TRL's `TrlParser`).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, str] = {
@@ -51,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     from trl import TrlParser
 
     parser = TrlParser(module.CONFIG_CLASSES, prog=f"genrec {name}", description=module.HELP)
-    configs = parser.parse_args_and_config(rest)
     try:
+        configs = parser.parse_args_and_config(rest)
         module.run(*configs)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         # Our own errors carry file/line/field; print them without a library stack trace.
+        if os.environ.get("GENREC_DEBUG"):
+            raise
         print(f"genrec {name}: error: {e}", file=sys.stderr)
+        print("(set GENREC_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 1
     return 0
 
