@@ -229,7 +229,7 @@ def load_model_and_tokenizer(
 
     source, gguf = resolve_model_source(path)
     gguf = gguf_file or gguf
-    if not Path(source).exists() and source.startswith((".", "/", "~")):
+    if not Path(source).exists() and (source.startswith((".", "/", "~")) or Path(source).is_absolute()):
         raise FileNotFoundError(f"{source}: model folder not found")
     kwargs = {"trust_remote_code": False}
     if gguf is not None:
@@ -415,3 +415,19 @@ def default_corpus(catalog, profiles: Iterable[str] = (), template_repeats: int 
     for name, values in catalog.fields.items():
         texts += [f"{name}: {v}" for v in values[:1]]
     return texts + fixed * template_repeats
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The tokenizer of a model folder (or .gguf/alias), with a clear error when it is missing."""
+    from transformers import AutoTokenizer
+
+    source, gguf = resolve_model_source(path)
+    if not Path(source).exists() and (source.startswith((".", "/", "~")) or Path(source).is_absolute()):
+        raise FileNotFoundError(f"{source}: model folder not found")
+    kwargs = {"trust_remote_code": False}
+    if gguf is not None:
+        kwargs["gguf_file"] = gguf
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise FileNotFoundError(f"{source}: cannot load a tokenizer from here ({str(e).splitlines()[0]})") from None

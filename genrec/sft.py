@@ -19,7 +19,7 @@ from datasets import Dataset
 from trl import SFTConfig
 
 from genrec.data.schema import Catalog, Example
-from genrec.modeling import check_model_tokens, load_model_and_tokenizer, model_info
+from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_tokenizer, model_info
 from genrec.prompts import (
     PromptConfig,
     build_prompt,
@@ -212,8 +212,6 @@ def _last_loss(trainer) -> float | None:
 
 def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: SFTConfig) -> Path:
     """What `genrec sft` runs: build the stage's dataset, check inputs, train, save out/final."""
-    from transformers import AutoTokenizer
-
     for name in ("model", "sid_map"):
         if not getattr(stage, name):
             raise ValueError(f"--{name} is required")
@@ -227,7 +225,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         from genrec.data.loader import load_data
 
         rec = load_data(stage.data, data_cfg, verbose=False)
-        tokenizer = AutoTokenizer.from_pretrained(stage.model, trust_remote_code=False)
+        tokenizer = load_tokenizer(stage.model)
         check_model_tokens(tokenizer, sid_map, where=stage.model)
         missing = [i for i in rec.catalog.item_ids if i not in sid_map]
         if len(missing) == len(rec.catalog):

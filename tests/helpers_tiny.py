@@ -130,3 +130,26 @@ def write_tiny_tokenizer_dir(dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     tiny_sid_map().save(dest / "sid_map.json")
     return dest
+
+
+def write_tiny_data_dir(dest: str | Path, n_users: int = 24, seed: int = 0) -> Path:
+    """The tiny data set as RecBole pre-split files (`tiny-jobs.{train,valid,test}.inter`, `.item`, `.user`),
+    readable by `genrec.data.loader.load_data`; the profiles become "skills: ...\\nlocation: ..."."""
+    from genrec.data.recbole import write_atomic
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    rd = tiny_recdata(n_users, seed)
+    cat = rd.catalog
+    write_atomic(dest / "tiny-jobs.item", ["item_id:token", "title:token_seq", "company:token_seq", "city:token_seq",
+                                           "industry:token_seq"],
+                 [[i, *(cat.record(i)[f] for f in ("title", "company", "city", "industry"))] for i in cat.item_ids])
+    users = []
+    for uid, prof in sorted(rd.profiles.items()):
+        skills, location = prof.split(". Location: ")
+        users.append([uid, skills.removeprefix("Skills: "), location.rstrip(".")])
+    write_atomic(dest / "tiny-jobs.user", ["user_id:token", "skills:token_seq", "location:token_seq"], users)
+    for split in ("train", "valid", "test"):
+        write_atomic(dest / f"tiny-jobs.{split}.inter", ["user_id:token", "item_id_list:token_seq", "item_id:token"],
+                     [[e.user_id, list(e.history), e.target] for e in getattr(rd, split)])
+    return dest

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from transformers import AutoTokenizer
-
 from genrec.data.config import DataConfig
 from genrec.prompts import PromptConfig
 from genrec.traces.build import TraceConfig, make_traces
@@ -20,10 +18,10 @@ def run(cfg: TraceConfig, prompt_cfg: PromptConfig, data_cfg: DataConfig) -> Non
         if not getattr(cfg, name):
             raise ValueError(f"--{name} is required")
     from genrec.data.loader import load_data
-    from genrec.modeling import check_model_tokens
+    from genrec.modeling import check_model_tokens, load_tokenizer
 
     sid_map = SIDMap.load(cfg.sid_map)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=False)
+    tokenizer = load_tokenizer(cfg.model)
     check_model_tokens(tokenizer, sid_map, where=cfg.model)
     rec = load_data(cfg.data, data_cfg, verbose=False)
     out = make_traces(rec, sid_map, tokenizer, cfg, prompt_cfg)
