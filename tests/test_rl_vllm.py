@@ -1,0 +1,120 @@
+"""The vLLM-side SID constraint without a GPU: the per-request state machine allows exactly what the transformers
+processor (genrec.constrained.SIDLogitsProcessor) allows, on random walks through the grammar, in both layouts.
+An optional test runs real vLLM generation with fixed weights (skipped when vllm is not installed)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from helpers_tiny import tiny_model_dir, tiny_sid_map
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir())
+
+
+def _pair(tokenizer, layout, budget):
+    from genrec.constrained import SIDLogitsProcessor
+    from genrec.response import ResponseSpec
+    from genrec.trie import SIDTrie
+    from rl.vllm_processor import ConstraintTables, constraint_payload
+
+    sid_map = tiny_sid_map()
+    spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, layout)
+    hf = SIDLogitsProcessor(spec, SIDTrie.from_sid_map(sid_map, tokenizer), budget)
+    payload = json.loads(json.dumps(constraint_payload(sid_map, tokenizer, layout, budget)))  # as read from file
+    return hf, ConstraintTables.from_payload(payload), spec
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "blocks_first"])
+def test_state_machine_matches_transformers_processor(tokenizer, layout):
+    from genrec.response import parse_response
+    from rl.vllm_processor import DONE, RequestConstraint
+
+    budget = 3
+    hf, tables, spec = _pair(tokenizer, layout, budget)
+    vocab = spec.vocab_size
+    rng = random.Random(0)
+    for walk in range(25):
+        state = RequestConstraint(tables)
+        seq: list[int] = []
+        while state.phase != DONE:
+            ours = state.allowed_mask(vocab)
+            ref = hf.allowed_mask(torch.tensor([seq], dtype=torch.long), prompt_len=0, vocab_size=vocab)[0]
+            assert torch.equal(ours, ref), f"walk {walk}, after {seq}: masks differ"
+            allowed = torch.nonzero(ours).flatten().tolist()
+            # close blocks early now and then, so block lengths vary
+            tok = spec.think_close_id if spec.think_close_id in allowed and rng.random() < 0.3 else rng.choice(allowed)
+            seq.append(tok)
+            state.advance(tok)
+            assert len(seq) < 100
+        parsed = parse_response(seq, spec)
+        assert parsed.ok, parsed.error
+        assert tuple(parsed.codes) in set(tiny_sid_map().item_to_codes.values())
+
+
+def test_request_processor_masks_logits_incrementally(tokenizer):
+    from rl.vllm_processor import RequestConstraint
+
+    _, tables, spec = _pair(tokenizer, "interleaved", 2)
+    proc = RequestConstraint(tables)
+    logits = torch.randn(spec.vocab_size + 5)  # vLLM may pad the vocabulary
+    out = proc([], logits.clone())
+    assert torch.isfinite(out).sum() == 1 and out[spec.think_open_id] == logits[spec.think_open_id]
+    text_tok = int(torch.nonzero(spec.text_allowed).flatten()[0])
+    out = proc([spec.think_open_id, text_tok], logits.clone())  # inside block 0, one text token
+    finite = torch.isfinite(out)
+    assert finite[spec.think_close_id] and finite[text_tok] and not finite[spec.eos_id]
+    assert not finite[spec.vocab_size:].any()
+    out = proc([spec.think_open_id, text_tok, text_tok], logits.clone())  # budget reached: only </think>
+    assert torch.isfinite(out).sum() == 1 and torch.isfinite(out[spec.think_close_id])
+    ids = [spec.think_open_id, text_tok, text_tok, spec.think_close_id]
+    out = proc(ids, logits.clone())
+    level0 = set(spec.level_token_ids[0])
+    assert set(torch.nonzero(torch.isfinite(out)).flatten().tolist()) == level0
+    # a token outside the grammar ends the request
+    out = proc(ids + [text_tok], logits.clone())
+    assert torch.nonzero(torch.isfinite(out)).flatten().tolist() == [spec.eos_id]
+
+
+def test_constraint_file_roundtrip(tokenizer, tmp_path, monkeypatch):
+    from rl.vllm_processor import CONSTRAINT_ENV, ConstraintTables, write_constraint_file
+
+    monkeypatch.delenv(CONSTRAINT_ENV, raising=False)
+    path = write_constraint_file(tmp_path, tiny_sid_map(), tokenizer, "blocks_first", 5)
+    import os
+
+    assert os.environ[CONSTRAINT_ENV] == str(path.resolve())
+    tables = ConstraintTables.load(path)
+    assert tables.layout == "blocks_first" and tables.max_block_tokens == [5, 5] and tables.num_levels == 2
+    assert len(tables.children[()]) == 4
+    with pytest.raises(FileNotFoundError, match="SID constraint file not found"):
+        ConstraintTables.load(tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_constrained_generation_fixed_weights(tokenizer, tmp_path):
+    """Real vLLM (CPU build works) with the processor: every completion parses into a catalog SID."""
+    pytest.importorskip("vllm")
+    from vllm import LLM, SamplingParams
+
+    from genrec.response import ResponseSpec, parse_response
+    from rl.vllm_processor import vllm_processor_class, write_constraint_file
+
+    sid_map = tiny_sid_map()
+    write_constraint_file(tmp_path, sid_map, tokenizer, "interleaved", 4)
+    llm = LLM(model=str(tiny_model_dir()), logits_processors=[vllm_processor_class()], max_model_len=256, seed=0)
+    outs = llm.generate(["Answer:"] * 8, SamplingParams(max_tokens=40, temperature=1.0, seed=0))
+    spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, "interleaved")
+    for o in outs:
+        ids = list(o.outputs[0].token_ids)
+        parsed = parse_response(ids, spec)
+        assert parsed.ok, parsed.error
