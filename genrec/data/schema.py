@@ -9,7 +9,7 @@ import string
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Example:
     """One next-item prediction example: the user's history (oldest first) and the held-out target."""
 
