@@ -2,13 +2,14 @@
 
     genrec rl --config configs/rl_sapo.yaml [--algorithm grpo] [--output_dir runs/rl-grpo] ...
 
-Writes the trained model (safetensors + tokenizer + sid_map.json + prompt_config.json) into --output_dir,
-checkpoints into --output_dir/checkpoint-*, TensorBoard logs into --output_dir/runs. Re-running the same command
-resumes from the latest checkpoint (--resume auto).
+Writes the trained model (safetensors + tokenizer + sid_map.json + prompt_config.json + genrec_model.json) into
+<output_dir>/final (the layout of `genrec sft`), checkpoints into <output_dir>/checkpoint-*, TensorBoard logs into
+<output_dir>/runs. Re-running the same command resumes from the latest checkpoint (--resume auto).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from genrec.data.config import DataConfig
 from rl.config import SAPOConfig
 
+FINAL_DIR = "final"
 HELP = "RL from a stage-2 checkpoint: SAPO (step-aligned GRPO), outcome GRPO, prefix-reward GRPO or an ablation."
 
 
@@ -47,7 +49,7 @@ def _resolve_sid_map(script: RLScriptConfig):
         raise FileNotFoundError(
             f"{path}: SID map not found; pass --sid_map (sid_map.json or the fit-tokenizer folder)"
         )
-    return SIDMap.load(path), (path / "sid_map.json" if path.is_dir() else path)
+    return SIDMap.load(path)
 
 
 def _resume_point(script: RLScriptConfig, output_dir: str) -> str | None:
@@ -64,8 +66,9 @@ def _resume_point(script: RLScriptConfig, output_dir: str) -> str | None:
 
 def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     from genrec.data.loader import load_data
-    from genrec.modeling import load_model_and_tokenizer
+    from genrec.modeling import MODEL_INFO_FILE, load_model_and_tokenizer, model_info
     from genrec.prompts import PROMPT_CONFIG_FILE, PromptConfig
+    from sid_tokenizer.sidmap import atomic_write_text
     from rl.data import build_rl_dataset
     from rl.trainer import SAPOTrainer
 
@@ -75,7 +78,7 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         raise ValueError("--data is required: the dataset the SFT stages used")
     if not Path(script.model).is_dir():
         raise FileNotFoundError(f"{script.model}: model folder not found (--model)")
-    sid_map, sid_map_path = _resolve_sid_map(script)
+    sid_map = _resolve_sid_map(script)
     model, tokenizer = load_model_and_tokenizer(script.model)
     tokenizer.padding_side = "left"
     prompt_cfg = PromptConfig.load_or_default(script.model)
@@ -93,10 +96,14 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     )
     trainer = SAPOTrainer(model, args, sid_map, train_dataset=dataset, processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(args.output_dir)
+    out = Path(args.output_dir) / FINAL_DIR
+    trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
-        out = Path(args.output_dir)
-        shutil.copyfile(sid_map_path, out / "sid_map.json")
+        tokenizer.save_pretrained(out)
+        sid_map.save(out / "sid_map.json")
+        info = {**model_info(script.model), "rl_algorithm": args.algorithm, "rl_layout": args.layout,
+                "rl_base": str(script.model), "rl_steps": trainer.state.global_step, "rl_prompts": len(dataset)}
+        atomic_write_text(out / MODEL_INFO_FILE, json.dumps(info, indent=1))
         src_prompt = Path(script.model) / PROMPT_CONFIG_FILE
         if src_prompt.is_file():
             shutil.copyfile(src_prompt, out / PROMPT_CONFIG_FILE)
