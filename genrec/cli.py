@@ -39,6 +39,23 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def parse_command(name: str, argv: list[str]) -> tuple:
+    """Parse `argv` (flags and an optional `--config YAML`) into the config dataclasses of command `name`."""
+    from trl import TrlParser
+
+    module = importlib.import_module(COMMANDS[name])
+    parser = TrlParser(module.CONFIG_CLASSES, prog=f"genrec {name}", description=module.HELP)
+    return tuple(parser.parse_args_and_config(argv))
+
+
+def run_command(name: str, argv: list[str]) -> None:
+    """Run one subcommand in-process, exactly as `genrec <name> <argv>` would (errors propagate)."""
+    if name not in COMMANDS:
+        raise ValueError(f"unknown command '{name}' (known: {', '.join(COMMANDS)})")
+    module = importlib.import_module(COMMANDS[name])
+    module.run(*parse_command(name, argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -48,13 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"genrec: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name])
-    from trl import TrlParser
-
-    parser = TrlParser(module.CONFIG_CLASSES, prog=f"genrec {name}", description=module.HELP)
     try:
-        configs = parser.parse_args_and_config(rest)
-        module.run(*configs)
+        run_command(name, rest)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         # Our own errors carry file/line/field; print them without a library stack trace.
         if os.environ.get("GENREC_DEBUG"):
