@@ -67,7 +67,8 @@ class SFTStageConfig:
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
     resume: bool = field(default=False, metadata={"help": "Resume from the latest checkpoint in output_dir."})
-    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft), merged into out/final."})
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) plus the embedding matrix; "
+                                                            "merged into <output_dir>/final."})
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -135,19 +136,25 @@ def _shuffle_cap(ds: Dataset, cap: int, seed: int) -> Dataset:
 # ----------------------------------------------------------------------------------------------
 
 
-def _lora_config(stage: SFTStageConfig, tokenizer, sid_map: SIDMap):
-    from peft import LoraConfig
+def apply_lora(model, stage: SFTStageConfig):
+    """Wrap `model` with LoRA adapters and keep the (tied) embedding matrix trainable.
 
-    from genrec.modeling import required_tokens
+    The SID/think rows are new, so the embeddings must train. peft's `trainable_token_indices` would wrap
+    the LM head, which TRL's fused LM head (it reads `lm_head.weight` directly) does not support, so the
+    whole embedding matrix (and an untied output matrix) is trained instead.
+    """
+    from peft import LoraConfig, get_peft_model
 
-    new_ids = [tokenizer.convert_tokens_to_ids(t) for t in required_tokens(sid_map)]
     targets = stage.lora_target_modules
-    return LoraConfig(
+    cfg = LoraConfig(
         r=stage.lora_r, lora_alpha=stage.lora_alpha, lora_dropout=stage.lora_dropout, task_type="CAUSAL_LM",
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-        # The SID/think rows are new: train them, and only them, in the (tied) embedding matrix.
-        trainable_token_indices={"embed_tokens": new_ids},
     )
+    model = get_peft_model(model, cfg)
+    for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if emb is not None:
+            emb.weight.requires_grad_(True)
+    return model
 
 
 def train_sft(
@@ -177,13 +184,14 @@ def train_sft(
             log.warning("resume requested but %s has no checkpoint; starting from the model", out_dir)
     elif args.resume_from_checkpoint:
         resume = args.resume_from_checkpoint
+    if stage.use_lora:
+        model = apply_lora(model, stage)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=_lora_config(stage, tokenizer, sid_map) if stage.use_lora else None,
     )
     trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None

@@ -42,7 +42,7 @@ class TraceConfig:
     """Comma-separated splits to build traces for."""
     max_examples: int = 0
     """Per split; 0 = all."""
-    max_titles: int = 3
+    max_titles: int = 2
     max_profile_words: int = 16
     trace_seed: int = 0
 

@@ -24,7 +24,7 @@ _TAG_RE = re.compile(r"</?think>")
 class GroundedConfig:
     """Options of the grounded teacher."""
 
-    max_titles: int = 3
+    max_titles: int = 2
     """Cite at most this many history titles per block (most recent first)."""
     max_profile_words: int = 16
     title_field: str = "title"
