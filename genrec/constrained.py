@@ -24,6 +24,12 @@ C_TEXT, C_OPEN, C_CLOSE, C_SID, C_EOS, C_PAD, C_OTHER = range(7)
 N_CAT = 7
 # row phases
 P_OPEN, P_BLOCK, P_SID, P_EOS, P_DONE, P_INVALID = range(6)
+# mask templates (rows of allowed tokens); T_SID rows are filled from the trie
+T_TEXT_CLOSE, T_TEXT, T_CLOSE, T_OPEN, T_SID, T_EOS, T_DONE, T_INVALID = range(8)
+N_TPL = 8
+# per-token features
+F_KEY, F_OPEN, F_CLOSE, F_SID, F_EOS, F_BAD, F_IS_OPEN = range(7)
+N_FEAT = 7
 PHASE_NAMES = ("expect <think>", "inside a thinking block", "expect a SID token", "expect EOS", "finished", "invalid")
 
 
@@ -133,13 +139,71 @@ class SIDLogitsProcessor(LogitsProcessor):
         cat[spec.eos_id] = C_EOS  # pad == eos counts as EOS
         if self.layout != DIRECT and max(self.max_block) > 0 and not bool(text.any()):
             raise ConstrainedDecodingError("no token may appear as thinking text (text_allowed is empty within the vocabulary)")
+        k = self.num_levels
+        # Per-token features, summed over a row's tokens: [prefix key, #<think>, #</think>, #SID, #EOS, #bad, is_open]
+        feat = torch.zeros(vocab, N_FEAT, dtype=torch.long)
+        feat[:, F_KEY] = torch.as_tensor(self.trie.token_key_table(vocab))
+        feat[:, F_OPEN] = (cat == C_OPEN).long()
+        feat[:, F_CLOSE] = (cat == C_CLOSE).long()
+        feat[:, F_SID] = (cat == C_SID).long()
+        feat[:, F_EOS] = (cat == C_EOS).long()
+        feat[:, F_BAD] = ((cat == C_PAD) | (cat == C_OTHER)).long()
+        feat[:, F_IS_OPEN] = feat[:, F_OPEN]
+        # Phase of every (capped) count combination, then the mask template of (phase, budget status).
+        cap = torch.tensor([k + 1, k + 1, k + 1, 1, 1], dtype=torch.long)
+        radix = cap + 1
+        weights = torch.ones(5, dtype=torch.long)
+        for i in range(3, -1, -1):
+            weights[i] = weights[i + 1] * radix[i + 1]
+        grid = torch.cartesian_prod(*[torch.arange(int(r)) for r in radix])  # rows in weight order
+        counts = torch.zeros(grid.shape[0], N_CAT, dtype=torch.long)
+        counts[:, C_OPEN], counts[:, C_CLOSE], counts[:, C_SID] = grid[:, 0], grid[:, 1], grid[:, 2]
+        counts[:, C_EOS], counts[:, C_PAD] = grid[:, 3], grid[:, 4]
+        phase_table = self._phases(counts)
+        # template of (phase, budget status): status 0 = below min, 1 = between, 2 = at max
+        tpl_table = torch.tensor(
+            [
+                [T_OPEN] * 3,
+                [T_TEXT, T_TEXT_CLOSE, T_CLOSE],
+                [T_SID] * 3,
+                [T_EOS] * 3,
+                [T_DONE] * 3,
+                [T_INVALID] * 3,
+            ],
+            dtype=torch.long,
+        ).flatten()
+        # legal[template before, category of the new token]
+        legal = torch.zeros(N_TPL, N_CAT, dtype=torch.bool)
+        legal[T_TEXT_CLOSE, C_TEXT] = legal[T_TEXT_CLOSE, C_CLOSE] = True
+        legal[T_TEXT, C_TEXT] = True
+        legal[T_CLOSE, C_CLOSE] = True
+        legal[T_OPEN, C_OPEN] = True
+        legal[T_SID, C_SID] = True  # plus the level / trie check
+        legal[T_EOS, C_EOS] = True
+        legal[T_DONE, C_EOS] = legal[T_DONE, C_PAD] = True
+        # the rows of allowed tokens of each template (SID rows are filled from the trie)
+        templates = torch.zeros(N_TPL, vocab, dtype=torch.bool)
+        templates[T_TEXT_CLOSE] = text
+        templates[T_TEXT] = text
+        if self.layout != DIRECT:
+            templates[T_TEXT_CLOSE, spec.think_close_id] = True
+            templates[T_CLOSE, spec.think_close_id] = True
+            templates[T_OPEN, spec.think_open_id] = True
+        templates[T_EOS, spec.eos_id] = True
+        templates[T_DONE, spec.eos_id] = templates[T_DONE, spec.pad_id] = True
         t = {
+            "bias": torch.where(templates, 0.0, float("-inf")).float(),
             "cat": cat,
-            "text": text,
-            "tok_key": torch.as_tensor(self.trie.token_key_table(vocab)),
+            "feat": feat,
+            "cap": cap,
+            "weights": weights,
+            "phase_table": phase_table,
+            "tpl_table": tpl_table,
+            "legal": legal.flatten(),
+            "templates": templates,
             "tok_level": level,
-            "max_block": torch.tensor(self.max_block, dtype=torch.long),
-            "min_block": torch.tensor(self.min_block, dtype=torch.long),
+            "budgets": torch.stack([torch.tensor(self.min_block), torch.tensor(self.max_block)], 1).long(),
+            "pos": torch.arange(1, 4097, dtype=torch.long),
         }
         t = {name: v.to(device) for name, v in t.items()}
         self._tables[key] = t
@@ -147,7 +211,7 @@ class SIDLogitsProcessor(LogitsProcessor):
 
     # ------------------------------------------------------------------------------------------------------
     def _phases(self, counts: torch.Tensor) -> torch.Tensor:
-        """Phase of each row from its category counts (B, N_CAT)."""
+        """Phase of each row from its category counts (B, N_CAT) (used to build the phase table)."""
         k = self.num_levels
         o, c, s = counts[:, C_OPEN], counts[:, C_CLOSE], counts[:, C_SID]
         e, bad = counts[:, C_EOS], counts[:, C_PAD] + counts[:, C_OTHER]
@@ -167,6 +231,8 @@ class SIDLogitsProcessor(LogitsProcessor):
             p_sid = (o == 0) & (c == 0) & (s < k)
             p_eos = (o == 0) & (c == 0) & (s == k)
         phase = torch.full_like(o, P_INVALID)
+        in_range = (o <= k) & (c <= k) & (s <= k)  # the phase table caps counts at k + 1 ("more than k")
+        p_open, p_block, p_sid, p_eos = (p & in_range for p in (p_open, p_block, p_sid, p_eos))
         phase = torch.where(p_eos, P_EOS, phase)
         phase = torch.where(p_sid, P_SID, phase)
         phase = torch.where(p_block, P_BLOCK, phase)
@@ -174,104 +240,115 @@ class SIDLogitsProcessor(LogitsProcessor):
         phase = torch.where(bad > 0, P_INVALID, phase)
         return torch.where(e > 0, P_DONE, phase)
 
-    def row_states(
-        self, completion_ids: torch.Tensor, vocab_size: int | None = None, check_ids: bool = True
-    ) -> dict[str, torch.Tensor]:
-        """State of each row after its completion tokens (B, T): phase, trie node, block length and index.
+    def _analyse(self, gen: torch.Tensor, t: dict[str, torch.Tensor]):
+        """Template id, phase, trie node, block length/index and legality of the newest token, per row.
 
-        Also `legal`: whether the newest token was allowed in the state before it (True when T == 0).
+        A few batched ops whatever the batch: one gather of per-token features and one sum over the
+        completion, table lookups for the phase and template, a trie lookup only when a row is at a SID.
         """
-        gen = completion_ids
-        vocab = int(vocab_size or max(self.spec.vocab_size, self.trie.max_token_id + 1))
-        t = self._tables_for(gen.device, vocab)
         b, n = gen.shape
         dev = gen.device
-        if check_ids and n and (int(gen.max()) >= vocab or int(gen.min()) < 0):
-            raise ConstrainedDecodingError(f"completion contains token ids outside [0, {vocab})")
-        cat = t["cat"][gen]
-        rows = torch.arange(b, device=dev)
-        counts = torch.bincount((cat + rows[:, None] * N_CAT).flatten(), minlength=b * N_CAT).view(b, N_CAT)
-        phase = self._phases(counts)
-        closed = counts[:, C_CLOSE]
-        blk_idx = closed.clamp(max=self.num_levels - 1)
         if n:
-            pos1 = torch.arange(1, n + 1, device=dev)
-            last_open = torch.where(cat == C_OPEN, pos1, 0).amax(1)  # 1-based, 0 when none
-            key = t["tok_key"][gen].sum(1)
-        else:
-            last_open = torch.zeros(b, dtype=torch.long, device=dev)
-            key = torch.zeros(b, dtype=torch.long, device=dev)
-        blen = n - last_open  # text tokens since the last <think>
-        node = torch.full((b,), -1, dtype=torch.long, device=dev)
-        need_node = phase == P_SID
-        if n:
-            need_node = need_node | (cat[:, -1] == C_SID)
-        if bool(need_node.any()):
-            node = torch.where(need_node, self.trie.nodes_for_keys(key), node)
-        if n == 0:
-            legal = torch.ones(b, dtype=torch.bool, device=dev)
-        else:
+            f = t["feat"].index_select(0, gen.reshape(-1)).view(b, n, N_FEAT)
+            sums = f.sum(1)
+            pos = t["pos"][:n] if n <= t["pos"].shape[0] else torch.arange(1, n + 1, device=dev)
+            last_open = (f[:, :, F_IS_OPEN] * pos).amax(1)
             last = gen[:, -1]
-            lc = cat[:, -1]
-            prev_counts = counts - torch.nn.functional.one_hot(lc, N_CAT)
-            prev = self._phases(prev_counts)
-            prev_blen = blen - 1
-            prev_idx = prev_counts[:, C_CLOSE].clamp(max=self.num_levels - 1)
-            prev_sid = prev_counts[:, C_SID]
-            legal = (
-                ((prev == P_OPEN) & (lc == C_OPEN))
-                | (
-                    (prev == P_BLOCK)
-                    & (
-                        ((lc == C_TEXT) & (prev_blen < t["max_block"][prev_idx]))
-                        | ((lc == C_CLOSE) & (prev_blen >= t["min_block"][prev_idx]))
-                    )
-                )
-                | ((prev == P_SID) & (lc == C_SID) & (t["tok_level"][last] == prev_sid) & (node >= 0))
-                | ((prev == P_EOS) & (lc == C_EOS))
-                | ((prev == P_DONE) & ((lc == C_EOS) | (lc == C_PAD)))
-            )
-            phase = torch.where(legal, phase, P_INVALID)
-        return {"phase": phase, "node": node, "block_len": blen, "block_index": blk_idx, "legal": legal, "counts": counts}
+            lc = t["cat"].index_select(0, last)
+            prev = sums - t["feat"].index_select(0, last)
+            both = torch.cat([sums, prev], 0)  # (2B, F): state now, and before the newest token
+            blen = n - last_open
+            blen2 = torch.cat([blen, blen - 1], 0)
+        else:
+            both = torch.zeros(b, N_FEAT, dtype=torch.long, device=dev)
+            blen2 = torch.zeros(b, dtype=torch.long, device=dev)
+        counts = both[:, F_OPEN : F_BAD + 1]
+        phase = t["phase_table"].index_select(0, (torch.minimum(counts, t["cap"]) * t["weights"]).sum(1))
+        blk = both[:, F_CLOSE].clamp(max=self.num_levels - 1)
+        status = (blen2[:, None] >= t["budgets"].index_select(0, blk)).sum(1)  # 0: < min, 1: in [min, max), 2: >= max
+        tpl = t["tpl_table"].index_select(0, phase * 3 + status)
+        if n:
+            tpl_now, tpl_prev = tpl[:b], tpl[b:]
+            legal = t["legal"].index_select(0, tpl_prev * N_CAT + lc)
+            sid_last = lc == C_SID
+            need_trie = (tpl_now == T_SID) | sid_last
+        else:
+            tpl_now, legal = tpl, None
+            need_trie = tpl_now == T_SID
+        node = None
+        if bool(need_trie.any()):
+            node = torch.where(need_trie, self.trie.nodes_for_keys(both[:b, F_KEY]), -1)
+            tpl_now = torch.where((tpl_now == T_SID) & (node < 0), T_INVALID, tpl_now)
+            if n:
+                level_ok = t["tok_level"].index_select(0, last) == both[b:, F_SID]
+                legal = legal & (~sid_last | (level_ok & (node >= 0)))
+        if legal is not None:
+            tpl_now = torch.where(legal, tpl_now, T_INVALID)
+        return tpl_now, phase[:b], node, blen2[:b], blk[:b], legal
 
-    def mask_from_states(self, states: dict[str, torch.Tensor], vocab_size: int) -> torch.Tensor:
-        """(B, V) bool mask of the allowed next tokens for given row states (see `row_states`)."""
-        phase = states["phase"]
-        dev = phase.device
-        t = self._tables_for(dev, vocab_size)
-        spec = self.spec
-        in_block = phase == P_BLOCK
-        blen, idx = states["block_len"], states["block_index"]
-        text_ok = in_block & (blen < t["max_block"][idx])
-        mask = text_ok[:, None] & t["text"][None, :]
-        if self.layout != DIRECT:
-            mask[:, spec.think_close_id] = in_block & (blen >= t["min_block"][idx])
-            mask[:, spec.think_open_id] = phase == P_OPEN
-        done = phase == P_DONE
-        mask[:, spec.eos_id] |= (phase == P_EOS) | done
-        mask[:, spec.pad_id] |= done
-        sid_rows = phase == P_SID
-        if bool(sid_rows.any()):
-            rows = torch.nonzero(sid_rows).flatten()
-            nodes = states["node"][rows]
-            if bool((nodes < 0).any()):
-                r = int(rows[nodes < 0][0])
-                raise ConstrainedDecodingError(f"row {r}: SID prefix is not a catalog prefix (internal error)")
-            self.trie.fill_allowed(mask, rows, nodes)
-        invalid = phase == P_INVALID
+    def row_states(self, completion_ids: torch.Tensor, vocab_size: int | None = None) -> dict[str, torch.Tensor]:
+        """State of each row after its completion tokens (B, T), for inspection and tests.
+
+        phase (see PHASE_NAMES; P_INVALID when the newest token was not allowed), template, trie node (-1 when
+        not at a SID), block_len (tokens since the last <think>), block_index, legal (newest token allowed).
+        """
+        vocab = int(vocab_size or max(self.spec.vocab_size, self.trie.max_token_id + 1))
+        t = self._tables_for(completion_ids.device, vocab)
+        self._check_ids(completion_ids, vocab)
+        tpl, phase, node, blen, blk, legal = self._analyse(completion_ids, t)
+        b = completion_ids.shape[0]
+        if legal is None:
+            legal = torch.ones(b, dtype=torch.bool, device=completion_ids.device)
+        if node is None:
+            node = torch.full((b,), -1, dtype=torch.long, device=completion_ids.device)
+        return {
+            "phase": torch.where(legal, phase, P_INVALID),
+            "template": tpl,
+            "node": node,
+            "block_len": blen,
+            "block_index": blk,
+            "legal": legal,
+        }
+
+    @staticmethod
+    def _check_ids(ids: torch.Tensor, vocab: int) -> None:
+        if ids.numel() and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+            raise ConstrainedDecodingError(f"completion contains token ids outside [0, {vocab})")
+
+    def _templates(self, gen: torch.Tensor, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Template id and trie node of every row; invalid rows raise or become EOS-only."""
+        tpl, phase, node, _, _, _ = self._analyse(gen, t)
+        invalid = tpl == T_INVALID
         if bool(invalid.any()):
             bad = torch.nonzero(invalid).flatten()
             if self.on_invalid == "raise":
                 r = int(bad[0])
                 raise ConstrainedDecodingError(
-                    f"{len(bad)} row(s) left the {self.layout} response grammar (first: row {r}); "
-                    "their newest token was not allowed by this processor, or the prompt length is wrong. "
-                    "Use on_invalid='eos' to end such rows with EOS instead."
+                    f"{len(bad)} row(s) left the {self.layout} response grammar (first: row {r}, "
+                    f"{PHASE_NAMES[int(phase[r])]} before its newest token); the newest token was not allowed by this "
+                    "processor, or the prompt length is wrong. Use on_invalid='eos' to end such rows with EOS instead."
                 )
             self.num_invalid_rows += len(bad)
-            mask[bad] = False
-            mask[bad, spec.eos_id] = True
-        return mask
+            tpl = torch.where(invalid, T_EOS, tpl)
+        return tpl, node
+
+    def _fill(self, out: torch.Tensor, tpl: torch.Tensor, node: torch.Tensor | None, value: bool | float) -> torch.Tensor:
+        if node is not None:
+            sid_rows = torch.nonzero(tpl == T_SID).flatten()
+            if sid_rows.numel():
+                self.trie.fill_allowed(out, sid_rows, node[sid_rows], value)
+        return out
+
+    def _mask(self, gen: torch.Tensor, vocab: int) -> torch.Tensor:
+        t = self._tables_for(gen.device, vocab)
+        tpl, node = self._templates(gen, t)
+        return self._fill(t["templates"].index_select(0, tpl), tpl, node, True)
+
+    def _bias(self, gen: torch.Tensor, vocab: int) -> torch.Tensor:
+        """Additive (B, V) bias: 0 for allowed tokens, -inf otherwise (float add is the fastest masking op)."""
+        t = self._tables_for(gen.device, vocab)
+        tpl, node = self._templates(gen, t)
+        return self._fill(t["bias"].index_select(0, tpl), tpl, node, 0.0)
 
     def allowed_mask(self, input_ids: torch.Tensor, prompt_len: int | None = None, vocab_size: int | None = None) -> torch.Tensor:
         """(B, V) bool mask of allowed next tokens for each row of prompt + completion `input_ids`.
@@ -285,8 +362,9 @@ class SIDLogitsProcessor(LogitsProcessor):
         if prompt_len is None:
             raise ValueError("allowed_mask: pass prompt_len (no generation is being tracked)")
         vocab = int(vocab_size or max(self.spec.vocab_size, self.trie.max_token_id + 1))
-        states = self.row_states(input_ids[:, prompt_len:], vocab)
-        return self.mask_from_states(states, vocab)
+        gen = input_ids[:, prompt_len:]
+        self._check_ids(gen, vocab)
+        return self._mask(gen, vocab)
 
     # ------------------------------------------------------------------------------------------------------
     def _track_prompt(self, input_ids: torch.Tensor) -> int:
@@ -309,19 +387,16 @@ class SIDLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         prompt_len = self._track_prompt(input_ids)
-        vocab = scores.shape[-1]
-        states = self.row_states(input_ids[:, prompt_len:], vocab, check_ids=False)
-        mask = self.mask_from_states(states, vocab)
-        out = scores.masked_fill(~mask, float("-inf"))
-        dead = out.amax(dim=1) == float("-inf")
-        if bool(dead.any()):
-            r = int(torch.nonzero(dead)[0])
-            n_allowed = int(mask[r].sum())
-            phase = PHASE_NAMES[int(states["phase"][r])]
+        bias = self._bias(input_ids[:, prompt_len:], scores.shape[-1])
+        out = scores + bias.to(scores.dtype)
+        best = out.amax(dim=1)
+        if bool(best.min() == float("-inf")):
+            r = int(torch.nonzero(best == float("-inf"))[0])
+            n_allowed = int((bias[r] == 0).sum())
             if n_allowed == 0:
-                raise ConstrainedDecodingError(f"row {r} ({phase}) has no allowed token")
+                raise ConstrainedDecodingError(f"row {r} has no allowed token")
             raise ConstrainedDecodingError(
-                f"row {r} ({phase}): all {n_allowed} allowed tokens already had score -inf before this processor "
+                f"row {r}: all {n_allowed} allowed tokens already had score -inf before this processor "
                 "(another logits processor, e.g. min_new_tokens, bad_words_ids or suppress_tokens, removed them)"
             )
         return out

@@ -221,8 +221,8 @@ class SIDTrie:
         """Node id of each prefix key, -1 when the prefix is not in the trie."""
         t = self.tensors(keys.device)
         nk = t["node_key"]
-        idx = torch.searchsorted(nk, keys).clamp_(max=len(nk) - 1)
-        return torch.where(nk[idx] == keys, idx, torch.full_like(idx, -1))
+        idx = torch.searchsorted(nk, keys.contiguous()).clamp_(max=len(nk) - 1)
+        return torch.where(nk.index_select(0, idx) == keys, idx, -1)
 
     def nodes_for_prefixes(self, prefix_tokens: torch.Tensor, pad: int = -1) -> torch.Tensor:
         """Node of each row's SID prefix (B, L) (entries equal to `pad` are ignored), -1 when it is no prefix.
@@ -261,14 +261,17 @@ class SIDTrie:
         good = ok_node & ok_tok & right_level & (child >= 0)
         return torch.where(good, child, torch.full_like(child, -1))
 
-    def fill_allowed(self, mask: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> None:
-        """Set ``mask[rows[i], child tokens of nodes[i]] = True`` for every i (in place, vectorised)."""
+    def fill_allowed(self, mask: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor, value: bool | float = True) -> None:
+        """Set ``mask[rows[i], child tokens of nodes[i]] = value`` for every i (in place, vectorised).
+
+        `mask` may be a bool mask (value True) or a float additive bias (value 0.0 over a -inf row).
+        """
         if rows.numel() == 0:
             return
         t = self.tensors(mask.device, mask.shape[1])
         ptr = t["child_ptr"]
-        start = ptr[nodes]
-        counts = ptr[nodes + 1] - start
+        start = ptr.index_select(0, nodes)
+        counts = ptr.index_select(0, nodes + 1) - start
         total = int(counts.sum())
         if total == 0:
             return
@@ -276,7 +279,7 @@ class SIDTrie:
         offsets = torch.cumsum(counts, 0) - counts  # exclusive cumsum
         within = torch.arange(total, device=mask.device) - torch.repeat_interleave(offsets, counts, output_size=total)
         edges = torch.repeat_interleave(start, counts, output_size=total) + within
-        mask[rep_rows, t["child_token"][edges]] = True
+        mask.index_put_((rep_rows, t["child_token"].index_select(0, edges)), torch.tensor(value, dtype=mask.dtype, device=mask.device))
 
     def allowed_mask(self, nodes: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """(B, V) bool mask of the child tokens of each node; rows with node -1 or a leaf allow nothing."""
