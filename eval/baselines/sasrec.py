@@ -7,8 +7,8 @@ NDCG@10 with patience 10) so its numbers are comparable with RecBole runs.
 
 Each training example (history -> target) is one sequence with the loss on its last position, as
 RecBole does after its prefix augmentation; the data loader already emits one example per prefix.
-Histories are left-padded; padding is masked out of attention and an empty history still has one
-visible (padding) position, so it gets a learned "no history" representation instead of NaNs.
+Histories are left-padded; padding keys are masked out of attention (each position still sees itself,
+so an empty history gets a learned "no history" state at its last, padding, position instead of NaN).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class SASRecConfig:
     inner_size: int = 256
     dropout: float = 0.5
     max_len: int = 50
+    """Longest history used; the model uses min(max_len, longest history in train/valid), so short
+    histories (the default loader keeps 10) cost no padding."""
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256
@@ -51,10 +53,10 @@ class SASRecConfig:
 class SASRecModel(nn.Module):
     """Item + position embeddings -> causal pre-norm transformer -> last position state."""
 
-    def __init__(self, num_items: int, cfg: SASRecConfig) -> None:
+    def __init__(self, num_items: int, cfg: SASRecConfig, max_len: int | None = None) -> None:
         super().__init__()
         self.item_emb = nn.Embedding(num_items + 1, cfg.hidden_size, padding_idx=0)
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden_size)
+        self.pos_emb = nn.Embedding(max_len or cfg.max_len, cfg.hidden_size)
         self.emb_norm = nn.LayerNorm(cfg.hidden_size, eps=1e-12)
         self.dropout = nn.Dropout(cfg.dropout)
         layer = nn.TransformerEncoderLayer(
@@ -68,6 +70,7 @@ class SASRecModel(nn.Module):
             layer_norm_eps=1e-12,
         )
         self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.num_heads = cfg.num_heads
         self.apply(self._init)
 
     @staticmethod
@@ -82,11 +85,20 @@ class SASRecModel(nn.Module):
         length = seq.shape[1]
         pos = torch.arange(length, device=seq.device)
         x = self.dropout(self.emb_norm(self.item_emb(seq) + self.pos_emb(pos)))
-        causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)
-        pad = seq == 0
-        pad[:, -1] = False  # keep one key per row visible (empty histories)
-        h = self.encoder(x, mask=causal, src_key_padding_mask=pad)
+        h = self.encoder(x, mask=self.attention_mask(seq, self.num_heads))
         return h[:, -1]
+
+    @staticmethod
+    def attention_mask(seq: torch.Tensor, num_heads: int) -> torch.Tensor:
+        """(B * heads, L, L) bool mask, True = blocked: causal, padding keys blocked, but every query may see
+        itself, so no row is fully blocked (a fully blocked pad query gives NaN, which 0-weight attention
+        would then spread to real positions)."""
+        length = seq.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)
+        pad_key = (seq == 0)[:, None, :]
+        eye = torch.eye(length, dtype=torch.bool, device=seq.device)
+        blocked = (causal[None] | pad_key) & ~eye[None]
+        return blocked.repeat_interleave(num_heads, dim=0)
 
     def scores(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, num_items + 1) scores over the catalog; column 0 (pad) is -inf."""
@@ -107,7 +119,7 @@ class SASRec(Recommender):
 
     # -- encoding -------------------------------------------------------------------------------
     def _encode(self, examples: Sequence[Example], where: str) -> torch.Tensor:
-        length = self.cfg.max_len
+        length = self.max_len
         out = np.zeros((len(examples), length), dtype=np.int64)
         for i, ex in enumerate(examples):
             hist = ex.history[-length:]
@@ -137,12 +149,14 @@ class SASRec(Recommender):
         gen = torch.Generator().manual_seed(cfg.seed)
         self.item_ids = list(catalog.item_ids)
         self.index = {it: i + 1 for i, it in enumerate(self.item_ids)}
+        longest = max(len(ex.history) for ex in [*train, *(valid or [])])
+        self.max_len = max(1, min(cfg.max_len, longest))
         seqs, targets = self._encode(train, "train"), self._targets(train, "train")
         valid = list(valid or [])
         v_seqs = self._encode(valid, "valid") if valid else None
         v_targets = self._targets(valid, "valid") if valid else None
 
-        model = SASRecModel(len(self.item_ids), cfg)
+        model = SASRecModel(len(self.item_ids), cfg, self.max_len)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, best_state, bad_epochs = -math.inf, None, 0
         self.history = []

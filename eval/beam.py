@@ -1,0 +1,305 @@
+"""Step-wise constrained beam search over SIDs, for all three response layouts.
+
+Why our own loop and not `generate(num_beams=...)`: in the interleaved layout a beam is a SID prefix
+*with its reasoning*; HF beam search would let free-text tokens compete with SID tokens for the beam
+slots, so beams would differ only in wording instead of in the item they lead to. Here only SID
+choices branch:
+
+- ``interleaved``: every beam writes its thinking block greedily (no branching), then every beam is
+  expanded over its trie children; per user the `num_beams` best (beam, child) pairs survive, ranked
+  by cumulative SID log-probability (thinking tokens do not count). Repeat for each level.
+- ``blocks_first``: one greedy pass writes all K blocks, then a trie beam search over the K SID tokens.
+- ``direct`` (no reasoning, stage-1 models): a trie beam search over the K SID tokens.
+
+At the last level the `k` best leaves (not just `num_beams`) are kept, so `k` may exceed
+`num_beams`: the list is then completed by the best-scoring children of the surviving beams, the
+same items a wider final beam would add. Excluded items (the `new` protocol) are masked at the last
+level. Beams always carry distinct SID prefixes (children of distinct prefixes are distinct), so the
+returned items are distinct; they are catalog items by construction (trie leaves).
+
+Scores are raw log-probabilities (log-softmax over the whole vocabulary, as HF beam search uses), with
+no temperature, top-k/top-p or repetition penalty: nothing from a model's generation_config applies.
+The loop keeps one KV cache for all rows; rows that finished their block wait on masked pad tokens
+(attention mask 0, positions from the mask's cumulative sum), and beam selection reorders the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED, ResponseSpec, check_layout
+from genrec.trie import SIDTrie
+from sid_tokenizer.sidmap import SIDMap
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class Beam:
+    """One returned item with its cumulative SID log-probability and the reasoning that led to it."""
+
+    item_id: str
+    score: float
+    codes: tuple[int, ...]
+    blocks: tuple[str, ...] = ()
+    step_logprobs: tuple[float, ...] = ()
+    block_token_ids: tuple[tuple[int, ...], ...] = ()
+    filled: bool = False
+
+
+@dataclass
+class _Rows:
+    """Decoding state of all rows (users x beams); `n` beams per user, rows grouped by user."""
+
+    n: int
+    score: torch.Tensor
+    node: torch.Tensor
+    codes: torch.Tensor
+    step_lp: torch.Tensor
+    blocks: list[list[list[int]]] = field(default_factory=list)
+
+    def select(self, src: torch.Tensor) -> None:
+        self.score = self.score[src]
+        self.node = self.node[src]
+        self.codes = self.codes[src]
+        self.step_lp = self.step_lp[src]
+        idx = src.tolist()
+        self.blocks = [[list(b) for b in self.blocks[i]] for i in idx]
+
+
+def _per_level(value: int | Sequence[int], k: int, name: str) -> list[int]:
+    vals = [int(value)] * k if isinstance(value, int) else [int(v) for v in value]
+    if len(vals) != k or any(v < 0 for v in vals):
+        raise ValueError(f"{name}: expected one non-negative value or {k} (one per SID level), got {value!r}")
+    return vals
+
+
+class SIDBeamSearch:
+    """Constrained SID beam search for one model, tokenizer and SID map (see module docstring)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        sid_map: SIDMap,
+        layout: str = INTERLEAVED,
+        *,
+        num_beams: int = 20,
+        max_block_tokens: int | Sequence[int] = 48,
+        min_block_tokens: int | Sequence[int] = 0,
+    ) -> None:
+        check_layout(layout)
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sid_map = sid_map
+        self.layout = layout
+        self.num_beams = int(num_beams)
+        self.spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, layout)
+        self.trie = SIDTrie.from_spec(sid_map, self.spec)
+        k = sid_map.num_levels
+        self.max_block = _per_level(max_block_tokens, k, "max_block_tokens")
+        self.min_block = _per_level(min_block_tokens, k, "min_block_tokens")
+        for lvl, (lo, hi) in enumerate(zip(self.min_block, self.max_block)):
+            if lo > hi:
+                raise ValueError(f"level {lvl}: min_block_tokens {lo} > max_block_tokens {hi}")
+        self.vocab = int(model.get_output_embeddings().weight.shape[0])
+        if self.trie.max_token_id >= self.vocab:
+            raise ValueError(
+                f"SID token id {self.trie.max_token_id} does not fit the model's {self.vocab} logits; "
+                "resize the model's embeddings to the tokenizer"
+            )
+        n = min(self.vocab, self.spec.vocab_size)
+        text = torch.zeros(self.vocab, dtype=torch.bool)
+        text[:n] = self.spec.text_allowed[:n]
+        if layout != DIRECT and max(self.max_block) > 0 and not bool(text.any()):
+            raise ValueError("no token may appear as thinking text in this tokenizer")
+        self._text_allowed = text
+        self.pad_id = self.spec.pad_id
+        self.forward_calls = 0
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _forward(self, cache: DynamicCache, attn: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
+        """Feed (R, t) tokens; returns (logits of the last position, new attention mask)."""
+        attn = torch.cat([attn, mask], dim=1)
+        pos = (attn.cumsum(1) - 1).clamp_(min=0)[:, -tokens.shape[1]:]
+        out = self.model(
+            input_ids=tokens, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True
+        )
+        self.forward_calls += 1
+        return out.logits[:, -1, :].float(), attn
+
+    def _block(self, cache, attn, logits, rows: _Rows, level: int, live: torch.Tensor):
+        """Greedy thinking block `level` for every row (the `<think>` is already fed).
+
+        Returns the logits right after each row's `</think>` and the grown attention mask.
+        """
+        r = logits.shape[0]
+        dev = logits.device
+        close = self.spec.think_close_id
+        max_b, min_b = self.max_block[level], self.min_block[level]
+        text = self._text_allowed.to(dev)
+        blen = torch.zeros(r, dtype=torch.long, device=dev)
+        done = ~live.clone()
+        after = logits.clone()
+        for b in rows.blocks:
+            b.append([])
+        while not bool(done.all()):
+            allow = text[None, :] & (blen < max_b)[:, None]
+            allow[:, close] = blen >= min_b
+            choice = logits.masked_fill(~allow, NEG_INF).argmax(dim=1)
+            choice = torch.where(done, torch.full_like(choice, self.pad_id), choice)
+            feed_mask = (~done).long()[:, None]
+            logits, attn = self._forward(cache, attn, choice[:, None], feed_mask)
+            closing = (~done) & (choice == close)
+            writing = (~done) & (choice != close)
+            if bool(closing.any()):
+                after[closing] = logits[closing]
+            for i in torch.nonzero(writing).flatten().tolist():
+                rows.blocks[i][-1].append(int(choice[i]))
+            blen += writing.long()
+            done |= closing
+        return after, attn
+
+    def _expand(self, logits, rows: _Rows, level: int, width: int, users: int, exclude_leaf):
+        """Expand every beam over its trie children and keep the `width` best (beam, child) per user.
+
+        Returns (src row per new row, chosen token per new row); updates `rows` in place.
+        """
+        dev = logits.device
+        logp = torch.log_softmax(logits, dim=-1)
+        allowed = self.trie.allowed_mask(rows.node, self.vocab)
+        if exclude_leaf is not None:
+            allowed &= ~exclude_leaf
+        cand = torch.where(allowed, rows.score[:, None] + logp, torch.full_like(logp, NEG_INF))
+        n = rows.n
+        flat = cand.view(users, n * self.vocab)
+        width = min(width, flat.shape[1])
+        vals, idx = flat.topk(width, dim=1)
+        src_beam = idx // self.vocab
+        token = idx % self.vocab
+        src = (torch.arange(users, device=dev)[:, None] * n + src_beam).flatten()
+        token = token.flatten()
+        step_lp = logp[src, token]
+        rows.select(src)
+        rows.n = width
+        rows.score = vals.flatten()
+        rows.node = self.trie.step(rows.node, token)
+        rows.codes = torch.cat([rows.codes, self.spec.token_code.to(dev)[token.clamp(max=len(self.spec.token_code) - 1)][:, None]], 1)
+        rows.step_lp = torch.cat([rows.step_lp, step_lp[:, None]], 1)
+        return src, token
+
+    def _exclusion_mask(self, rows: _Rows, level: int, exclude: Sequence[set[str]] | None) -> torch.Tensor | None:
+        """(R, V) mask of leaf tokens that would complete an excluded item, for the last level."""
+        if not exclude or not any(exclude):
+            return None
+        r = rows.node.shape[0]
+        mask = torch.zeros(r, self.vocab, dtype=torch.bool)
+        codes = rows.codes.tolist()
+        tok_ids = self.spec.level_token_ids[level]
+        for i in range(r):
+            ex = exclude[i // rows.n]
+            for item in ex:
+                c = self.sid_map.item_to_codes.get(item)
+                if c is not None and list(c[:level]) == codes[i]:
+                    mask[i, tok_ids[c[level]]] = True
+        return mask.to(rows.node.device)
+
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def search(
+        self, prompts: Sequence[str], k: int, exclude: Sequence[set[str]] | None = None
+    ) -> list[list[Beam]]:
+        """Top-`k` items per prompt (best first; fewer only when the catalog, minus exclusions, is smaller)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if exclude is not None and len(exclude) != len(prompts):
+            raise ValueError(f"{len(exclude)} exclusion sets for {len(prompts)} prompts")
+        if not prompts:
+            return []
+        self.model.eval()
+        dev = self.device
+        users = len(prompts)
+        levels = self.sid_map.num_levels
+        spec = self.spec
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        if self.layout != DIRECT:
+            ids = [x + [spec.think_open_id] for x in ids]
+        width_max = max(len(x) for x in ids)
+        tokens = torch.full((users, width_max), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((users, width_max), dtype=torch.long)
+        for i, x in enumerate(ids):
+            if not x:
+                raise ValueError(f"prompt {i} tokenizes to nothing")
+            tokens[i, width_max - len(x):] = torch.tensor(x)
+            mask[i, width_max - len(x):] = 1
+        tokens, mask = tokens.to(dev), mask.to(dev)
+        cache = DynamicCache(config=self.model.config)
+        attn = torch.zeros((users, 0), dtype=torch.long, device=dev)
+        logits, attn = self._forward(cache, attn, tokens, mask)
+        rows = _Rows(
+            n=1,
+            score=torch.zeros(users, device=dev),
+            node=torch.zeros(users, dtype=torch.long, device=dev),
+            codes=torch.zeros((users, 0), dtype=torch.long, device=dev),
+            step_lp=torch.zeros((users, 0), device=dev),
+            blocks=[[] for _ in range(users)],
+        )
+        ones = lambda r, t=1: torch.ones((r, t), dtype=torch.long, device=dev)  # noqa: E731
+
+        if self.layout == BLOCKS_FIRST:
+            live = torch.ones(users, dtype=torch.bool, device=dev)
+            for level in range(levels):
+                logits, attn = self._block(cache, attn, logits, rows, level, live)
+                if level + 1 < levels:
+                    feed = torch.full((users, 1), spec.think_open_id, dtype=torch.long, device=dev)
+                    logits, attn = self._forward(cache, attn, feed, ones(users))
+
+        for level in range(levels):
+            if self.layout == INTERLEAVED:
+                logits, attn = self._block(cache, attn, logits, rows, level, torch.isfinite(rows.score))
+            last = level == levels - 1
+            width = max(k, self.num_beams) if last else self.num_beams
+            excl = self._exclusion_mask(rows, level, exclude) if last else None
+            src, token = self._expand(logits, rows, level, width, users, excl)
+            if last:
+                break
+            cache.reorder_cache(src)
+            attn = attn[src]
+            r = token.shape[0]
+            if self.layout == INTERLEAVED:
+                feed = torch.stack([token, torch.full_like(token, spec.think_open_id)], 1)
+                logits, attn = self._forward(cache, attn, feed, ones(r, 2))
+            else:
+                logits, attn = self._forward(cache, attn, token[:, None], ones(r))
+
+        return self._collect(rows, users, k)
+
+    def _collect(self, rows: _Rows, users: int, k: int) -> list[list[Beam]]:
+        out: list[list[Beam]] = []
+        scores = rows.score.tolist()
+        nodes = rows.node.tolist()
+        codes = rows.codes.tolist()
+        step_lp = rows.step_lp.tolist()
+        for u in range(users):
+            beams: list[Beam] = []
+            for j in range(u * rows.n, (u + 1) * rows.n):
+                if len(beams) >= k or scores[j] == NEG_INF:
+                    continue
+                item = self.trie.item_for_node(nodes[j])
+                if item is None:  # cannot happen for a finite score; never return a non-item
+                    continue
+                blocks = tuple(self.tokenizer.decode(b, skip_special_tokens=False).strip() for b in rows.blocks[j])
+                ids = tuple(tuple(b) for b in rows.blocks[j])
+                beams.append(Beam(item, scores[j], tuple(codes[j]), blocks, tuple(step_lp[j]), ids))
+            out.append(beams)
+        return out

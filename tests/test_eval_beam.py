@@ -1,0 +1,166 @@
+"""Constrained SID beam search on the tiny model (random weights, perturbed so outputs vary by prompt).
+
+Checked against independent references: HF `generate` (greedy, with the team's SIDLogitsProcessor) for
+one beam, and exhaustive teacher-forced scoring of every catalog item when the beam is wide enough to
+keep every prefix.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from eval.beam import SIDBeamSearch
+from genrec.constrained import SIDLogitsProcessor
+from genrec.modeling import load_model_and_tokenizer
+from genrec.prompts import PromptConfig, build_prompt
+from genrec.response import ResponseSpec, parse_response
+from genrec.trie import SIDTrie
+from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map
+
+MAX_BLOCK = 5
+
+
+@functools.lru_cache(maxsize=None)
+def _model():
+    """Tiny model with larger random weights, so greedy text and SID choices depend on the prompt, and a
+    boosted </think> embedding, so blocks end at different lengths in different rows."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model, tok = load_model_and_tokenizer(tiny_model_dir())
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+        close = tok.convert_tokens_to_ids("</think>")
+        model.get_input_embeddings().weight[close] *= 6.0
+    model.eval()
+    return model, tok
+
+
+def _prompts(n: int = 5) -> list[str]:
+    _, tok = _model()
+    rd = tiny_recdata()
+    return [build_prompt(ex, rd.catalog, tiny_sid_map(), tok, PromptConfig()) for ex in rd.test[:n]]
+
+
+def _hf_greedy(layout: str, prompts: list[str]) -> list[list[int]]:
+    model, tok = _model()
+    spec = ResponseSpec.from_tokenizer(tok, tiny_sid_map(), layout)
+    proc = SIDLogitsProcessor(spec, SIDTrie.from_spec(tiny_sid_map(), spec), max_block_tokens=MAX_BLOCK)
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(
+        **enc, do_sample=False, num_beams=1, top_k=None, top_p=None, temperature=None, repetition_penalty=1.0,
+        logits_processor=[proc], max_new_tokens=proc.max_response_tokens,
+    )
+    return [row[enc["input_ids"].shape[1]:].tolist() for row in out]
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "blocks_first", "direct"])
+def test_one_beam_equals_hf_greedy_constrained_generation(layout):
+    model, tok = _model()
+    prompts = _prompts()
+    search = SIDBeamSearch(model, tok, tiny_sid_map(), layout, num_beams=1, max_block_tokens=MAX_BLOCK)
+    ours = search.search(prompts, 1)
+    spec = search.spec
+    lengths = set()
+    for beams, completion in zip(ours, _hf_greedy(layout, prompts)):
+        parsed = parse_response(completion, spec)
+        assert parsed.ok, parsed.error
+        assert beams[0].codes == parsed.codes
+        if layout != "direct":
+            hf_blocks = [completion[s.block_start + 1:s.block_end - 1] for s in parsed.steps]
+            assert [list(b) for b in beams[0].block_token_ids] == hf_blocks
+            lengths.update(len(b) for b in hf_blocks)
+    if layout != "direct":
+        assert len(lengths) > 1, "the fixture should give blocks of different lengths (exercises waiting rows)"
+    assert len({b[0].item_id for b in ours}) > 1, "perturbed model should recommend different items to different users"
+
+
+def _teacher_forced_direct_scores(prompt: str) -> dict[str, float]:
+    """log p(SID tokens of item | prompt), summed over levels, for every catalog item."""
+    model, tok = _model()
+    sid_map = tiny_sid_map()
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    items = list(sid_map.item_to_codes)
+    seqs = torch.tensor([p_ids + tok.convert_tokens_to_ids(sid_map.tokens(it)) for it in items])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(seqs).logits.float(), -1)
+    k = sid_map.num_levels
+    n = len(p_ids)
+    out = {}
+    for r, it in enumerate(items):
+        out[it] = float(sum(logp[r, n - 1 + j, seqs[r, n + j]] for j in range(k)))
+    return out
+
+
+def test_wide_direct_beam_is_exact_ranking_of_all_items():
+    model, tok = _model()
+    sid_map = tiny_sid_map()
+    prompt = _prompts(1)[0]
+    n_items = len(sid_map)
+    search = SIDBeamSearch(model, tok, sid_map, "direct", num_beams=n_items)
+    beams = search.search([prompt], n_items)[0]
+    exact = _teacher_forced_direct_scores(prompt)
+    assert [b.item_id for b in beams] == sorted(exact, key=exact.get, reverse=True)
+    for b in beams:
+        assert b.score == pytest.approx(exact[b.item_id], abs=1e-4)
+        assert sum(b.step_logprobs) == pytest.approx(b.score, abs=1e-4)
+
+
+def test_interleaved_returns_k_distinct_valid_items_sorted_by_score():
+    model, tok = _model()
+    sid_map = tiny_sid_map()
+    search = SIDBeamSearch(model, tok, sid_map, "interleaved", num_beams=20, max_block_tokens=MAX_BLOCK)
+    for beams in search.search(_prompts(), 20):
+        ids = [b.item_id for b in beams]
+        assert len(ids) == 20 and len(set(ids)) == 20
+        assert all(i in sid_map for i in ids)
+        assert all(sid_map.codes(b.item_id) == b.codes for b in beams)
+        scores = [b.score for b in beams]
+        assert scores == sorted(scores, reverse=True)
+        assert all(len(b.blocks) == sid_map.num_levels for b in beams)
+
+
+def test_k_larger_than_beams_is_completed_from_final_level_children():
+    model, tok = _model()
+    search = SIDBeamSearch(model, tok, tiny_sid_map(), "interleaved", num_beams=2, max_block_tokens=MAX_BLOCK)
+    beams = search.search(_prompts(2), 10)
+    for b in beams:
+        assert len(b) == 10 and len({x.item_id for x in b}) == 10
+        # only 2 level-a prefixes survive, so all 10 items share at most 2 first codes
+        assert len({x.codes[0] for x in b}) <= 2
+
+
+def test_batched_equals_one_at_a_time():
+    model, tok = _model()
+    prompts = _prompts(4)
+    search = SIDBeamSearch(model, tok, tiny_sid_map(), "interleaved", num_beams=4, max_block_tokens=MAX_BLOCK)
+    batched = search.search(prompts, 5)
+    single = [search.search([p], 5)[0] for p in prompts]
+    for a, b in zip(batched, single):
+        assert [x.item_id for x in a] == [x.item_id for x in b]
+        assert [x.score for x in a] == pytest.approx([x.score for x in b], abs=1e-4)
+
+
+def test_exclusion_masks_items_at_last_level():
+    model, tok = _model()
+    prompt = _prompts(1)[0]
+    search = SIDBeamSearch(model, tok, tiny_sid_map(), "direct", num_beams=5)
+    top = [b.item_id for b in search.search([prompt], 5)[0]]
+    again = [b.item_id for b in search.search([prompt], 5, exclude=[set(top[:2])])[0]]
+    assert not set(top[:2]) & set(again)
+    assert again[:3] == top[2:5]
+
+
+def test_bad_settings():
+    model, tok = _model()
+    with pytest.raises(ValueError, match="num_beams"):
+        SIDBeamSearch(model, tok, tiny_sid_map(), "direct", num_beams=0)
+    with pytest.raises(ValueError, match="unknown response layout"):
+        SIDBeamSearch(model, tok, tiny_sid_map(), "sideways")
+    with pytest.raises(ValueError, match="min_block_tokens"):
+        SIDBeamSearch(model, tok, tiny_sid_map(), "interleaved", max_block_tokens=2, min_block_tokens=3)
