@@ -180,7 +180,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         legal[T_OPEN, C_OPEN] = True
         legal[T_SID, C_SID] = True  # plus the level / trie check
         legal[T_EOS, C_EOS] = True
-        legal[T_DONE, C_EOS] = legal[T_DONE, C_PAD] = True
+        legal[T_DONE, :] = True  # after EOS, generate fills rows with its own pad id: anything is fine
         # the rows of allowed tokens of each template (SID rows are filled from the trie)
         templates = torch.zeros(N_TPL, vocab, dtype=torch.bool)
         templates[T_TEXT_CLOSE] = text
@@ -270,7 +270,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         if n:
             tpl_now, tpl_prev = tpl[:b], tpl[b:]
             legal = t["legal"].index_select(0, tpl_prev * N_CAT + lc)
-            sid_last = lc == C_SID
+            sid_last = (lc == C_SID) & (tpl_prev == T_SID)  # a SID token where one was expected: check level + trie
             need_trie = (tpl_now == T_SID) | sid_last
         else:
             tpl_now, legal = tpl, None
