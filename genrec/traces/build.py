@@ -54,6 +54,17 @@ class TraceConfig:
             raise ValueError(f"traces need a reasoning layout ({', '.join(l for l in LAYOUTS if l != 'direct')})")
 
 
+def block_token_stats(all_blocks: list[list[str]], tokenizer) -> list[dict[str, float]]:
+    """Per level: max / mean / p95 token count of the block text (to size max_block_tokens for RL and eval)."""
+    if not all_blocks:
+        return []
+    out = []
+    for k in range(len(all_blocks[0])):
+        n = sorted(len(tokenizer.encode(" " + b[k], add_special_tokens=False)) if b[k] else 0 for b in all_blocks)
+        out.append({"max": n[-1], "mean": round(sum(n) / len(n), 2), "p95": n[min(len(n) - 1, int(0.95 * len(n)))]})
+    return out
+
+
 def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prompt_cfg: PromptConfig) -> Path:
     """Build and save the trace dataset for the requested splits; returns the output folder."""
     grounded_cfg = GroundedConfig(max_titles=cfg.max_titles, max_profile_words=cfg.max_profile_words,
@@ -85,5 +96,6 @@ def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prom
                                         layout=cfg.layout)
         counts[name] = len(examples)
     info = {"config": asdict(cfg), "counts": counts, "codebook_sizes": list(sid_map.codebook_sizes),
-            "num_items": len(sid_map), "teacher_stats": llm.stats() if llm else {}}
+            "num_items": len(sid_map), "teacher_stats": llm.stats() if llm else {},
+            "block_tokens": block_token_stats([b for cols in splits.values() for b in cols["blocks"]], tokenizer)}
     return save_traces(cfg.output_dir, splits, info, prompt_cfg)
