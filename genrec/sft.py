@@ -26,6 +26,7 @@ from genrec.prompts import (
     item_text,
     item_to_sid_prompt,
     sid_to_item_prompt,
+    wrap_prompt,
 )
 from genrec.response import DIRECT, render_response
 from sid_tokenizer.sidmap import SIDMap, atomic_write_text
@@ -111,12 +112,17 @@ def stage1_rows(
         rows["completion"].append(completion)
         rows["task"].append(task)
 
+    chat = prompt_cfg.use_chat_template
+    # With a chat template the alignment question is the user turn and the answer follows the assistant
+    # opener (no leading space needed); plain prompts end with a cue word, so text answers start with a space.
+    wrap = (lambda body: wrap_prompt(body, tokenizer, prompt_cfg)) if chat else (lambda body: body)
+    space = "" if chat else " "
     if "item2sid" in tasks:
         for item in items:
-            add(item_to_sid_prompt(item, catalog, prompt_cfg), direct_completion(sid_map, item), "item2sid")
+            add(wrap(item_to_sid_prompt(item, catalog, prompt_cfg)), direct_completion(sid_map, item), "item2sid")
     if "sid2item" in tasks:
         for item in items:
-            add(sid_to_item_prompt(item, sid_map), " " + item_text(item, catalog, prompt_cfg), "sid2item")
+            add(wrap(sid_to_item_prompt(item, sid_map)), space + item_text(item, catalog, prompt_cfg), "sid2item")
     if "history2sid" in tasks:
         direct_cfg = replace(prompt_cfg, reasoning=False)
         for ex in examples:

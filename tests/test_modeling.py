@@ -152,3 +152,22 @@ def test_smollm2_gguf_gets_sid_tokens(tmp_path):
     a0 = emb[tok.convert_tokens_to_ids("<a_0>")]
     lab = emb[tok.encode(" Data and analytics", add_special_tokens=False)].mean(0)
     assert torch.allclose(a0, lab, atol=1e-5)
+
+
+def test_build_model_cli(tmp_path, capsys):
+    from genrec.cli import main
+    from tests.helpers_tiny import write_tiny_data_dir
+
+    data = write_tiny_data_dir(tmp_path / "data")
+    tiny_sid_map().save(tmp_path / "sid_map.json")
+    args = ["build-model", "--sid_map", str(tmp_path / "sid_map.json"), "--output_dir", str(tmp_path / "m"),
+            "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--num_key_value_heads",
+            "2", "--intermediate_size", "64", "--bpe_vocab_size", "500"]
+    assert main(args + ["--data", str(data)]) == 0
+    model, tok = load_model_and_tokenizer(tmp_path / "m")
+    check_model_tokens(tok, tiny_sid_map(), model)
+    assert model.config.hidden_size == 32 and "wrote" in capsys.readouterr().out
+    # The tokenizer was trained on the data's profiles ("skills: ...") and the prompt wording.
+    text = " Jobs viewed, oldest first:"
+    assert len(tok.encode(text, add_special_tokens=False)) < 0.6 * len(text)
+    assert main(args) == 1 and "--data is required" in capsys.readouterr().err

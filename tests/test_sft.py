@@ -44,6 +44,12 @@ def test_stage1_rows():
     i = rows["task"].index("history2sid")
     assert "semantic ID only" in rows["prompt"][i]
     assert rows["completion"][i] == SIDS.sid_string(REC.train[0].target)
+    # With a chat template every prompt is a wrapped user turn.
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    rows = stage1_rows(REC.catalog, SIDS, REC.train[:2], tok, PromptConfig(use_chat_template=True))
+    assert all(p.endswith("<|assistant|>\n") and "<|user|>" in p for p in rows["prompt"])
+    assert rows["completion"][rows["task"].index("sid2item")] == "Data Analyst"
 
 
 def test_stage1_cli_lowers_loss_logs_and_resumes(tmp_path):
