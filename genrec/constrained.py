@@ -326,7 +326,9 @@ class SIDLogitsProcessor(LogitsProcessor):
                 raise ConstrainedDecodingError(
                     f"{len(bad)} row(s) left the {self.layout} response grammar (first: row {r}, "
                     f"{PHASE_NAMES[int(phase[r])]} before its newest token); the newest token was not allowed by this "
-                    "processor, or the prompt length is wrong. Use on_invalid='eos' to end such rows with EOS instead."
+                    "processor, or the prompt length is wrong. Beam sampling (do_sample=True with num_beams > 1) does "
+                    "this: transformers then draws zero-probability candidates; pass on_invalid='eos' to end such rows "
+                    "with EOS (their score is -inf, so they are never returned)."
                 )
             self.num_invalid_rows += len(bad)
             tpl = torch.where(invalid, T_EOS, tpl)

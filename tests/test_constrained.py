@@ -346,3 +346,17 @@ def test_spec_and_trie_must_agree():
         SIDLogitsProcessor(spec, trie, [1, 2])
     with pytest.raises(ValueError, match="pass prompt_len"):
         SIDLogitsProcessor(spec, trie).allowed_mask(torch.tensor([[1, 2]]))
+
+
+def test_beam_sampling_needs_on_invalid_eos():
+    """transformers' beam sampling draws zero-probability candidates when few tokens are allowed; those rows
+    are ended with EOS under on_invalid='eos' and never returned."""
+    sid_map, tok, model, trie = setup(0)
+    spec = ResponseSpec.from_tokenizer(tok, sid_map, INTERLEAVED)
+    torch.manual_seed(0)
+    with pytest.raises(ConstrainedDecodingError, match="Beam sampling"):
+        generate(model, tok, SIDLogitsProcessor(spec, trie, 3), PROMPTS[:2], do_sample=True, num_beams=4)
+    proc = SIDLogitsProcessor(spec, trie, 3, on_invalid="eos")
+    comp = generate(model, tok, proc, PROMPTS[:2], do_sample=True, num_beams=4, num_return_sequences=2)
+    check_outputs(comp, spec, sid_map, [3] * 3, [0] * 3)
+    assert proc.num_invalid_rows > 0
