@@ -1,0 +1,98 @@
+"""`EvalConfig`: options of `genrec evaluate` (parsed by TrlParser; YAML under configs/eval*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from eval.protocols import PROTOCOLS
+
+BASELINE_NAMES = ("mostpop", "recent", "sasrec")
+
+
+def _csv(value: str | list | tuple) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate, on which split, how to decode, and where to write the report."""
+
+    data: str = field(default="", metadata={"help": "Dataset folder or file prefix (as for every genrec stage)."})
+    model: str = field(
+        default="",
+        metadata={"help": "Model folder(s) to evaluate, comma-separated (empty: baselines only)."},
+    )
+    sid_map: str = field(
+        default="", metadata={"help": "sid_map.json or the fit-tokenizer folder; default: <model>/sid_map.json."}
+    )
+    output_dir: str = field(default="runs/eval", metadata={"help": "Where eval_report.json, report.md and plots go."})
+    eval_split: str = field(default="test", metadata={"help": "Split to evaluate.", "choices": ["test", "valid"]})
+    layout: str = field(
+        default="auto",
+        metadata={"help": "Response layout: auto (from the model folder), interleaved, blocks_first or direct "
+                          "(no reasoning, stage-1 models). One value, or one per model (comma-separated)."},
+    )
+    num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
+    max_block_tokens: int = field(default=48, metadata={"help": "Free-text budget per thinking block."})
+    min_block_tokens: int = field(default=0, metadata={"help": "Thinking blocks may not close before this."})
+    batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch (rows = users x beams)."})
+    topk: str = field(default="1,5,10,20", metadata={"help": "Cut-offs K, comma-separated; the largest is the list length."})
+    protocols: str = field(
+        default="all,new",
+        metadata={"help": "'all' (any item, repeats allowed) and/or 'new' (history items excluded, repeat targets dropped)."},
+    )
+    baselines: str = field(
+        default="mostpop,recent",
+        metadata={"help": f"Baselines to run in the same harness, comma-separated from {', '.join(BASELINE_NAMES)} "
+                          "('' for none); sasrec trains first (minutes on CPU)."},
+    )
+    sasrec_max_epochs: int = field(default=200, metadata={"help": "SASRec epoch cap (early stopping on valid NDCG@10)."})
+    max_users: int = field(default=0, metadata={"help": "Evaluate a seeded random subset of this many users (0 = all)."})
+    seed: int = field(default=42, metadata={"help": "Seed for the user subset and SASRec."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1, ..."})
+    save_predictions: bool = field(
+        default=True, metadata={"help": "Write predictions_<method>_<protocol>.jsonl (top-k items, scores, reasoning) for models."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        self.topk_list()
+        bad = [p for p in self.protocol_list() if p not in PROTOCOLS]
+        if bad or not self.protocol_list():
+            raise ValueError(f"--protocols: expected some of {', '.join(PROTOCOLS)}, got {self.protocols!r}")
+        bad = [b for b in self.baseline_list() if b not in BASELINE_NAMES]
+        if bad:
+            raise ValueError(f"--baselines: unknown {', '.join(bad)}; expected some of {', '.join(BASELINE_NAMES)}")
+        for name in ("num_beams", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_block_tokens < self.min_block_tokens or self.min_block_tokens < 0:
+            raise ValueError(f"--min_block_tokens {self.min_block_tokens} must be in [0, max_block_tokens={self.max_block_tokens}]")
+        if self.max_users < 0:
+            raise ValueError(f"--max_users must be >= 0, got {self.max_users}")
+        layouts, models = self.layout_list(), self.model_list()
+        if len(layouts) not in (1, len(models) or 1):
+            raise ValueError(f"--layout: give one layout or one per model ({len(models)}), got {self.layout!r}")
+
+    def topk_list(self) -> list[int]:
+        try:
+            ks = sorted({int(k) for k in _csv(self.topk)})
+        except ValueError:
+            raise ValueError(f"--topk must be comma-separated integers like '1,5,10,20', got {self.topk!r}") from None
+        if not ks or ks[0] < 1:
+            raise ValueError(f"--topk must be positive integers, got {self.topk!r}")
+        return ks
+
+    def protocol_list(self) -> list[str]:
+        return _csv(self.protocols)
+
+    def baseline_list(self) -> list[str]:
+        return _csv(self.baselines)
+
+    def model_list(self) -> list[str]:
+        return _csv(self.model)
+
+    def layout_list(self) -> list[str]:
+        return _csv(self.layout) or ["auto"]

@@ -1,0 +1,187 @@
+"""The generative recommender behind the common `Recommender` interface: prompts -> SID beam search -> items.
+
+Loading a model folder (the layout `genrec sft` / `genrec rl` write: weights, tokenizer, sid_map.json,
+prompt_config.json, genrec_model.json) and choosing its response layout also live here, so
+`genrec evaluate` and `genrec recommend` behave identically.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from eval.baselines.base import Recommender, train_popularity
+from eval.beam import Beam, SIDBeamSearch
+from genrec.data.schema import Catalog, Example
+from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED, LAYOUTS
+from sid_tokenizer.sidmap import SIDMap
+
+AUTO = "auto"
+
+
+def resolve_layout(layout: str, info: dict, reasoning_prompt: bool) -> str:
+    """The response layout to decode with: an explicit one, else what the model folder says.
+
+    auto: the RL layout if the model went through `genrec rl`; `direct` for a stage-1 model or one whose
+    prompt asks for the SID only; otherwise `interleaved`.
+    """
+    if layout != AUTO:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}")
+        return layout
+    if info.get("rl_layout") in LAYOUTS:
+        return str(info["rl_layout"])
+    if info.get("layout") in LAYOUTS:
+        return str(info["layout"])
+    if info.get("sft_stage") == 1 or not reasoning_prompt:
+        return DIRECT
+    return INTERLEAVED
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class GenerativeRecommender(Recommender):
+    """Top-k items per example from an SLM via `SIDBeamSearch`, with popularity fill when short.
+
+    The beam search always yields `k` distinct catalog items when the SID map has at least `k` items
+    outside the exclusions; anything short (a catalog smaller than k after excluding the history, or
+    SID-mapped items missing from the catalog) is filled with training-popular items, and the number
+    of filled slots is reported as `stats["filled"]` (and per item as `Beam.filled`).
+    """
+
+    name = "genrec"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        sid_map: SIDMap,
+        catalog: Catalog,
+        prompt_cfg=None,
+        *,
+        layout: str = INTERLEAVED,
+        num_beams: int = 20,
+        max_block_tokens: int | Sequence[int] = 48,
+        min_block_tokens: int | Sequence[int] = 0,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> None:
+        from genrec.prompts import PromptConfig
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.catalog = catalog
+        self.sid_map = sid_map
+        self.tokenizer = tokenizer
+        self.prompt_cfg = prompt_cfg or PromptConfig()
+        self.layout = layout
+        self.batch_size = batch_size
+        self.progress = progress
+        self.search = SIDBeamSearch(
+            model, tokenizer, sid_map, layout, num_beams=num_beams,
+            max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens,
+        )
+        self.popularity: list[str] = [i for i in catalog.item_ids if i in sid_map]
+        self.stats = {"filled": 0, "users": 0, "forward_calls": 0}
+
+    def fit(self, train: Sequence[Example], catalog: Catalog, valid: Sequence[Example] | None = None):
+        """Only the fill order is learnt here: training popularity."""
+        self.popularity = train_popularity(train, catalog)
+        return self
+
+    def prompt(self, example: Example) -> str:
+        from genrec.prompts import build_prompt
+
+        return build_prompt(example, self.catalog, self.sid_map, self.tokenizer, self.prompt_cfg)
+
+    def recommend_beams(self, examples: Sequence[Example], k: int, exclude_history: bool = False) -> list[list[Beam]]:
+        """Top-k `Beam`s (item, score, reasoning) per example, in input order."""
+        prompts = [self.prompt(ex) for ex in examples]
+        # Sort by prompt length so each batch pads little; restore the order afterwards.
+        order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
+        out: list[list[Beam] | None] = [None] * len(examples)
+        calls0 = self.search.forward_calls
+        bar = tqdm(total=len(examples), desc=f"beam search ({self.layout})", disable=not self.progress, file=sys.stderr)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            excl = [set(examples[i].history) for i in idx] if exclude_history else None
+            results = self.search.search([prompts[i] for i in idx], k, excl)
+            for i, beams in zip(idx, results):
+                out[i] = self._fill(beams, k, set(examples[i].history) if exclude_history else set())
+            bar.update(len(idx))
+        bar.close()
+        self.stats["users"] += len(examples)
+        self.stats["forward_calls"] += self.search.forward_calls - calls0
+        return out  # type: ignore[return-value]
+
+    def _fill(self, beams: list[Beam], k: int, exclude: set[str]) -> list[Beam]:
+        beams = [b for b in beams if b.item_id in self.catalog]
+        if len(beams) >= k:
+            return beams[:k]
+        seen = {b.item_id for b in beams} | exclude
+        for item in self.popularity:
+            if len(beams) >= k:
+                break
+            if item not in seen:
+                seen.add(item)
+                codes = self.sid_map.codes(item) if item in self.sid_map else ()
+                beams.append(Beam(item, float("-inf"), codes, filled=True))
+                self.stats["filled"] += 1
+        return beams
+
+    def recommend(self, examples: Sequence[Example], k: int, exclude_history: bool = False) -> list[list[str]]:
+        return [[b.item_id for b in beams] for beams in self.recommend_beams(examples, k, exclude_history)]
+
+
+def resolve_sid_map(model_dir: str | Path, sid_map_path: str | Path | None = None) -> SIDMap:
+    """The SID map given, else the one saved in the model folder."""
+    sid_path = Path(sid_map_path) if sid_map_path else Path(model_dir) / "sid_map.json"
+    if not sid_path.exists():
+        raise FileNotFoundError(f"{sid_path}: SID map not found; pass --sid_map (sid_map.json or the fit-tokenizer folder)")
+    return SIDMap.load(sid_path)
+
+
+def load_generative(
+    model_dir: str | Path,
+    catalog: Catalog,
+    *,
+    sid_map_path: str | Path | None = None,
+    layout: str = AUTO,
+    num_beams: int = 20,
+    max_block_tokens: int | Sequence[int] = 48,
+    min_block_tokens: int | Sequence[int] = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = False,
+) -> GenerativeRecommender:
+    """A `GenerativeRecommender` from a model folder (its sid_map.json and prompt_config.json unless overridden)."""
+    from genrec.modeling import check_model_tokens, load_model_and_tokenizer, model_info
+    from genrec.prompts import PromptConfig
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: model folder not found")
+    sid_map = resolve_sid_map(model_dir, sid_map_path)
+    prompt_cfg = PromptConfig.load_or_default(model_dir)
+    chosen = resolve_layout(layout, model_info(model_dir), prompt_cfg.reasoning)
+    dev = resolve_device(device)
+    model, tokenizer = load_model_and_tokenizer(model_dir, device=dev)
+    check_model_tokens(tokenizer, sid_map, model, where=str(model_dir), think=chosen != DIRECT)
+    rec = GenerativeRecommender(
+        model, tokenizer, sid_map, catalog, prompt_cfg, layout=chosen, num_beams=num_beams,
+        max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens, batch_size=batch_size, progress=progress,
+    )
+    rec.name = f"genrec-{chosen}"
+    return rec
+
+
+__all__ = ["AUTO", "BLOCKS_FIRST", "DIRECT", "INTERLEAVED", "GenerativeRecommender", "load_generative",
+           "resolve_device", "resolve_layout"]

@@ -1,0 +1,128 @@
+"""What `genrec evaluate` does: load data, build every method, evaluate under each protocol, write the report."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from eval.baselines import MostPop, RecentItems, SASRec, SASRecConfig
+from eval.config import EvalConfig
+from eval.generative import GenerativeRecommender, load_generative, resolve_sid_map
+from eval.harness import check_k, evaluate_ranker, validate_examples
+from eval.protocols import excludes_history, select_examples
+from eval.report import write_report
+from genrec.data.schema import Example
+from sid_tokenizer.sidmap import atomic_write_text
+
+
+def _log(msg: str) -> None:
+    print(f"[eval] {msg}", file=sys.stderr, flush=True)
+
+
+def subset(examples: list[Example], max_users: int, seed: int) -> list[Example]:
+    """A seeded random subset (original order kept), or everything when max_users is 0 or large enough."""
+    if not max_users or max_users >= len(examples):
+        return list(examples)
+    keep = sorted(random.Random(seed).sample(range(len(examples)), max_users))
+    return [examples[i] for i in keep]
+
+
+def _write_predictions(path: Path, rec: GenerativeRecommender, examples, k: int, exclude: bool) -> list[list[str]]:
+    """Rank with `rec` once, write one JSON line per user, and return the ranking for the metrics."""
+    beams = rec.recommend_beams(examples, k, exclude)
+    lines = []
+    for ex, bs in zip(examples, beams):
+        lines.append(json.dumps({
+            "user_id": ex.user_id, "target": ex.target, "history": list(ex.history),
+            "items": [b.item_id for b in bs], "scores": [b.score if b.score != float("-inf") else None for b in bs],
+            "filled": [b.filled for b in bs], "reasoning": list(bs[0].blocks) if bs else [],
+        }, ensure_ascii=False))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return [[b.item_id for b in bs] for bs in beams]
+
+
+def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path]]:
+    """Evaluate the configured models and baselines; returns (results, written paths)."""
+    from genrec.data.loader import load_data
+
+    if not cfg.data:
+        raise ValueError("--data is required: the dataset folder or file prefix to evaluate on")
+    data = load_data(cfg.data, data_cfg, verbose=False)
+    examples = subset(getattr(data, cfg.eval_split), cfg.max_users, cfg.seed)
+    validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data))
+    ks = cfg.topk_list()
+    check_k(ks[-1], len(data.catalog))
+    protocols = cfg.protocol_list()
+    out_dir = Path(cfg.output_dir)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    meta: dict = {
+        "data": str(cfg.data), "dataset": data.name, "split": cfg.eval_split, "num_examples": len(examples),
+        "catalog_size": len(data.catalog), "topk": ks, "protocols": protocols, "data_summary": data.summary,
+        "config": {k: v for k, v in vars(cfg).items()}, "methods": {},
+    }
+    if data_cfg is not None:
+        meta["data_config"] = {k: v for k, v in vars(data_cfg).items()}
+
+    # Generative models: check every test item has a SID before loading any model.
+    for model_dir in cfg.model_list():
+        validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data),
+                          sid_map=resolve_sid_map(model_dir, cfg.sid_map or None))
+    layouts = cfg.layout_list()
+    for i, model_dir in enumerate(cfg.model_list()):
+        layout = layouts[i] if len(layouts) > 1 else layouts[0]
+        t0 = time.perf_counter()
+        rec = load_generative(
+            model_dir, data.catalog, sid_map_path=cfg.sid_map or None, layout=layout, num_beams=cfg.num_beams,
+            max_block_tokens=cfg.max_block_tokens, min_block_tokens=cfg.min_block_tokens,
+            batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress,
+        ).fit(data.train, data.catalog)
+        name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{Path(model_dir).name}"
+        _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")
+        results[name] = {}
+        for protocol in protocols:
+            def ranker(exs, k, exclude, _rec=rec, _protocol=protocol, _name=name):
+                if cfg.save_predictions:
+                    safe = _name.replace(":", "_").replace("/", "_")
+                    return _write_predictions(out_dir / f"predictions_{safe}_{_protocol}.jsonl", _rec, exs, k, exclude)
+                return _rec.recommend(exs, k, exclude)
+
+            filled0 = rec.stats["filled"]
+            metrics = evaluate_ranker(ranker, examples, data.catalog, protocol=protocol, ks=ks, sid_map=rec.sid_map)
+            metrics["filled"] = float(rec.stats["filled"] - filled0)
+            results[name][protocol] = metrics
+            _log(f"{name} [{protocol}]: ndcg@10={metrics.get('ndcg@10', float('nan')):.4f} "
+                 f"recall@10={metrics.get('recall@10', float('nan')):.4f} invalid={int(metrics['invalid'])} "
+                 f"({metrics['users_per_second']:.2f} users/s)")
+        meta["methods"][name] = {"model": model_dir, "layout": rec.layout, "num_beams": cfg.num_beams,
+                                 "max_block_tokens": cfg.max_block_tokens, "load_and_eval_seconds": time.perf_counter() - t0}
+
+    # Baselines, through the same harness.
+    for base in cfg.baseline_list():
+        t0 = time.perf_counter()
+        if base == "mostpop":
+            method = MostPop().fit(data.train, data.catalog)
+        elif base == "recent":
+            method = RecentItems().fit(data.train, data.catalog)
+        else:
+            _log(f"training SASRec on {len(data.train)} examples (early stopping on valid NDCG@10)")
+            method = SASRec(SASRecConfig(max_epochs=cfg.sasrec_max_epochs, seed=cfg.seed, progress=cfg.progress))
+            method.fit(data.train, data.catalog, data.valid)
+        fit_s = time.perf_counter() - t0
+        results[base] = {
+            p: evaluate_ranker(method.recommend, examples, data.catalog, protocol=p, ks=ks) for p in protocols
+        }
+        meta["methods"][base] = {"fit_seconds": fit_s}
+        if base == "sasrec":
+            meta["methods"][base].update(epochs=len(method.history), best_valid_ndcg10=method.best_valid_ndcg10)
+        _log(f"{base}: ndcg@10 " + ", ".join(f"{p}={results[base][p].get('ndcg@10', float('nan')):.4f}" for p in protocols))
+
+    if not results:
+        raise ValueError("nothing to evaluate: pass --model and/or --baselines")
+    meta["protocol_users"] = {p: len(select_examples(examples, p)) for p in protocols}
+    meta["excludes_history"] = {p: excludes_history(p) for p in protocols}
+    paths = write_report(out_dir, results, meta)
+    _log(f"report written to {paths['md']}")
+    return results, paths

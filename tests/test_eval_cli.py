@@ -1,0 +1,129 @@
+"""`genrec evaluate` and `genrec recommend` end to end on the tiny model and tiny data set, plus bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genrec.cli import main
+from sid_tokenizer.sidmap import SIDMap
+from tests.helpers_tiny import tiny_model_dir, tiny_sid_map, write_tiny_data_dir, write_tiny_tokenizer_dir
+
+FAST = ["--num_beams", "4", "--max_block_tokens", "3", "--progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    return {
+        "data": str(write_tiny_data_dir(root / "data")),
+        "tok": str(write_tiny_tokenizer_dir(root / "tok")),
+        "model": str(tiny_model_dir()),
+        "root": root,
+    }
+
+
+def _evaluate(setup, out, *extra):
+    return main(["evaluate", "--data", setup["data"], "--model", setup["model"], "--sid_map", setup["tok"],
+                 "--output_dir", str(out), "--topk", "1,5,10", *FAST, *extra])
+
+
+def test_evaluate_writes_complete_report(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _evaluate(setup, out, "--baselines", "mostpop,recent", "--max_users", "12") == 0
+    report = json.loads((out / "eval_report.json").read_text())
+    results = report["results"]
+    assert set(results) == {"genrec-interleaved", "mostpop", "recent"}
+    for method, per in results.items():
+        assert set(per) == {"all", "new"}
+        for protocol, m in per.items():
+            for key in ("recall@10", "ndcg@10", "mrr", "invalid", "coverage", "num_users", "seconds", "users_per_second"):
+                assert key in m, (method, protocol, key)
+            assert m["invalid"] == 0 and m["duplicates"] == 0 and m["short_lists"] == 0
+            assert 0.0 <= m["ndcg@10"] <= m["recall@10"] <= 1.0
+    gen = results["genrec-interleaved"]["all"]
+    assert gen["num_users"] == 12 and gen["filled"] == 0
+    assert "sid_level0_acc" in gen and "sid_level1_acc" in gen
+    assert report["meta"]["methods"]["genrec-interleaved"]["layout"] == "interleaved"
+    md = (out / "report.md").read_text()
+    assert "| genrec-interleaved | all | 12 |" in md and "| recent | new |" in md
+    for png in ("recall_at_k.png", "ndcg_at_k.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    preds = [json.loads(line) for line in (out / "predictions_genrec-interleaved_all.jsonl").read_text().splitlines()]
+    assert len(preds) == 12
+    for p in preds:
+        assert len(p["items"]) == 10 and len(set(p["items"])) == 10
+        assert p["scores"] == sorted(p["scores"], reverse=True)
+        assert len(p["reasoning"]) == 2
+    assert "| genrec-interleaved |" in capsys.readouterr().out
+    assert not list(out.glob(".*tmp*")), "no temp files left behind"
+
+
+def test_evaluate_direct_layout_and_subset(setup, tmp_path):
+    out = tmp_path / "out"
+    assert _evaluate(setup, out, "--layout", "direct", "--baselines", "", "--max_users", "5", "--protocols", "all") == 0
+    results = json.loads((out / "eval_report.json").read_text())["results"]
+    assert list(results) == ["genrec-direct"]
+    assert results["genrec-direct"]["all"]["num_users"] == 5
+
+
+def test_evaluate_bad_input(setup, tmp_path, capsys):
+    # SID map that lacks some test items
+    sm = tiny_sid_map()
+    partial = SIDMap({k: v for k, v in sm.item_to_codes.items() if not k.startswith("j0")}, sm.codebook_sizes)
+    partial.save(tmp_path / "partial.json")
+    rc = main(["evaluate", "--data", setup["data"], "--model", setup["model"], "--sid_map", str(tmp_path / "partial.json"),
+               "--output_dir", str(tmp_path / "o1"), "--baselines", "", *FAST])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "has no semantic ID" in err and "user 'u000'" in err
+
+    # K larger than the 48-item catalog
+    assert _evaluate(setup, tmp_path / "o2", "--topk", "5,100") == 1
+    assert "larger than the catalog (48 items)" in capsys.readouterr().err
+
+    # empty test split (header only)
+    data2 = write_tiny_data_dir(tmp_path / "data2")
+    (data2 / "tiny-jobs.test.inter").write_text("user_id:token\titem_id_list:token_seq\titem_id:token\n")
+    rc = main(["evaluate", "--data", str(data2), "--output_dir", str(tmp_path / "o3"), "--baselines", "mostpop"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "tiny-jobs.test.inter" in err or "test split is empty" in err
+
+    # nothing to evaluate / bad options
+    assert main(["evaluate", "--data", setup["data"], "--baselines", "", "--output_dir", str(tmp_path / "o4")]) == 1
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert main(["evaluate", "--data", setup["data"], "--protocols", "cold"]) == 1
+    assert "--protocols: expected some of all, new, got 'cold'" in capsys.readouterr().err
+
+
+def test_recommend_ids_and_free_text(setup, capsys):
+    base = ["recommend", "--data", setup["data"], "--model", setup["model"], "--sid_map", setup["tok"],
+            "--topk", "3", "--num_beams", "4", "--max_block_tokens", "3"]
+    assert main(base + ["--history", "j001, j002"]) == 0
+    out = capsys.readouterr().out
+    assert "j001: Data Engineer" in out and "Top 3 jobs:" in out
+    assert out.count("step 1: <a_") == 3 and out.count("step 2: <b_") == 3
+    # labels of the SID levels are shown (families of the tiny map)
+    assert any(f in out for f in ("Data and analytics", "Nursing and care", "Sales and retail", "Logistics and driving"))
+
+    assert main(base + ["--history", "icu nurse; data scientist", "--json", "true", "--exclude_history", "true"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [h["item_id"] for h in payload["history"]] == ["j104", "j002"]
+    recs = payload["recommendations"]
+    assert len(recs) == 3 and len({r["item_id"] for r in recs}) == 3
+    assert not {"j104", "j002"} & {r["item_id"] for r in recs}
+    assert all(len(r["steps"]) == 2 for r in recs)
+
+
+def test_recommend_bad_input(setup, capsys):
+    base = ["recommend", "--data", setup["data"], "--model", setup["model"], "--sid_map", setup["tok"]]
+    assert main(base + ["--history", "zzzz qqqq"]) == 1
+    assert "neither a catalog item id nor close" in capsys.readouterr().err
+    assert main(base) == 1
+    assert "exactly one of --history" in capsys.readouterr().err
+    assert main(base + ["--user", "nobody"]) == 1
+    assert "user 'nobody'" in capsys.readouterr().err
+    assert main(base + ["--history", "j001", "--topk", "49"]) == 1
+    assert "larger than the catalog" in capsys.readouterr().err
