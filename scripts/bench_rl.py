@@ -89,12 +89,23 @@ def run_one(model_dir: Path, out_dir: Path, algorithm: str, args, masked: bool =
         adv_times.append(time.perf_counter() - t0)
 
     trainer.apply_step_advantages = timed
+    logp_times: list[float] = []
+    original_logps = trainer._get_per_token_logps_and_entropies
+
+    def timed_logps(*a, **kw):
+        t0 = time.perf_counter()
+        out = original_logps(*a, **kw)
+        logp_times.append(time.perf_counter() - t0)
+        return out
+
+    trainer._get_per_token_logps_and_entropies = timed_logps
     timer = StepTimer()
     trainer.add_callback(timer)
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return {"step_times": timer.wall[1:], "step_cpu_times": timer.cpu[1:], "advantage_times": adv_times[1:],
+            "logp_time_per_step": sum(logp_times) / max(len(timer.wall), 1),
             "mean_completion_length": statistics.mean(lengths)}  # first step: warm-up
 
 
@@ -131,18 +142,33 @@ def main() -> None:
                    "median_advantage_s": med(name, "advantage_times"),
                    "mean_completion_length": statistics.mean(r["mean_completion_length"] for r in runs[name])}
             for name in runs}
-    ratio = rows["sapo"]["median_step_s"] / rows["grpo"]["median_step_s"]
+    # Paired ratios: with learning_rate 0 and one seed, step j of rep r samples the same rollouts in every run.
+    paired = [s / g for rs, rg in zip(runs["sapo"], runs["grpo"]) for s, g in zip(rs["step_times"], rg["step_times"])]
+    paired_cpu = [s / g for rs, rg in zip(runs["sapo"], runs["grpo"])
+                  for s, g in zip(rs["step_cpu_times"], rg["step_cpu_times"])]
+    min_ratio = min(v for r in runs["sapo"] for v in r["step_times"]) / min(v for r in runs["grpo"] for v in r["step_times"])
+    # Component estimate: the two algorithms differ only in the advantage code.
+    component = 1 + (rows["sapo"]["median_advantage_s"] - rows["grpo"]["median_advantage_s"]) / rows["grpo"]["median_step_s"]
+    ratio = statistics.median(paired)
+    for name in rows:
+        rows[name]["logp_s_per_step"] = statistics.mean(r["logp_time_per_step"] for r in runs[name])
     cpu_ratio = rows["sapo"]["median_step_cpu_s"] / rows["grpo"]["median_step_cpu_s"]
     mask_ratio = rows["sapo"]["median_step_cpu_s"] / rows["sapo_unmasked"]["median_step_cpu_s"]
     print(f"\nSAPO vs GRPO step time, {args.prompts} prompts x G={args.G}, tiny Llama hidden {args.hidden} x "
           f"{args.layers} layers, {args.threads} threads, {args.reps} reps x {args.steps - 1} timed steps")
-    print(f"{'run':16s}{'step wall (s)':>15s}{'step cpu (s)':>14s}{'advantage code (s)':>20s}{'mean completion':>17s}")
+    print(f"{'run':16s}{'step wall (s)':>15s}{'step cpu (s)':>14s}{'advantage code (s)':>20s}{'logp (s/step)':>15s}"
+          f"{'mean completion':>17s}")
     for name, r in rows.items():
         print(f"{name:16s}{r['median_step_s']:15.3f}{r['median_step_cpu_s']:14.3f}{r['median_advantage_s']:20.4f}"
-              f"{r['mean_completion_length']:17.1f}")
-    print(f"ratio sapo / grpo: wall {ratio:.3f}, cpu {cpu_ratio:.3f} (target <= 1.05); "
-          f"sapo masked / unmasked (cpu) = {mask_ratio:.3f}")
+              f"{r['logp_s_per_step']:15.3f}{r['mean_completion_length']:17.1f}")
+    print(f"sapo / grpo step time (target <= 1.05): median of paired steps {ratio:.3f} wall, "
+          f"{statistics.median(paired_cpu):.3f} cpu; min over steps {min_ratio:.3f}; "
+          f"advantage-code estimate {component:.4f}")
+    print(f"log-prob passes per step: sapo masked {rows['sapo']['logp_s_per_step']:.3f}s, unmasked "
+          f"{rows['sapo_unmasked']['logp_s_per_step']:.3f}s; median step cpu masked/unmasked {mask_ratio:.3f}")
     result = {"args": vars(args), "rows": rows, "ratio_sapo_over_grpo": ratio, "cpu_ratio_sapo_over_grpo": cpu_ratio,
+              "paired_ratios_wall": paired, "paired_ratios_cpu": paired_cpu, "min_ratio": min_ratio,
+              "component_ratio": component,
               "ratio_masked_over_unmasked_cpu": mask_ratio,
               "torch_threads": args.threads, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     out = Path(args.out)

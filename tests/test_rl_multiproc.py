@@ -147,3 +147,21 @@ if __name__ == "__main__":
     p.add_argument("--replay", default="")
     p.add_argument("--save", required=True)
     worker(p.parse_args())
+
+
+@pytest.mark.slow
+def test_two_process_training_through_the_cli(tmp_path):
+    """`torchrun --nproc_per_node 2 -m genrec.cli rl ...` trains (DDP on gloo, masked log-probs through the wrapped
+    model, KL reference, a group spanning the processes) and writes the final model once."""
+    from helpers_tiny import copy_tiny_model, write_tiny_data_dir, write_tiny_tokenizer_dir
+
+    copy_tiny_model(tmp_path / "model")
+    write_tiny_data_dir(tmp_path / "data")
+    write_tiny_tokenizer_dir(tmp_path / "tok")
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+          "-m", "genrec.cli", "rl", "--config", str(REPO / "configs" / "rl_sapo.yaml"),
+          "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"), "--sid_map", str(tmp_path / "tok"),
+          "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--max_examples", "8", "--num_generations", "4",
+          "--per_device_train_batch_size", "2", "--max_block_tokens", "4", "--max_completion_length", "24",
+          "--beta", "0.01", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no"], tmp_path)
+    assert (tmp_path / "out" / "final" / "model.safetensors").is_file()

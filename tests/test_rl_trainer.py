@@ -35,11 +35,11 @@ def _make_trainer(tmp_path: Path, **overrides):
     return SAPOTrainer(model, SAPOConfig(**kwargs), tiny_sid_map(), train_dataset=ds, processing_class=tok), ds
 
 
-@pytest.fixture(scope="module")
-def rollout(tmp_path_factory):
+@pytest.fixture(scope="module", params=["interleaved", "blocks_first"])
+def rollout(request, tmp_path_factory):
     """One generation + scoring pass of SAPO on 2 prompts x G rollouts (real constrained sampling)."""
     tmp = tmp_path_factory.mktemp("rl")
-    trainer, ds = _make_trainer(tmp)
+    trainer, ds = _make_trainer(tmp, layout=request.param)
     trainer.model.train()
     inputs = [dict(ds[0]) for _ in range(G)] + [dict(ds[1]) for _ in range(G)]
     out = trainer._generate_and_score_completions(inputs)
@@ -161,13 +161,13 @@ def test_loss_gradient_equals_hand_written_sapo_loss(rollout):
 
 
 def test_end_to_end_run_logs_and_updates_weights(tmp_path):
-    """Two optimizer steps with num_iterations=2 (old log-probs), KL to a reference (beta > 0) and the off-policy
-    mask on 2-D advantages; TensorBoard gets our scalars and the weights move."""
+    """Three optimizer steps with num_iterations=2 (old log-probs), KL to a reference (beta > 0), the off-policy
+    mask and the completions table on 2-D advantages; TensorBoard gets our scalars and the weights move."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     trainer, _ = _make_trainer(
         tmp_path, report_to=["tensorboard"], num_iterations=2, beta=0.01,
-        off_policy_mask_threshold=0.5, max_steps=3,
+        off_policy_mask_threshold=0.5, max_steps=3, log_completions=True,
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
@@ -178,6 +178,15 @@ def test_end_to_end_run_logs_and_updates_weights(tmp_path):
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
+    # The completions table copes with (B, T) advantages: one scalar per rollout plus our per-step columns.
+    import pandas as pd
+
+    tables = sorted((tmp_path / "out" / "completions").glob("*.parquet"))
+    assert tables
+    df = pd.read_parquet(tables[-1])
+    assert {"advantage", "step_advantages", "sid", "target_sid"} <= set(df.columns)
+    assert all(len(v) == 2 for v in df["step_advantages"])
+    assert all(abs(a - sum(v) / 2) < 1e-4 for a, v in zip(df["advantage"], df["step_advantages"]))
     for tag in ("train/sid/match_rate/level_0", "train/sid/exact_match_rate", "train/sid/frac_zero_adv_groups/step_1",
                 "train/sid/frac_zero_adv_groups/outcome", "train/kl", "train/entropy", "train/grad_norm",
                 "train/rewards/level_match/mean", "train/sid/block_length/level_0"):
