@@ -67,6 +67,7 @@ class SFTStageConfig:
                               metadata={"help": f"Comma-separated stage-1 tasks from {STAGE1_TASKS}."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
+    max_eval_examples: int = field(default=256, metadata={"help": "Cap on eval rows (0 = all)."})
     resume: bool = field(default=False, metadata={"help": "Resume from the latest checkpoint in output_dir."})
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) plus the embedding matrix; "
                                                             "merged into <output_dir>/final."})
@@ -263,4 +264,6 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         if used_prompt_cfg != prompt_cfg:
             log.info("stage 2 uses the prompt settings stored with the traces (%s)", stage.traces)
     train = _shuffle_cap(train, stage.max_train_examples, seed)
+    if eval_ds is not None:
+        eval_ds = _shuffle_cap(eval_ds, stage.max_eval_examples, seed)
     return train_sft(stage.model, sid_map, train, args, eval_ds=eval_ds, stage=stage, prompt_cfg=used_prompt_cfg)

@@ -58,6 +58,16 @@ def test_grounded_cites_profile_when_history_does_not_match():
     assert "Nursing" not in blocks[0]
 
 
+def test_grounded_cites_the_most_relevant_profile_line():
+    profile = "past_roles: ICU Nurse at Mercy (2019-2023)\nskills: python, sql\nlocation: Boston"
+    ex = Example("u9", ("j000",), "j104", profile)  # history in data, target an ICU Nurse job
+    block = grounded_blocks(ex, CAT, SIDS)[0]
+    assert "ICU Nurse at Mercy" in block and "python" not in block and "Boston" not in block
+    long = Example("u9", ("j000",), "j104", "skills: " + " ".join(f"w{i}" for i in range(40)))
+    block = grounded_blocks(long, CAT, SIDS, GroundedConfig(max_profile_words=12))[0]
+    assert "skills: w0" in block and "w10" in block and "w11" not in block
+
+
 def test_grounded_cleans_tags_from_evidence_and_handles_missing_labels():
     cat = Catalog(["x", "y"], {"title": ["Nurse <a_1> <think>lead</think>", "Chef"]})
     sm = SIDMap({"x": (0, 0), "y": (0, 1)}, [1, 2])  # no labels

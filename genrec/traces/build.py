@@ -43,7 +43,7 @@ class TraceConfig:
     max_examples: int = 0
     """Per split; 0 = all."""
     max_titles: int = 2
-    max_profile_words: int = 16
+    max_profile_words: int = 12
     trace_seed: int = 0
 
     def __post_init__(self) -> None:

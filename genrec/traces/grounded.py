@@ -26,7 +26,7 @@ class GroundedConfig:
 
     max_titles: int = 2
     """Cite at most this many history titles per block (most recent first)."""
-    max_profile_words: int = 16
+    max_profile_words: int = 12
     title_field: str = "title"
     """Catalog field cited as the item's title (falls back to the rendered item text)."""
     seed: int = 0
@@ -55,10 +55,28 @@ def _quote_list(titles: list[str]) -> str:
     return ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def _short_profile(profile: str, max_words: int) -> str:
-    words = clean_text(profile).split()
-    text = " ".join(words[:max_words])
-    return text.rstrip(".;,") + (" ..." if len(words) > max_words else "")
+_SEGMENT_RE = re.compile(r"\n|(?<=[.;])\s+")
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def profile_segments(profile: str) -> list[str]:
+    """The profile as short segments: one per line ("field: value" lines from the loaders) or sentence."""
+    segs = [clean_text(s).rstrip(".;, ") for s in _SEGMENT_RE.split(profile)]
+    return [s for s in segs if s]
+
+
+def _profile_evidence(profile: str, query: str, max_words: int) -> str:
+    """The profile segment sharing most words with `query` (the label and target text), shortened.
+
+    Citing one relevant segment keeps blocks short and lets different levels cite different facts.
+    """
+    segs = profile_segments(profile)
+    if not segs:
+        return ""
+    q = set(_WORD_RE.findall(query.lower()))
+    best = max(segs, key=lambda seg: (len(q & set(_WORD_RE.findall(seg.lower()))), -segs.index(seg)))
+    words = best.split()
+    return " ".join(words[:max_words]).rstrip(".;,")
 
 
 def _count(n: int, h: int) -> str:
@@ -79,7 +97,7 @@ def _level_name(level: int, num_levels: int) -> str:
 # {profile}, {level} the level's name, {target} the target's title.
 MATCH_TEMPLATES = [
     "{count} {are} in {label}, for example {titles}, so the next job likely is too.",
-    "The history leans toward {label}: {titles} belong there.",
+    "The history leans toward {label}: {titles} {belong} there.",
     "Recent views like {titles} sit in {label}; the {level} should stay the same.",
     "Evidence for {label}: {titles} ({count}) share this {level}.",
     "Jobs such as {titles} show a steady interest in {label}.",
@@ -134,18 +152,19 @@ def grounded_blocks(
     target = sid_map.codes(example.target)
     history = [h for h in example.history if h in sid_map]
     hist_codes = [sid_map.codes(h) for h in history]
-    profile = _short_profile(example.profile, cfg.max_profile_words) if example.profile else ""
     target_title = _title(example.target, catalog, cfg)
     num_levels = sid_map.num_levels
     blocks = []
     for level in range(num_levels):
         rng = _rng(cfg.seed, example, level)
+        prefix = target[: level + 1]
+        label = _label(sid_map, prefix, target_title)
+        profile = _profile_evidence(example.profile, f"{label} {target_title}", cfg.max_profile_words)
         fields = {"level": _level_name(level, num_levels), "h": len(history), "profile": profile,
                   "target": f'"{target_title}"'}
         if level == num_levels - 1 and num_levels > 1:
             blocks.append(rng.choice(DEDUP_TEMPLATES).format(**fields))
             continue
-        prefix = target[: level + 1]
         matches = [h for h, c in zip(history, hist_codes) if c[: level + 1] == prefix]
         # Most recent first, distinct titles.
         titles: list[str] = []
@@ -153,8 +172,9 @@ def grounded_blocks(
             t = _title(h, catalog, cfg)
             if t not in titles:
                 titles.append(t)
-        fields.update(label=_label(sid_map, prefix, target_title), count=_count(len(matches), len(history)),
+        fields.update(label=label, count=_count(len(matches), len(history)),
                       are="is" if len(matches) == 1 else "are",
+                      belong="belongs" if len(titles[: cfg.max_titles]) == 1 else "belong",
                       titles=_quote_list(titles[: cfg.max_titles]))
         if matches:
             pool = MATCH_TEMPLATES + (MATCH_PROFILE_TEMPLATES if profile and level == 0 else [])
