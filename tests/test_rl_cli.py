@@ -72,3 +72,11 @@ def test_rl_command_errors_are_one_line(tmp_path, capsys):
                  "--use_cpu", "true"]) == 1
     err = capsys.readouterr().err
     assert "sid_map.json" in err and "SID map not found" in err
+    # a model trained on another layout
+    model = copy_tiny_model(tmp_path / "model")
+    info = json.loads((model / "genrec_model.json").read_text())
+    (model / "genrec_model.json").write_text(json.dumps({**info, "layout": "blocks_first"}))
+    write_tiny_tokenizer_dir(tmp_path / "tok")
+    assert main(["rl", "--model", str(model), "--data", "x", "--sid_map", str(tmp_path / "tok"),
+                 "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]) == 1
+    assert "trained on the 'blocks_first' layout" in capsys.readouterr().err

@@ -79,6 +79,12 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     if not Path(script.model).is_dir():
         raise FileNotFoundError(f"{script.model}: model folder not found (--model)")
     sid_map = _resolve_sid_map(script)
+    trained_layout = model_info(script.model).get("layout")
+    if trained_layout in ("interleaved", "blocks_first") and trained_layout != args.layout:
+        raise ValueError(
+            f"{script.model}: the model was trained on the {trained_layout!r} layout (genrec_model.json) but "
+            f"--layout is {args.layout!r}; pass --layout {trained_layout}"
+        )
     model, tokenizer = load_model_and_tokenizer(script.model)
     tokenizer.padding_side = "left"
     prompt_cfg = PromptConfig.load_or_default(script.model)
