@@ -146,6 +146,19 @@ def test_batched_equals_one_at_a_time():
         assert [x.score for x in a] == pytest.approx([x.score for x in b], abs=1e-4)
 
 
+@pytest.mark.parametrize("layout", ["interleaved", "blocks_first"])
+def test_static_cache_equals_dynamic_cache(layout):
+    model, tok = _model()
+    prompts = _prompts(3)
+    kw = dict(num_beams=3, max_block_tokens=MAX_BLOCK)
+    a = SIDBeamSearch(model, tok, tiny_sid_map(), layout, cache="static", **kw).search(prompts, 4)
+    b = SIDBeamSearch(model, tok, tiny_sid_map(), layout, cache="dynamic", **kw).search(prompts, 4)
+    for x, y in zip(a, b):
+        assert [i.item_id for i in x] == [i.item_id for i in y]
+        assert [i.block_token_ids for i in x] == [i.block_token_ids for i in y]
+        assert [i.score for i in x] == pytest.approx([i.score for i in y], abs=1e-4)
+
+
 def test_exclusion_masks_items_at_last_level():
     model, tok = _model()
     prompt = _prompts(1)[0]
