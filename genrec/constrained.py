@@ -1,11 +1,13 @@
 """Constrained decoding: a transformers `LogitsProcessor` that forces the response format and the SID trie.
 
-Every row's state is derived from the row's own generated tokens (``input_ids[:, prompt_len:]``) with a few
-batched tensor ops: per-row counts of each token category (one `bincount`), the position of the last
-``<think>``, and the SID prefix key (sum of per-token keys, see `genrec.trie`). Nothing is remembered per row
+Every row's state is derived from the row's own generated tokens (``input_ids[:, prompt_len:]``) with a
+fixed number of batched tensor ops: one gather of per-token features and one sum over the completion give
+the counts of each structural token and the SID prefix key (a sum of per-token keys, see `genrec.trie`);
+the position of the last ``<think>`` gives the block length; small tables map the counts to a phase and a
+row template of allowed tokens; rows at a SID take their trie children. Nothing is remembered per row
 between calls, so beam search may reorder rows freely. The newest token of every row is re-checked against
-the state before it, so a row that somehow left the grammar is caught instead of silently decoding
-unconstrained. See docs/decoding.md for the state machine.
+the state before it, so a row that left the grammar is caught instead of silently decoding unconstrained.
+See docs/decoding.md for the state machine.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from genrec.trie import SIDTrie
 C_TEXT, C_OPEN, C_CLOSE, C_SID, C_EOS, C_PAD, C_OTHER = range(7)
 N_CAT = 7
 # row phases
-P_OPEN, P_BLOCK, P_SID, P_EOS, P_DONE, P_INVALID = range(6)
-# mask templates (rows of allowed tokens); T_SID rows are filled from the trie
-T_TEXT_CLOSE, T_TEXT, T_CLOSE, T_OPEN, T_SID, T_EOS, T_DONE, T_INVALID = range(8)
-N_TPL = 8
+P_OPEN, P_BLOCK, P_SID, P_EOS, P_DONE, P_INVALID, P_SID_ROOT = range(7)
+# mask templates (rows of allowed tokens); T_SID rows are filled from the trie, T_SID_ROOT holds the root's children
+T_TEXT_CLOSE, T_TEXT, T_CLOSE, T_OPEN, T_SID, T_SID_ROOT, T_EOS, T_DONE, T_INVALID = range(9)
+N_TPL = 9
 # per-token features
 F_KEY, F_OPEN, F_CLOSE, F_SID, F_EOS, F_BAD, F_IS_OPEN = range(7)
 N_FEAT = 7
-PHASE_NAMES = ("expect <think>", "inside a thinking block", "expect a SID token", "expect EOS", "finished", "invalid")
+PHASE_NAMES = (
+    "expect <think>", "inside a thinking block", "expect a SID token", "expect EOS", "finished", "invalid",
+    "expect the first SID token",
+)
 
 
 class ConstrainedDecodingError(ValueError):
@@ -55,9 +60,9 @@ class SIDLogitsProcessor(LogitsProcessor):
         max_block_tokens: free-text budget per thinking block (an int, or one value per level); when a block
             reaches it, ``</think>`` is forced.
         min_block_tokens: ``</think>`` is forbidden until the block has this many text tokens.
-        on_invalid: what to do with a row whose newest token broke the grammar (impossible when every step
-            went through this processor): ``"raise"`` (default) or ``"eos"`` (force EOS; counted in
-            `num_invalid_rows`).
+        on_invalid: what to do with a row whose newest token broke the grammar (impossible with greedy,
+            sampling or greedy beam search through this processor; beam sampling does it): ``"raise"``
+            (default) or ``"eos"`` (force EOS; counted in `num_invalid_rows`).
         prompt_len: fixed prompt length; by default it is the input length at the first call of each
             `generate` run (detected when the batch, length or prompt tokens do not continue the last call).
     """
@@ -94,6 +99,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         self.on_invalid = on_invalid
         self.fixed_prompt_len = prompt_len
         self.num_invalid_rows = 0
+        self._cache: tuple | None = None
         self._tables: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         self.reset()
 
@@ -101,6 +107,7 @@ class SIDLogitsProcessor(LogitsProcessor):
     def reset(self) -> None:
         """Forget the tracked prompt (the next call starts a new generation)."""
         self._prompt_len: int | None = None
+        self._cache = None
         self._prompt: torch.Tensor | None = None
         self._last_len = -1
 
@@ -169,6 +176,7 @@ class SIDLogitsProcessor(LogitsProcessor):
                 [T_EOS] * 3,
                 [T_DONE] * 3,
                 [T_INVALID] * 3,
+                [T_SID_ROOT] * 3,
             ],
             dtype=torch.long,
         ).flatten()
@@ -178,7 +186,9 @@ class SIDLogitsProcessor(LogitsProcessor):
         legal[T_TEXT, C_TEXT] = True
         legal[T_CLOSE, C_CLOSE] = True
         legal[T_OPEN, C_OPEN] = True
-        legal[T_SID, C_SID] = True  # plus the level / trie check
+        legal[T_SID, C_SID] = legal[T_SID_ROOT, C_SID] = True  # plus the level / trie check
+        sid_tpl = torch.zeros(N_TPL, dtype=torch.bool)
+        sid_tpl[T_SID] = sid_tpl[T_SID_ROOT] = True
         legal[T_EOS, C_EOS] = True
         legal[T_DONE, :] = True  # after EOS, generate fills rows with its own pad id: anything is fine
         # the rows of allowed tokens of each template (SID rows are filled from the trie)
@@ -189,6 +199,7 @@ class SIDLogitsProcessor(LogitsProcessor):
             templates[T_TEXT_CLOSE, spec.think_close_id] = True
             templates[T_CLOSE, spec.think_close_id] = True
             templates[T_OPEN, spec.think_open_id] = True
+        templates[T_SID_ROOT, torch.as_tensor(self.trie.allowed_tokens(self.trie.root), dtype=torch.long)] = True
         templates[T_EOS, spec.eos_id] = True
         templates[T_DONE, spec.eos_id] = templates[T_DONE, spec.pad_id] = True
         t = {
@@ -200,6 +211,7 @@ class SIDLogitsProcessor(LogitsProcessor):
             "phase_table": phase_table,
             "tpl_table": tpl_table,
             "legal": legal.flatten(),
+            "sid_tpl": sid_tpl,
             "templates": templates,
             "tok_level": level,
             "budgets": torch.stack([torch.tensor(self.min_block), torch.tensor(self.max_block)], 1).long(),
@@ -237,6 +249,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         phase = torch.where(p_sid, P_SID, phase)
         phase = torch.where(p_block, P_BLOCK, phase)
         phase = torch.where(p_open, P_OPEN, phase)
+        phase = torch.where((phase == P_SID) & (s == 0), P_SID_ROOT, phase)
         phase = torch.where(bad > 0, P_INVALID, phase)
         return torch.where(e > 0, P_DONE, phase)
 
@@ -249,13 +262,11 @@ class SIDLogitsProcessor(LogitsProcessor):
         b, n = gen.shape
         dev = gen.device
         if n:
-            f = t["feat"].index_select(0, gen.reshape(-1)).view(b, n, N_FEAT)
-            sums = f.sum(1)
-            pos = t["pos"][:n] if n <= t["pos"].shape[0] else torch.arange(1, n + 1, device=dev)
-            last_open = (f[:, :, F_IS_OPEN] * pos).amax(1)
             last = gen[:, -1]
+            f_last = t["feat"].index_select(0, last)
+            sums, last_open = self._sums(gen, t, f_last)
             lc = t["cat"].index_select(0, last)
-            prev = sums - t["feat"].index_select(0, last)
+            prev = sums - f_last
             both = torch.cat([sums, prev], 0)  # (2B, F): state now, and before the newest token
             blen = n - last_open
             blen2 = torch.cat([blen, blen - 1], 0)
@@ -270,7 +281,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         if n:
             tpl_now, tpl_prev = tpl[:b], tpl[b:]
             legal = t["legal"].index_select(0, tpl_prev * N_CAT + lc)
-            sid_last = (lc == C_SID) & (tpl_prev == T_SID)  # a SID token where one was expected: check level + trie
+            sid_last = (lc == C_SID) & t["sid_tpl"].index_select(0, tpl_prev)  # a SID where one was expected
             need_trie = (tpl_now == T_SID) | sid_last
         else:
             tpl_now, legal = tpl, None
@@ -285,6 +296,30 @@ class SIDLogitsProcessor(LogitsProcessor):
         if legal is not None:
             tpl_now = torch.where(legal, tpl_now, T_INVALID)
         return tpl_now, phase[:b], node, blen2[:b], blk[:b], legal
+
+    def _sums(self, gen: torch.Tensor, t: dict[str, torch.Tensor], f_last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row feature sums and 1-based position of the last <think> (0 if none) over the completion.
+
+        When the rows extend the previous call's rows unchanged (greedy, sampling: no reordering), update the
+        previous sums with the new token (checked with one `torch.equal`); otherwise recompute over (B, T).
+        """
+        b, n = gen.shape
+        cache = self._cache
+        if (
+            cache is not None
+            and cache[0] is t
+            and cache[1].shape == (b, n - 1)
+            and torch.equal(gen[:, :-1], cache[1])
+        ):
+            sums = cache[2] + f_last
+            last_open = torch.where(f_last[:, F_IS_OPEN] > 0, n, cache[3])
+        else:
+            f = t["feat"].index_select(0, gen.reshape(-1)).view(b, n, N_FEAT)
+            sums = f.sum(1)
+            pos = t["pos"][:n] if n <= t["pos"].shape[0] else torch.arange(1, n + 1, device=gen.device)
+            last_open = (f[:, :, F_IS_OPEN] * pos).amax(1)
+        self._cache = (t, gen.clone(), sums, last_open)  # a private copy: callers may reuse their buffer
+        return sums, last_open
 
     def row_states(self, completion_ids: torch.Tensor, vocab_size: int | None = None) -> dict[str, torch.Tensor]:
         """State of each row after its completion tokens (B, T), for inspection and tests.
@@ -347,9 +382,16 @@ class SIDLogitsProcessor(LogitsProcessor):
         return self._fill(t["templates"].index_select(0, tpl), tpl, node, True)
 
     def _bias(self, gen: torch.Tensor, vocab: int) -> torch.Tensor:
-        """Additive (B, V) bias: 0 for allowed tokens, -inf otherwise (float add is the fastest masking op)."""
+        """Additive bias, 0 for allowed tokens and -inf otherwise (float add is the fastest masking op).
+
+        (B, V), or (1, V) when every row has the same template and none needs trie children.
+        """
         t = self._tables_for(gen.device, vocab)
         tpl, node = self._templates(gen, t)
+        lo, hi = torch.aminmax(tpl)
+        lo, hi = int(lo), int(hi)
+        if lo == hi and lo != T_SID:
+            return t["bias"][lo : lo + 1]
         return self._fill(t["bias"].index_select(0, tpl), tpl, node, 0.0)
 
     def allowed_mask(self, input_ids: torch.Tensor, prompt_len: int | None = None, vocab_size: int | None = None) -> torch.Tensor:
@@ -394,7 +436,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         best = out.amax(dim=1)
         if bool(best.min() == float("-inf")):
             r = int(torch.nonzero(best == float("-inf"))[0])
-            n_allowed = int((bias[r] == 0).sum())
+            n_allowed = int((bias[min(r, bias.shape[0] - 1)] == 0).sum())
             if n_allowed == 0:
                 raise ConstrainedDecodingError(f"row {r} has no allowed token")
             raise ConstrainedDecodingError(

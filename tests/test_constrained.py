@@ -360,3 +360,33 @@ def test_beam_sampling_needs_on_invalid_eos():
     comp = generate(model, tok, proc, PROMPTS[:2], do_sample=True, num_beams=4, num_return_sequences=2)
     check_outputs(comp, spec, sid_map, [3] * 3, [0] * 3)
     assert proc.num_invalid_rows > 0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout=st.sampled_from(LAYOUTS), data=st.data())
+def test_incremental_state_equals_fresh_computation(layout, data):
+    """One processor called step by step (it updates its sums incrementally when rows only grow) gives the
+    same masks as a fresh processor on each prefix, also when rows get reordered or the buffer is reused."""
+    sid_map, tok, _, trie = setup(0)
+    spec = ResponseSpec.from_tokenizer(tok, sid_map, layout)
+    k, vocab = sid_map.num_levels, len(tok) + 3
+    catalog = list(sid_map.item_to_codes.values())
+    budgets = [2] * k
+    rows = 3
+    walks = [[] for _ in range(rows)]
+    buf = torch.full((rows, 3 + 20), PAD, dtype=torch.long)
+    buf[:, :3] = torch.tensor([BOS, 4, 5])
+    proc = SIDLogitsProcessor(spec, trie, budgets, prompt_len=3)
+    for step in range(20):
+        if data.draw(st.booleans()):  # beam-search-like reordering (in place, in the same buffer)
+            perm = data.draw(st.lists(st.integers(0, rows - 1), min_size=rows, max_size=rows))
+            buf[:, : 3 + step] = buf[perm, : 3 + step].clone()
+            walks = [list(walks[i]) for i in perm]
+        incremental = proc.allowed_mask(buf[:, : 3 + step], vocab_size=vocab)
+        fresh = SIDLogitsProcessor(spec, trie, budgets, prompt_len=3).allowed_mask(buf[:, : 3 + step], vocab_size=vocab)
+        assert torch.equal(incremental, fresh)
+        for r in range(rows):
+            assert mask_set(incremental[r]) == reference_allowed(walks[r], spec, catalog, budgets, [0] * k, vocab)
+            tok_id = data.draw(st.sampled_from(sorted(mask_set(incremental[r]))))
+            walks[r].append(tok_id)
+            buf[r, 3 + step] = tok_id
