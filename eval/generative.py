@@ -48,13 +48,23 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def restrict_to_catalog(sid_map: SIDMap, catalog: Catalog) -> SIDMap:
+    """The SID map of the catalog's items only, so the beam never spends a slot on an item outside it."""
+    if all(item in catalog for item in sid_map.item_to_codes):
+        return sid_map
+    kept = {item: codes for item, codes in sid_map.item_to_codes.items() if item in catalog}
+    if not kept:
+        raise ValueError("no item of the SID map is in the catalog (SID map built for another data set?)")
+    return SIDMap(kept, list(sid_map.codebook_sizes), dict(sid_map.labels))
+
+
 class GenerativeRecommender(Recommender):
     """Top-k items per example from an SLM via `SIDBeamSearch`, with popularity fill when short.
 
-    The beam search always yields `k` distinct catalog items when the SID map has at least `k` items
-    outside the exclusions; anything short (a catalog smaller than k after excluding the history, or
-    SID-mapped items missing from the catalog) is filled with training-popular items, and the number
-    of filled slots is reported as `stats["filled"]` (and per item as `Beam.filled`).
+    The beam search runs over the catalog items that have a SID and always yields `k` distinct ones
+    when at least `k` remain after the exclusions; anything short (e.g. catalog items without a SID)
+    is filled with training-popular items, and the number of filled slots is reported as
+    `stats["filled"]` (and per item as `Beam.filled`).
     """
 
     name = "genrec"
@@ -86,7 +96,7 @@ class GenerativeRecommender(Recommender):
         self.batch_size = batch_size
         self.progress = progress
         self.search = SIDBeamSearch(
-            model, tokenizer, sid_map, layout, num_beams=num_beams,
+            model, tokenizer, restrict_to_catalog(sid_map, catalog), layout, num_beams=num_beams,
             max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens,
         )
         self.popularity: list[str] = [i for i in catalog.item_ids if i in sid_map]

@@ -127,3 +127,23 @@ def test_recommend_bad_input(setup, capsys):
     assert "user 'nobody'" in capsys.readouterr().err
     assert main(base + ["--history", "j001", "--topk", "49"]) == 1
     assert "larger than the catalog" in capsys.readouterr().err
+
+
+def test_generative_recommender_stays_inside_the_catalog():
+    """A SID map with items outside the catalog: the beam only walks catalog items, nothing is filled."""
+    from eval.generative import GenerativeRecommender
+    from genrec.data.schema import Catalog
+    from genrec.modeling import load_model_and_tokenizer
+    from tests.helpers_tiny import tiny_catalog, tiny_examples
+
+    full = tiny_catalog()
+    keep = [i for i in full.item_ids if not i.startswith("j3")]  # drop a whole family (12 items)
+    catalog = Catalog(keep, {k: [full.record(i)[k] for i in keep] for k in full.fields})
+    model, tok = load_model_and_tokenizer(tiny_model_dir())
+    rec = GenerativeRecommender(model, tok, tiny_sid_map(), catalog, layout="direct", num_beams=36)
+    _, _, test = tiny_examples()
+    test = [ex for ex in test if not ex.target.startswith("j3") and not any(h.startswith("j3") for h in ex.history)][:3]
+    lists = rec.recommend(test, 36)
+    for items in lists:
+        assert len(items) == 36 and set(items) == set(keep)
+    assert rec.stats["filled"] == 0
