@@ -289,6 +289,13 @@ class SIDTrie:
         self.fill_allowed(mask, rows, nodes[rows])
         return mask
 
+    def allowed_mask_for_prefixes(self, prefix_tokens: torch.Tensor, vocab_size: int, pad: int = -1) -> torch.Tensor:
+        """(B, V) bool mask of the next SID tokens after each row's SID prefix (B, L) (see `nodes_for_prefixes`).
+
+        Rows whose prefix is not a catalog prefix, or is already a full SID, allow nothing.
+        """
+        return self.allowed_mask(self.nodes_for_prefixes(prefix_tokens, pad), vocab_size)
+
     # --- scalar helpers -----------------------------------------------------------------------------------
     def children(self, node: int) -> tuple[list[int], list[int]]:
         """(child token ids, child node ids) of one node."""

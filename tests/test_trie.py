@@ -78,6 +78,7 @@ def test_trie_agrees_with_brute_force(cat, data):
         for j, c in enumerate(p):
             padded[row, j] = tables[j][c]
     assert trie.nodes_for_prefixes(padded).tolist() == nodes
+    assert torch.equal(trie.allowed_mask_for_prefixes(padded, vocab), mask)
     # step(): from each node through every token of the vocabulary
     for node in nodes:
         stepped = trie.step(torch.full((vocab,), node), torch.arange(vocab))
