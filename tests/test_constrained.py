@@ -157,7 +157,10 @@ def test_masks_match_reference_state_machine(layout, catalog_seed, min_frac, len
             comp[-1] = data.draw(st.integers(0, vocab - 1))
         walks.append(comp)
         illegal.append(reference_allowed(comp, spec, catalog, max_block, min_block, vocab) is None)
-    prompt = [[PAD] * r + [BOS] + [4] * (3 - r) for r in range(rows)]  # left-padded prompts of different lengths
+    # left-padded prompts of different lengths, with format tokens in them (a SID history): they are ignored
+    v = tok.get_vocab()
+    history = [v["<a_0>"], v["</think>"], v["<think>"]]
+    prompt = [[PAD] * r + [BOS] + history[: 3 - r] for r in range(rows)]
     ids = torch.tensor([p + w for p, w in zip(prompt, walks)], dtype=torch.long).view(rows, 4 + length)
     mask = proc.allowed_mask(ids, prompt_len=4, vocab_size=vocab)
     assert mask.shape == (rows, vocab)
@@ -206,7 +209,7 @@ def check_outputs(comp, spec, sid_map, max_block, min_block):
     return parsed
 
 
-PROMPTS = ["w1 w2 w3 w4 w5", "w6", "w7 w8"]
+PROMPTS = ["w1 w2 <a_0> <think> w5", "w6", "w7 </think>"]  # format tokens in a prompt are ignored
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
