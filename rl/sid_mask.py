@@ -91,3 +91,36 @@ def masked_token_logps(
     logits = logits.float()
     log_z = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=-1)
     return logits.gather(1, tokens.view(-1, 1)).squeeze(1) - log_z
+
+
+def forced_positions(
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    think_open_id: int,
+    think_close_id: int,
+    eos_id: int,
+    max_block_tokens: list[int],
+) -> torch.Tensor:
+    """(B, T) bool: tokens the constrained grammar forced (the only allowed token), whose masked log-prob is 0.
+
+    Every `<think>` (a block can only open with it), the first EOS (after the K-th SID token nothing else is
+    allowed) and a `</think>` that closes a block at its text budget. (SID tokens with a single catalog child are
+    handled by the SID masking, which gives them 0 too.) Valid for both layouts.
+    """
+    mask = completion_mask.bool()
+    forced = (completion_ids == think_open_id) & mask
+    is_eos = (completion_ids == eos_id) & mask
+    first_eos = is_eos & (is_eos.long().cumsum(dim=1) == 1)
+    forced |= first_eos
+    closes = (completion_ids == think_close_id) & mask
+    if bool(closes.any()):
+        opens = (completion_ids == think_open_id) & mask
+        for r in torch.nonzero(closes.any(dim=1)).flatten().tolist():
+            open_pos = torch.nonzero(opens[r]).flatten().tolist()
+            for j, c in enumerate(torch.nonzero(closes[r]).flatten().tolist()):
+                if j >= len(open_pos) or j >= len(max_block_tokens):
+                    break  # off-grammar row (unconstrained sampling): leave it unmasked
+                if c - open_pos[j] - 1 >= max_block_tokens[j]:
+                    forced[r, c] = True
+    return forced

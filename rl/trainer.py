@@ -9,8 +9,8 @@ Three overrides, everything else is TRL's:
   processes), normalise per group (and per step), slice back this process's rows and replace `advantages` with a
   (B,) tensor (scalar algorithms) or a (B, T) per-token tensor (step algorithms).
 - `_get_per_token_logps_and_entropies`: at SID positions, the log-prob under the distribution the sampler drew from
-  (softmax restricted to the allowed trie children) instead of the full softmax; used for the policy, old and
-  reference log-probs alike.
+  (softmax restricted to the allowed trie children) instead of the full softmax, and 0 at tokens the grammar forced
+  (`<think>`, EOS, `</think>` at the budget); used for the policy, old and reference log-probs alike.
 
 (B, T) advantages flow through TRL's loss unchanged: `_compute_loss` only unsqueezes 1-D advantages, and
 `get_off_policy_mask` broadcasts `advantages >= 0` per token. The completions table keeps one scalar advantage per
@@ -35,7 +35,7 @@ from rl.advantages import (
 from rl.config import SAPOConfig
 from rl.reward_funcs import TARGET_COLUMN, RolloutParser, make_reward_funcs, reward_weights_for
 from rl.rewards import match_matrix, outcome_reward
-from rl.sid_mask import SIDTable, masked_token_logps
+from rl.sid_mask import SIDTable, forced_positions, masked_token_logps
 from sid_tokenizer.sidmap import SIDMap, sid_string
 
 
@@ -275,11 +275,17 @@ class SAPOTrainer(GRPOTrainer):
             )
         completion_ids = input_ids[:, -logits_to_keep:]
         completion_mask = attention_mask[:, -logits_to_keep:]
+        forced = forced_positions(
+            completion_ids, completion_mask, think_open_id=self.spec.think_open_id,
+            think_close_id=self.spec.think_close_id, eos_id=self.spec.eos_id,
+            max_block_tokens=[self.args.max_block_tokens] * self.num_levels,
+        )
         rows, cols, allowed = self.sid_table.sid_positions(completion_ids, completion_mask)
         if not rows:
-            return super()._get_per_token_logps_and_entropies(
+            logps, entropies, aux = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
+            return logps.masked_fill(forced, 0.0), entropies, aux
         target = self.accelerator.unwrap_model(model)
         if hasattr(target, "get_base_model"):  # PEFT
             target = target.get_base_model()
@@ -306,4 +312,5 @@ class SAPOTrainer(GRPOTrainer):
         logits = head(hidden[row_t, positions].to(head.weight.dtype)) / self.temperature
         masked = masked_token_logps(logits, completion_ids[row_t, col_t], allowed)
         logps = logps.index_put((row_t, col_t), masked.to(logps.dtype))
-        return logps, entropies, aux
+        # Forced structural tokens: probability 1 under the sampling distribution, so log-prob 0 and no gradient.
+        return logps.masked_fill(forced, 0.0), entropies, aux

@@ -233,6 +233,10 @@ def vllm_processor_class():
                 return None
             return RequestConstraint(self.tables)
 
+    # Picklable by reference (vLLM may send the class to its engine process): pickle finds it as
+    # rl.vllm_processor.SIDVLLMLogitsProcessor through the module __getattr__ below, which returns this cached class.
+    SIDVLLMLogitsProcessor.__module__ = __name__
+    SIDVLLMLogitsProcessor.__qualname__ = "SIDVLLMLogitsProcessor"
     return SIDVLLMLogitsProcessor
 
 

@@ -207,3 +207,17 @@ def test_sid_positions_and_masked_logps():
         ref = torch.log_softmax(logits[i, ids], dim=0)[ids.index(int(tokens[i]))]
         assert out[i].item() == pytest.approx(ref.item(), abs=1e-5)
     assert out[1].item() == pytest.approx(0.0, abs=1e-6)  # a single allowed child: probability 1
+
+
+def test_forced_positions_by_hand():
+    from rl.sid_mask import forced_positions
+
+    # interleaved, budget 2: <think> x </think>(free) <a> <think> y y </think>(at budget: forced) <b> <eos> <pad>
+    ids = torch.tensor([[1, 5, 2, 10, 1, 5, 6, 2, 13, 3, 0]])
+    mask = torch.tensor([[1] * 10 + [0]])
+    f = forced_positions(ids, mask, think_open_id=1, think_close_id=2, eos_id=3, max_block_tokens=[2, 2])
+    assert torch.nonzero(f[0]).flatten().tolist() == [0, 4, 7, 9]
+    # blocks_first, budget 1: <think> x </think>(forced) <think> </think>(free) <a> <b> <eos>
+    ids = torch.tensor([[1, 5, 2, 1, 2, 10, 13, 3]])
+    f = forced_positions(ids, torch.ones_like(ids), think_open_id=1, think_close_id=2, eos_id=3, max_block_tokens=[1, 1])
+    assert torch.nonzero(f[0]).flatten().tolist() == [0, 2, 3, 7]

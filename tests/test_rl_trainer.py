@@ -67,7 +67,8 @@ def test_rollouts_are_well_formed(rollout):
 
 
 def test_masked_logps_use_the_samplers_mask(rollout):
-    """At SID positions: log-softmax over exactly the tokens the sampler's processor allowed; elsewhere unmasked."""
+    """Ours = log-softmax over exactly the tokens the sampler's processor allowed at SID positions, 0 where it
+    allowed a single token (forced structure), the unmasked log-prob in free text."""
     trainer, _, out = rollout
     model = trainer.model
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
@@ -78,23 +79,30 @@ def test_masked_logps_use_the_samplers_mask(rollout):
         logits = model(input_ids=ids, attention_mask=att).logits[:, -t - 1 : -1].float() / trainer.temperature
     proc = trainer.make_logits_processor()
     p = out["prompt_ids"].shape[1]
-    n_sid = 0
+    n_sid = n_forced = n_text = 0
     for r in range(ids.shape[0]):
         for c in range(t):
             if not out["completion_mask"][r, c]:
                 continue
             tok = int(out["completion_ids"][r, c])
             full = torch.log_softmax(logits[r, c], -1)[tok]
-            if trainer.spec.sid_of(tok) is not None:
-                allowed = proc.allowed_mask(ids[r : r + 1, : p + c], prompt_len=p, vocab_size=logits.shape[-1])[0]
-                assert allowed[tok]
+            allowed = proc.allowed_mask(ids[r : r + 1, : p + c], prompt_len=p, vocab_size=logits.shape[-1])[0]
+            assert allowed[tok]
+            if int(allowed.sum()) == 1:
+                assert ours[r, c].item() == 0.0
+                n_forced += 1
+            elif trainer.spec.sid_of(tok) is not None:
                 expected = torch.log_softmax(logits[r, c].masked_fill(~allowed, -math.inf), -1)[tok]
                 assert ours[r, c].item() == pytest.approx(expected.item(), abs=1e-4)
                 assert ours[r, c].item() > full.item()  # renormalised over fewer tokens
                 n_sid += 1
             else:
                 assert ours[r, c].item() == pytest.approx(full.item(), abs=1e-4)
-    assert n_sid == 2 * ids.shape[0]  # K = 2 SID tokens per rollout
+                n_text += 1
+    n = ids.shape[0]
+    assert n_sid == 2 * n  # K = 2 SID tokens per rollout, none forced in this catalog
+    assert n_forced >= 3 * n  # two <think> and EOS at least
+    assert n_text > 0
 
 
 def test_token_advantages_follow_the_steps(rollout):
