@@ -20,6 +20,7 @@ rollout (the mean over steps) plus a `step_advantages` column.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import torch
@@ -37,6 +38,8 @@ from rl.reward_funcs import TARGET_COLUMN, RolloutParser, make_reward_funcs, rew
 from rl.rewards import match_matrix, outcome_reward
 from rl.sid_mask import SIDTable, forced_positions, masked_token_logps
 from sid_tokenizer.sidmap import SIDMap, sid_string
+
+logger = logging.getLogger(__name__)
 
 
 def _tokenizer_of(processing_class):
@@ -78,6 +81,13 @@ class SAPOTrainer(GRPOTrainer):
         self.num_levels = sid_map.num_levels
         self.spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, args.layout)
         self.parser = RolloutParser(self.spec)
+        longest = self.spec.max_response_tokens(args.max_block_tokens)
+        if args.constrained_rollouts and args.max_completion_length is not None and args.max_completion_length < longest:
+            logger.warning(
+                "max_completion_length=%d is below the longest constrained response (%d tokens with max_block_tokens=%d "
+                "and K=%d): responses cut before their EOS fail the format gate (reward 0). Raise it to %d.",
+                args.max_completion_length, longest, args.max_block_tokens, sid_map.num_levels, longest,
+            )
         self._catalog = frozenset(sid_map.item_to_codes.values())
         if reward_funcs is None:
             reward_funcs = make_reward_funcs(self.parser, valid_bonus=args.valid_bonus, catalog=self._catalog)
