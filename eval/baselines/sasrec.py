@@ -40,6 +40,8 @@ class SASRecConfig:
     max_len: int = 50
     """Longest history used; the model uses min(max_len, longest history in train/valid), so short
     histories (the default loader keeps 10) cost no padding."""
+    positions: str = "from_end"
+    """Position ids: 'from_start' (oldest history item = 0, as RecBole) or 'from_end' (newest = last)."""
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256
@@ -71,6 +73,7 @@ class SASRecModel(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.num_heads = cfg.num_heads
+        self.positions = cfg.positions
         self.apply(self._init)
 
     @staticmethod
@@ -83,7 +86,9 @@ class SASRecModel(nn.Module):
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """seq: (B, L) left-padded item indices (0 = pad) -> (B, H) state at the last position."""
         length = seq.shape[1]
-        pos = torch.arange(length, device=seq.device)
+        pos = torch.arange(length, device=seq.device).expand_as(seq)
+        if self.positions == "from_start":  # RecBole: the oldest item is position 0
+            pos = (pos - (seq == 0).sum(1, keepdim=True)).clamp(min=0)
         x = self.dropout(self.emb_norm(self.item_emb(seq) + self.pos_emb(pos)))
         h = self.encoder(x, mask=self.attention_mask(seq, self.num_heads))
         return h[:, -1]
