@@ -30,6 +30,27 @@ def subset(examples: list[Example], max_users: int, seed: int) -> list[Example]:
     return [examples[i] for i in keep]
 
 
+def model_labels(model_dirs: list[str]) -> list[str]:
+    """Short unique labels for model folders: the shortest unique path suffix, without a trailing 'final'.
+
+    runs/sft1/final, runs/sft2/final, runs/rl/final -> sft1, sft2, rl.
+    """
+    parts = [Path(d).resolve().parts for d in model_dirs]
+    for n in range(1, max((len(p) for p in parts), default=1) + 1):
+        labels = ["/".join(p[-n:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            break
+    out = []
+    for label in labels:
+        trimmed = label[: -len("/final")] if label.endswith("/final") else label
+        out.append(trimmed or label)
+    if len(set(out)) != len(out):  # e.g. "x" and "x/final"
+        out = labels
+    if len(set(out)) != len(out):  # the same folder twice
+        out = [f"{label}#{i + 1}" for i, label in enumerate(out)]
+    return out
+
+
 def _write_predictions(path: Path, rec: GenerativeRecommender, examples, k: int, exclude: bool) -> list[list[str]]:
     """Rank with `rec` once, write one JSON line per user, and return the ranking for the metrics."""
     beams = rec.recommend_beams(examples, k, exclude)
@@ -71,6 +92,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data),
                           sid_map=resolve_sid_map(model_dir, cfg.sid_map or None))
     layouts = cfg.layout_list()
+    labels = model_labels(cfg.model_list())
     for i, model_dir in enumerate(cfg.model_list()):
         layout = layouts[i] if len(layouts) > 1 else layouts[0]
         t0 = time.perf_counter()
@@ -79,7 +101,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             max_block_tokens=cfg.max_block_tokens, min_block_tokens=cfg.min_block_tokens,
             batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress,
         ).fit(data.train, data.catalog)
-        name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{Path(model_dir).name}"
+        name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")
         results[name] = {}
         for protocol in protocols:
