@@ -155,6 +155,8 @@ def run_ours(method: str, emb: np.ndarray, ids: list[str], levels: int, k: int, 
         x_hat = tok.quantizer.reconstruct(torch.from_numpy(codes)).numpy()
     q = sid_quality(codes, rep["codebook_sizes"][:levels], PAIRS, emb, x_hat)
     q.update(fit_seconds=rep["fit_seconds"], dedup_size=rep["codebook_sizes"][-1],
+             collision_rate_nearest_rule=rep["collision_rate_nearest_rule"],
+             spread_moved_items=rep["spread_moved_items"],
              collision_rate_after_dedup=rep["collision_rate"])
     return q
 
@@ -239,7 +241,9 @@ def main() -> None:
                 if "skipped" in res:
                     print(f"  {method}: {res['skipped']}")
                     continue
+                nearest = res.get("collision_rate_nearest_rule", res["collision_rate_before_dedup"])
                 print(f"  {method:9s} fit {res['fit_seconds']:6.1f}s  coll {res['collision_rate_before_dedup']:.4f}"
+                      f" (nearest {nearest:.4f})"
                       f"  maxgrp {res['max_items_per_sid_before_dedup']:3d}  util "
                       f"{'/'.join(f'{u:.2f}' for u in res['utilization'])}  ppl "
                       f"{'/'.join(f'{p:.0f}' for p in res['perplexity'])}  rel {res['recon_rel']:.3f}  coview d1 "
