@@ -73,6 +73,14 @@ class TokenizerConfig:
             "collisions."
         },
     )
+    spread_last_level: bool = field(
+        default=True,
+        metadata={
+            "help": "Collision-aware last level: within each cell of the first levels-1 codes that has a "
+            "collision, match items to distinct last-level codes at minimum distance (LC-Rec style). Lowers "
+            "collisions before dedup; cold-start items still use the plain nearest rule."
+        },
+    )
     sinkhorn_iters: int = field(default=30, metadata={"help": "Sinkhorn iterations for balanced assignment."})
     sinkhorn_epsilon: float = field(
         default=0.05, metadata={"help": "Sinkhorn temperature relative to the mean distance (smaller = harder)."}

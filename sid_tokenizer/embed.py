@@ -26,6 +26,7 @@ import torch
 from genrec.data.errors import DataFormatError
 
 TFIDF_NAMES = ("tfidf", "tfidf-svd")
+SVD_MAX_ROWS = 20000  # TF-IDF rows the SVD is fitted on (a seeded sample beyond this)
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
@@ -91,8 +92,12 @@ class TfidfSvdEncoder:
             raise ValueError(
                 f"encoder 'tfidf': {n} texts with {x.shape[1]} distinct terms are too few for an SVD embedding"
             )
-        svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=self.seed)
-        svd.fit(x)
+        svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=5, random_state=self.seed)
+        if n > SVD_MAX_ROWS:  # the top directions are stable on a sample; the full SVD would cost minutes
+            rows = np.random.default_rng(self.seed).choice(n, SVD_MAX_ROWS, replace=False)
+            svd.fit(x[np.sort(rows)])
+        else:
+            svd.fit(x)
         self.vectorizer = vec
         self.components = svd.components_.astype(np.float32)
 
@@ -304,7 +309,10 @@ def embed_catalog(encoder: Encoder, texts: list[str], cache_dir: str | Path | No
             except (ValueError, OSError):
                 emb = None  # a damaged cache entry is recomputed and overwritten
         if emb is None:
-            emb = encoder.embed(texts)
+            # Each distinct text is embedded once, so identical texts get bit-identical vectors.
+            first: dict[str, int] = {}
+            inverse = np.array([first.setdefault(t, len(first)) for t in texts], dtype=np.int64)
+            emb = encoder.embed(list(first))[inverse]
             if path is not None:
                 _save_npy_atomic(path, emb)
     return emb, {"seconds": time.perf_counter() - t0, "cached": cached, "dim": int(emb.shape[1])}

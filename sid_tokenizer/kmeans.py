@@ -111,27 +111,37 @@ def kmeans(
     sinkhorn_iters: int = 30,
     sinkhorn_epsilon: float = 0.05,
     init_sample: int = 16384,
+    max_points_per_code: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(centroids (k, d), bias (k,)) of seeded Lloyd k-means; `balanced` ends with Sinkhorn-balanced rounds.
 
-    k-means++ seeding runs on a seeded subsample of at most `init_sample` rows (it is sequential in k).
+    Centroids are fitted on a seeded subsample of at most `max_points_per_code * k` rows (faiss's rule; more
+    points barely move centroids but cost time); k-means++ seeding uses at most `init_sample` of those. The
+    bias returned is solved on all of x, so it balances the whole set.
     """
     n = x.shape[0]
     if n < k:
         raise ValueError(f"k-means: {n} points cannot fill {k} codes")
-    sample = x
-    if n > init_sample:
-        sample = x[torch.randperm(n, generator=generator)[:init_sample]]
-    c = kmeans_plus_plus(sample, k, generator)
+    train = x
+    if max_points_per_code and n > max_points_per_code * k:
+        train = x[torch.randperm(n, generator=generator)[: max_points_per_code * k]]
+    seed_rows = train
+    if train.shape[0] > init_sample:
+        seed_rows = train[torch.randperm(train.shape[0], generator=generator)[:init_sample]]
+    c = kmeans_plus_plus(seed_rows, k, generator)
     bias = torch.zeros(k, dtype=x.dtype, device=x.device)
     plain = iters if not balanced else max(1, iters - max(3, iters // 3))
+    previous = None
     for _ in range(plain):
-        codes, dist = assign(x, c)
-        c = _update(x, codes, dist, c)
+        codes, dist = assign(train, c)
+        if previous is not None and torch.equal(codes, previous):
+            break  # converged
+        c = _update(train, codes, dist, c)
+        previous = codes
     if balanced:
         for _ in range(iters - plain):
-            bias = sinkhorn_bias(x, c, sinkhorn_iters, sinkhorn_epsilon, init=bias)
-            codes, dist = assign(x, c, bias)
-            c = _update(x, codes, dist, c)
+            bias = sinkhorn_bias(train, c, sinkhorn_iters, sinkhorn_epsilon, init=bias)
+            codes, dist = assign(train, c, bias)
+            c = _update(train, codes, dist, c)
         bias = sinkhorn_bias(x, c, sinkhorn_iters, sinkhorn_epsilon, init=bias)
     return c, bias

@@ -61,6 +61,14 @@ class RQKMeans:
         return torch.stack(out, dim=1)
 
     @torch.no_grad()
+    def last_level_inputs(self, x: torch.Tensor, codes: torch.Tensor):
+        """(residual the last level quantizes, its codebook, its bias) for given codes of x."""
+        residual = x.clone()
+        for level in range(self.levels - 1):
+            residual -= self.codebooks[level][codes[:, level]]
+        return residual, self.codebooks[-1], self.biases[-1]
+
+    @torch.no_grad()
     def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
         return sum(self.codebooks[level][codes[:, level]] for level in range(self.levels))
 

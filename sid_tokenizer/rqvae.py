@@ -60,6 +60,14 @@ class RQVAE(nn.Module):
         return torch.stack(out, dim=1)
 
     @torch.no_grad()
+    def last_level_inputs(self, x: torch.Tensor, codes: torch.Tensor):
+        """(latent residual the last level quantizes, its codebook, its bias) for given codes of x."""
+        residual = self.latents(x)
+        for level in range(self.levels - 1):
+            residual -= self.codebooks[level][codes[:, level]]
+        return residual, self.codebooks[-1].detach(), self.biases[-1]
+
+    @torch.no_grad()
     def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
         """Decoded embeddings (original scale) of (n, levels) codes."""
         picked = self.codebooks[torch.arange(self.levels), codes]  # (n, levels, latent)
@@ -154,10 +162,11 @@ def train_rqvae(
             with torch.no_grad():
                 d = sq_dists(r_det, cb.detach())
                 if balanced:
-                    # Few warm-started iterations per step: the potentials move slowly between steps.
-                    model.biases[level] = sinkhorn_bias_from_dists(
-                        d, max(3, sinkhorn_iters // 6), sinkhorn_epsilon, init=model.biases[level]
-                    )
+                    if step % 4 == 0:
+                        # Few warm-started iterations every 4th step: the potentials move slowly.
+                        model.biases[level] = sinkhorn_bias_from_dists(
+                            d, max(3, sinkhorn_iters // 6), sinkhorn_epsilon, init=model.biases[level]
+                        )
                     codes = (d - model.biases[level]).argmin(1)
                 else:
                     codes = d.argmin(1)

@@ -31,6 +31,7 @@ from sid_tokenizer.metrics import collision_stats, level_usage
 from sid_tokenizer.rqkmeans import RQKMeans
 from sid_tokenizer.rqvae import RQVAE, train_rqvae
 from sid_tokenizer.sidmap import SIDMap, atomic_write_text
+from sid_tokenizer.spread import spread_last_level, unit_keys_of
 
 WEIGHTS_NAME = "tokenizer.safetensors"
 CONFIG_NAME = "tokenizer_config.json"
@@ -157,9 +158,17 @@ class SIDTokenizer:
                 sinkhorn_epsilon=cfg.sinkhorn_epsilon, dead_code_every=cfg.dead_code_every, generator=gen, log=log,
                 warmup=cfg.warmup,
             )
-        fit_seconds = time.perf_counter() - t0
         self.quantizer = quant
         prefix_np = prefix.cpu().numpy().astype(np.int64)
+        plain = collision_stats(prefix_np)
+        moved = 0
+        if cfg.spread_last_level:
+            residual, codebook, bias = quant.last_level_inputs(x, prefix)
+            last, moved = spread_last_level(prefix_np[:, :-1], prefix_np[:, -1], residual, codebook, bias,
+                                            unit_keys_of(emb))
+            prefix_np[:, -1] = last
+            prefix = torch.from_numpy(prefix_np).to(cfg.device)
+        fit_seconds = time.perf_counter() - t0
         with torch.no_grad():
             x_hat = quant.reconstruct(prefix)
             err = ((x_hat - x) ** 2).sum().item()
@@ -197,6 +206,8 @@ class SIDTokenizer:
             "items_in_collisions_before_dedup": before["items_in_collisions"],
             "max_items_per_sid_before_dedup": before["max_items_per_sid"],
             "collision_rate": after["collision_rate"],
+            "collision_rate_nearest_rule": plain["collision_rate"],
+            "spread_moved_items": moved,
             "utilization": util,
             "perplexity": ppl,
             "recon_mse": err / (n * self.embedding_dim),
