@@ -36,9 +36,11 @@ def model_labels(model_dirs: list[str]) -> list[str]:
     runs/sft1/final, runs/sft2/final, runs/rl/final -> sft1, sft2, rl.
     """
     parts = [Path(d).resolve().parts for d in model_dirs]
-    for n in range(1, max((len(p) for p in parts), default=1) + 1):
-        labels = ["/".join(p[-n:]) for p in parts]
-        if len(set(labels)) == len(labels):
+    labels = [p[-1] for p in parts]
+    for n in range(1, max((len(p) for p in parts), default=1)):
+        candidate = ["/".join(p[-n:]) for p in parts]
+        if len(set(candidate)) == len(candidate):
+            labels = candidate
             break
     out = []
     for label in labels:
@@ -76,13 +78,21 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data))
     ks = cfg.topk_list()
     check_k(ks[-1], len(data.catalog))
-    protocols = cfg.protocol_list()
+    protocols, skipped = [], {}
+    for p in cfg.protocol_list():
+        if select_examples(examples, p):
+            protocols.append(p)
+        else:
+            skipped[p] = "no example left (every target repeats a history item)"
+            _log(f"protocol {p!r} skipped: {skipped[p]}")
+    if not protocols:
+        raise ValueError(f"no protocol leaves examples to evaluate ({', '.join(skipped)})")
     out_dir = Path(cfg.output_dir)
     results: dict[str, dict[str, dict[str, float]]] = {}
     meta: dict = {
         "data": str(cfg.data), "dataset": data.name, "split": cfg.eval_split, "num_examples": len(examples),
         "catalog_size": len(data.catalog), "topk": ks, "protocols": protocols, "data_summary": data.summary,
-        "config": {k: v for k, v in vars(cfg).items()}, "methods": {},
+        "config": {k: v for k, v in vars(cfg).items()}, "methods": {}, "skipped_protocols": skipped,
     }
     if data_cfg is not None:
         meta["data_config"] = {k: v for k, v in vars(data_cfg).items()}

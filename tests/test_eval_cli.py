@@ -147,3 +147,39 @@ def test_generative_recommender_stays_inside_the_catalog():
     for items in lists:
         assert len(items) == 36 and set(items) == set(keep)
     assert rec.stats["filled"] == 0
+
+
+def test_evaluate_several_models_get_distinct_names(setup, tmp_path):
+    import shutil
+
+    from eval.run import model_labels
+
+    assert model_labels(["runs/sft1/final", "runs/sft2/final", "runs/rl/final"]) == ["sft1", "sft2", "rl"]
+    assert model_labels(["m", "m"]) == ["m#1", "m#2"]
+    a = shutil.copytree(setup["model"], tmp_path / "a" / "final")
+    b = shutil.copytree(setup["model"], tmp_path / "b" / "final")
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--data", setup["data"], "--model", f"{a},{b}", "--layout", "direct,interleaved",
+               "--sid_map", setup["tok"], "--output_dir", str(out), "--topk", "1,5", "--max_users", "3",
+               "--protocols", "all", "--baselines", "", "--num_beams", "2", "--max_block_tokens", "2",
+               "--progress", "false"])
+    assert rc == 0
+    results = json.loads((out / "eval_report.json").read_text())["results"]
+    assert set(results) == {"genrec-direct:a", "genrec-interleaved:b"}
+    assert (out / "predictions_genrec-direct_a_all.jsonl").is_file()
+
+
+def test_protocol_without_examples_is_skipped_and_recorded(tmp_path):
+    from genrec.data.recbole import read_atomic, write_atomic
+
+    data = write_tiny_data_dir(tmp_path / "data")
+    test_file = data / "tiny-jobs.test.inter"
+    t = read_atomic(test_file)
+    rows = [[u, h, h.split()[-1]] for u, h in zip(t.col("user_id"), t.col("item_id_list"))]  # target = last viewed
+    write_atomic(test_file, ["user_id:token", "item_id_list:token_seq", "item_id:token"], rows)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--data", str(data), "--output_dir", str(out), "--baselines", "recent,mostpop"]) == 0
+    report = json.loads((out / "eval_report.json").read_text())
+    assert set(report["results"]["recent"]) == {"all"}
+    assert "new" in report["meta"]["skipped_protocols"]
+    assert report["results"]["recent"]["all"]["recall@1"] == 1.0  # the target is the most recent item
