@@ -26,6 +26,8 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "Seed for every stage (same seed, same results)."})
     num_jobs: int = field(default=3000, metadata={"help": "Jobs in the synthetic market."})
     num_users: int = field(default=1500, metadata={"help": "Applicants in the synthetic market."})
+    codebook_size: int = field(default=32, metadata={"help": "Codes per SID level (small codebooks suit the tiny "
+                                                                   "model's CPU budget; the library default is 256)."})
     sft1_steps: int = field(default=600, metadata={"help": "Optimizer steps of stage-1 SFT (SID alignment)."})
     sft2_steps: int = field(default=600, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces)."})
     rl_steps: int = field(default=20, metadata={"help": "SAPO optimizer steps."})
@@ -49,7 +51,7 @@ def _stages(cfg: DemoConfig) -> list[tuple[str, str, list[str], Path]]:
          ["--out", str(data), "--seed", seed, "--num_jobs", str(cfg.num_jobs), "--num_users", str(cfg.num_users)],
          data / "jobs-synth.inter"),
         ("semantic IDs", "fit-tokenizer",
-         ["--data", str(data), "--out", str(tok), "--seed", seed],
+         ["--data", str(data), "--out", str(tok), "--seed", seed, "--codebook_size", str(cfg.codebook_size)],
          tok / "tokenizer_report.json"),
         ("tiny LM with SID vocabulary", "build-model",
          ["--sid_map", str(tok), "--data", str(data), "--output_dir", str(model), "--seed", seed],
