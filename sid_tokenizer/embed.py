@@ -298,7 +298,7 @@ def embed_catalog(encoder: Encoder, texts: list[str], cache_dir: str | Path | No
     else:
         path = None
         if cache_dir != "":
-            key = cache_key(encoder.name, texts, extra=f"max_seq_length={encoder.max_seq_length};pool=mean;l2")
+            key = cache_key(encoder.name, texts, extra=f"v2;max_seq_length={encoder.max_seq_length};pool=mean;l2")
             path = Path(cache_dir or default_cache_dir()) / f"emb-{key}.npy"
         emb = None
         if path is not None and path.is_file():

@@ -129,6 +129,12 @@ class SIDTokenizer:
             )
             emb, embed_info = embed_catalog(self.encoder, list(texts), cfg.cache_dir)
         self.embedding_dim = int(emb.shape[1])
+        if texts is not None:
+            # Identical texts must share a SID prefix whatever produced the vectors (cache, batching, .npy).
+            first: dict[str, int] = {}
+            rep_row = np.array([first.setdefault(t, i) for i, t in enumerate(texts)], dtype=np.int64)
+            if (rep_row != np.arange(n)).any():
+                emb = emb[rep_row]
         x = torch.from_numpy(np.ascontiguousarray(emb)).to(cfg.device)
 
         # 2. quantizer
