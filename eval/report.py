@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sid_tokenizer.sidmap import atomic_write_text
+from sid_tokenizer.sidmap import atomic_output, atomic_write_text
 
 REPORT_JSON = "eval_report.json"
 REPORT_MD = "report.md"
@@ -59,18 +57,8 @@ def markdown_table(results: Results, ks: Sequence[int] | None = None) -> str:
 
 
 def _atomic_savefig(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the plot normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def plot_metric(results: Results, metric: str, path: Path) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from pathlib import Path
 
 from genrec.data.errors import DataFormatError
 from genrec.data.schema import Catalog
+from sid_tokenizer.sidmap import atomic_write_text
 
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
@@ -214,12 +213,6 @@ def _format_value(value: object, typ: str, name: str) -> str:
     return s
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(
     path: str | Path,
     columns: Sequence[str | tuple[str, str]],
@@ -248,18 +241,7 @@ def write_atomic(
             raise ValueError(f"row {k}: {len(row)} values for {ncol} columns ({', '.join(names)})")
         out.append("\t".join(_format_value(v, t, n) for v, t, n in zip(row, types, names)))
     out.append("")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(out))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, "\n".join(out))
 
 
 def _select_fields(table: AtomicTable, id_col: str, wanted: Sequence[str] | None) -> list[str]:
