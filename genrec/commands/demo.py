@@ -28,12 +28,13 @@ class DemoConfig:
     num_users: int = field(default=1500, metadata={"help": "Applicants in the synthetic market."})
     codebook_size: int = field(default=32, metadata={"help": "Codes per SID level (small codebooks suit the tiny "
                                                                    "model's CPU budget; the library default is 256)."})
-    sft1_steps: int = field(default=600, metadata={"help": "Optimizer steps of stage-1 SFT (SID alignment)."})
-    sft2_steps: int = field(default=600, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces)."})
-    rl_steps: int = field(default=20, metadata={"help": "SAPO optimizer steps."})
-    rl_prompts: int = field(default=256, metadata={"help": "Training prompts sampled for SAPO."})
-    eval_users: int = field(default=300, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
-    num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
+    sft1_steps: int = field(default=150, metadata={"help": "Optimizer steps of stage-1 SFT (SID alignment)."})
+    sft2_steps: int = field(default=150, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces)."})
+    rl_steps: int = field(default=8, metadata={"help": "SAPO optimizer steps."})
+    rl_prompts: int = field(default=128, metadata={"help": "Training prompts sampled for SAPO."})
+    eval_users: int = field(default=200, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
+    num_beams: int = field(default=10, metadata={"help": "Beams of the constrained beam search (top-20 lists are "
+                                                                "completed from the last level's best children)."})
     force: bool = field(default=False, metadata={"help": "Re-run every stage even when its output exists."})
 
 
