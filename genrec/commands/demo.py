@@ -28,17 +28,20 @@ class DemoConfig:
     num_users: int = field(default=1500, metadata={"help": "Applicants in the synthetic market."})
     codebook_size: int = field(default=32, metadata={"help": "Codes per SID level (small codebooks suit the tiny "
                                                                    "model's CPU budget; the library default is 256)."})
-    sft1_steps: int = field(default=150, metadata={"help": "Optimizer steps of stage-1 SFT (SID alignment)."})
-    sft2_steps: int = field(default=150, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces)."})
-    rl_steps: int = field(default=8, metadata={"help": "SAPO optimizer steps."})
+    sft1_steps: int = field(default=100, metadata={"help": "Optimizer steps of stage-1 SFT (SID alignment)."})
+    sft2_steps: int = field(default=100, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces)."})
+    rl_steps: int = field(default=6, metadata={"help": "SAPO optimizer steps."})
     rl_prompts: int = field(default=128, metadata={"help": "Training prompts sampled for SAPO."})
-    eval_users: int = field(default=200, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
+    eval_users: int = field(default=150, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
     num_beams: int = field(default=10, metadata={"help": "Beams of the constrained beam search (top-20 lists are "
                                                                 "completed from the last level's best children)."})
     force: bool = field(default=False, metadata={"help": "Re-run every stage even when its output exists."})
 
 
 CONFIG_CLASSES = (DemoConfig,)
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _stages(cfg: DemoConfig) -> list[tuple[str, str, list[str], Path]]:
@@ -61,16 +64,16 @@ def _stages(cfg: DemoConfig) -> list[tuple[str, str, list[str], Path]]:
          ["--data", str(data), "--sid_map", str(tok), "--model", str(model), "--output_dir", str(traces)],
          traces / "traces_config.json"),
         ("SFT stage 1 (SID alignment)", "sft",
-         ["--config", "configs/sft_stage1.yaml", "--stage", "1", "--model", str(model), "--sid_map", str(tok),
+         ["--config", str(CONFIGS / "sft_stage1.yaml"), "--stage", "1", "--model", str(model), "--sid_map", str(tok),
           "--data", str(data), "--output_dir", str(sft1), "--max_steps", str(cfg.sft1_steps), "--seed", seed],
          sft1 / "final" / "config.json"),
         ("SFT stage 2 (reasoning)", "sft",
-         ["--config", "configs/sft_stage2.yaml", "--stage", "2", "--model", str(sft1 / "final"),
+         ["--config", str(CONFIGS / "sft_stage2.yaml"), "--stage", "2", "--model", str(sft1 / "final"),
           "--sid_map", str(tok), "--traces", str(traces), "--output_dir", str(sft2),
           "--max_steps", str(cfg.sft2_steps), "--seed", seed],
          sft2 / "final" / "config.json"),
         ("SAPO", "rl",
-         ["--config", "configs/rl_sapo.yaml", "--model", str(sft2 / "final"), "--data", str(data),
+         ["--config", str(CONFIGS / "rl_sapo.yaml"), "--model", str(sft2 / "final"), "--data", str(data),
           "--sid_map", str(tok), "--output_dir", str(rl), "--max_steps", str(cfg.rl_steps),
           "--max_examples", str(cfg.rl_prompts), "--seed", seed],
          rl / "final" / "config.json"),
@@ -86,6 +89,9 @@ def _stages(cfg: DemoConfig) -> list[tuple[str, str, list[str], Path]]:
 def run(cfg: DemoConfig) -> None:
     from genrec.cli import run_command
 
+    if not CONFIGS.is_dir():
+        raise FileNotFoundError(f"{CONFIGS}: the configs/ folder of the source checkout is missing; "
+                                "run the demo from a clone installed with `pip install -e .`")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = _stages(cfg)
