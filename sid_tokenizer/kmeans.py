@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 CHUNK = 32768
+BALANCED_ROUNDS = 4  # final Lloyd rounds of a balanced k-means that use the Sinkhorn bias
 
 
 def sq_dists(x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor | None = None) -> torch.Tensor:
@@ -22,16 +23,23 @@ def sq_dists(x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor | None = None)
 
 
 def assign(x: torch.Tensor, c: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(code, squared distance) of each row of x: nearest code after subtracting `bias`, chunked for memory."""
+    """(code, squared distance) of each row of x: nearest code after subtracting `bias`, chunked for memory.
+
+    The argmin only needs ||c||^2 - 2 x.c (- bias); ||x||^2 is added back for the chosen code alone.
+    """
     c_sq = (c * c).sum(-1)
+    if bias is not None:
+        c_sq = c_sq - bias
     codes = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     dist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for s in range(0, x.shape[0], CHUNK):
-        d = sq_dists(x[s : s + CHUNK], c, c_sq)
-        score = d if bias is None else d - bias
-        idx = score.argmin(dim=1)
+        xs = x[s : s + CHUNK]
+        score = torch.addmm(c_sq.unsqueeze(0), xs, c.T, alpha=-2.0)
+        best, idx = score.min(dim=1)
         codes[s : s + CHUNK] = idx
-        dist[s : s + CHUNK] = d.gather(1, idx.unsqueeze(1)).squeeze(1)
+        if bias is not None:
+            best = best + bias[idx]
+        dist[s : s + CHUNK] = (best + (xs * xs).sum(-1)).clamp_min_(0.0)
     return codes, dist
 
 
@@ -130,7 +138,7 @@ def kmeans(
         seed_rows = train[torch.randperm(train.shape[0], generator=generator)[:init_sample]]
     c = kmeans_plus_plus(seed_rows, k, generator)
     bias = torch.zeros(k, dtype=x.dtype, device=x.device)
-    plain = iters if not balanced else max(1, iters - max(3, iters // 3))
+    plain = iters if not balanced else max(1, iters - BALANCED_ROUNDS)
     previous = None
     for _ in range(plain):
         codes, dist = assign(train, c)
@@ -139,8 +147,10 @@ def kmeans(
         c = _update(train, codes, dist, c)
         previous = codes
     if balanced:
-        for _ in range(iters - plain):
-            bias = sinkhorn_bias(train, c, sinkhorn_iters, sinkhorn_epsilon, init=bias)
+        for r in range(iters - plain):
+            # Warm-started after the first round, so a third of the iterations suffices.
+            its = sinkhorn_iters if r == 0 else max(3, sinkhorn_iters // 3)
+            bias = sinkhorn_bias(train, c, its, sinkhorn_epsilon, init=bias)
             codes, dist = assign(train, c, bias)
             c = _update(train, codes, dist, c)
         bias = sinkhorn_bias(x, c, sinkhorn_iters, sinkhorn_epsilon, init=bias)
