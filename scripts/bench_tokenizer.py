@@ -184,6 +184,40 @@ def run_faiss(emb: np.ndarray, levels: int, k: int, seed: int) -> dict:
 PAIRS = np.zeros((0, 2), dtype=np.int64)
 
 
+def markdown(results: dict) -> str:
+    """The results JSON as a markdown table (for docs/bench/tokenizer.md)."""
+    head = ("| set | encoder | method | items | embed s | fit s | collisions (nearest rule) | max group | "
+            "utilisation L1/L2/L3 | perplexity L1/L2/L3 | recon rel | co-view share d1 (lift) | d2 (lift) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for key, r in results.items():
+        if "skipped" in r:
+            continue
+        set_name, enc, method = key.split("|")[:3]
+        extra = key.split("|")[4] if len(key.split("|")) > 4 else ""
+        if extra:
+            method = f"{method} ({extra})"
+        nearest = r.get("collision_rate_nearest_rule", r["collision_rate_before_dedup"])
+        emb = "cached" if r.get("embed_seconds") is None else f"{r['embed_seconds']:.1f}"
+        lines.append(
+            f"| {set_name} | {enc} | {method} | {r['num_items']} | {emb} | {r['fit_seconds']:.1f} | "
+            f"{r['collision_rate_before_dedup']:.4f} ({nearest:.4f}) | {r['max_items_per_sid_before_dedup']} | "
+            f"{'/'.join(f'{u:.2f}' for u in r['utilization'])} | {'/'.join(f'{p:.0f}' for p in r['perplexity'])} | "
+            f"{r['recon_rel']:.3f} | {r['coview_share_d1']:.3f} (x{r['coview_lift_d1']:.0f}) | "
+            f"{r['coview_share_d2']:.3f} (x{r['coview_lift_d2']:.0f}) |"
+        )
+    enc_lines = ["| set | encoder | embed s | co-view recall@10 | co-view recall@100 |", "|---|---|---|---|---|"]
+    seen = set()
+    for key, r in results.items():
+        set_name, enc = key.split("|")[:2]
+        if (set_name, enc) in seen or "encoder_coview_recall@10" not in r:
+            continue
+        seen.add((set_name, enc))
+        emb = "cached" if r.get("embed_seconds") is None else f"{r['embed_seconds']:.1f}"
+        enc_lines.append(f"| {set_name} | {enc} | {emb} | {r['encoder_coview_recall@10']:.3f} | "
+                         f"{r['encoder_coview_recall@100']:.3f} |")
+    return "\n".join(enc_lines) + "\n\n" + "\n".join(lines)
+
+
 def main() -> None:
     global PAIRS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,7 +231,11 @@ def main() -> None:
     ap.add_argument("--work", default=str(REPO / "bench_results" / "tokenizer_work"))
     ap.add_argument("--out", default=str(REPO / "bench_results" / "tokenizer.json"))
     ap.add_argument("--set-option", action="append", default=[], help="extra TokenizerConfig key=value (ours)")
+    ap.add_argument("--markdown", action="store_true", help="only print the results JSON as a markdown table")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
 

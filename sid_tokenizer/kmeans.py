@@ -55,7 +55,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
         if total <= 0:  # fewer distinct points than k: pick uniformly among the rest
             idx = int(torch.randint(n, (1,), generator=generator))
         else:
-            idx = int(torch.multinomial(closest / total, 1, generator=generator))
+            idx = int(torch.multinomial((closest / total).cpu(), 1, generator=generator))
         chosen.append(idx)
         torch.minimum(closest, (x_sq - 2.0 * (x @ x[idx]) + x_sq[idx]).clamp_min_(0.0), out=closest)
     return x[torch.tensor(chosen)].clone()

@@ -140,7 +140,7 @@ def train_rqvae(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
     )
-    usage = torch.zeros(levels, k)
+    usage = torch.zeros(levels, k, device=x.device)
     history: dict[str, list[float]] = {"loss": [], "recon": []}
     perm = torch.randperm(n, generator=generator)
     pos = 0

@@ -141,7 +141,7 @@ class SIDTokenizer:
         k = adapted_codebook_size(n, cfg)
         writer = _writer(log_dir)
         log = (lambda tag, value, step: writer.add_scalar(tag, value, step)) if writer else None
-        gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same draws on any device
         t0 = time.perf_counter()
         if cfg.method == "rqkmeans":
             quant = RQKMeans(self.embedding_dim, cfg.levels, k)
