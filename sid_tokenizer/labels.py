@@ -7,6 +7,8 @@ t; level-1 nodes are compared with the whole catalog. The best unigrams/bigrams 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -15,20 +17,39 @@ from sid_tokenizer.sidmap import sid_string
 MAX_CANDIDATES = 8
 
 
-def _term_matrix(texts: list[str], max_features: int):
-    from sklearn.feature_extraction.text import CountVectorizer
+TOKEN = re.compile(r"(?u)\b[^\W\d_][\w+#&-]*\b")  # words starting with a letter (no bare numbers)
+SEGMENT = re.compile(r"[;:,.!?|()\[\]{}<>/\n\t]+")  # bigrams never cross field or clause boundaries
+COMMON_SHARE = 0.5  # words in more than this share of the items (field names like "title:") are not labels
 
-    vec = CountVectorizer(
-        binary=True,
-        lowercase=True,
-        stop_words="english",
-        ngram_range=(1, 2),
-        token_pattern=r"(?u)\b[^\W\d_][\w+#&-]*\b",  # words starting with a letter (no bare numbers)
-        max_features=max_features,
-        dtype=np.float32,
-    )
+
+def _segments(text: str) -> list[list[str]]:
+    return [TOKEN.findall(seg) for seg in SEGMENT.split(text.lower())]
+
+
+def _term_matrix(texts: list[str], max_features: int):
+    """Binary item x term matrix over words and within-segment bigrams, without stop words and words so
+    common that they carry no information (the field names of the default template)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+    segmented = [_segments(t) for t in texts]
+    df: dict[str, int] = {}
+    for segs in segmented:
+        for w in {w for seg in segs for w in seg}:
+            df[w] = df.get(w, 0) + 1
+    limit = COMMON_SHARE * len(texts)
+    skip = set(ENGLISH_STOP_WORDS) | {w for w, c in df.items() if c > limit and len(texts) >= 4}
+
+    def analyze(i: int) -> list[str]:
+        out: list[str] = []
+        for seg in segmented[i]:
+            toks = [w for w in seg if w not in skip]
+            out += toks
+            out += [f"{a} {b}" for a, b in zip(toks, toks[1:])]
+        return out
+
+    vec = CountVectorizer(analyzer=analyze, binary=True, max_features=max_features, dtype=np.float32)
     try:
-        x = vec.fit_transform(texts)
+        x = vec.fit_transform(range(len(texts)))
     except ValueError:  # no words at all
         return None, []
     return x.tocsr(), vec.get_feature_names_out().tolist()
@@ -60,6 +81,7 @@ def prefix_labels(
     if x is None or n == 0:
         return {}
     labels: dict[str, str] = {}
+    bigram_bonus = np.array([1.1 if " " in term else 1.0 for term in vocab])
     parent_counts = sp.csr_matrix(x.sum(axis=0))  # root: the whole catalog
     parent_sizes = np.array([n], dtype=np.float64)
     parent_of_item = np.zeros(n, dtype=np.int64)
@@ -83,6 +105,7 @@ def prefix_labels(
         score = p_node * np.log(p_node / p_par)
         # Nodes identical to their parent get no positive score: fall back to how common the term is.
         score = score + 1e-6 * p_node
+        score = score * bigram_bonus[counts.indices]  # "san diego" over "diego" when they always co-occur
         order = np.lexsort((counts.indices, -score, rows))
         starts = counts.indptr[:-1]
         ends = counts.indptr[1:]
