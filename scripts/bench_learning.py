@@ -1,7 +1,7 @@
 """Learning comparison: SFT only vs GRPO vs prefix-GRPO vs SAPO from one stage-2 checkpoint, several seeds.
 
-Same idea as `scripts/bench_rl.py compare` (one `genrec rl` run per algorithm x seed, equal budget from one
-config, then the evaluation harness on the same test users), plus what that mode lacks for docs/bench/learning.md:
+One `genrec rl` run per algorithm x seed, equal budget from one config, then the evaluation harness on the
+same test users; for docs/bench/learning.md:
   * runs and evaluations go through the CLI in up to --jobs parallel processes (1 torch thread each),
   * the zero-advantage-group fractions are read from each run's TensorBoard events (EventAccumulator),
   * a markdown table of mean +- std over seeds.

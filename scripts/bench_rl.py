@@ -11,13 +11,7 @@ code per generation batch, and the masked-log-prob overhead (sapo with masked_lo
 
 Writes bench_results/rl.json. Uses the tiny catalog of tests/helpers_tiny.py (48 jobs, K = 2 levels).
 
-Learning comparison (SFT only vs GRPO vs prefix-GRPO vs SAPO, several seeds), through `genrec rl` and the evaluation
-harness (`eval.run.run_evaluation`); resumable (finished runs are skipped):
-
-    PYTHONPATH=. .venv/bin/python scripts/bench_rl.py compare --model outputs/sft2/final --data outputs/synth \
-        --seeds 0,1,2 --algorithms grpo,grpo_prefix,sapo --out runs/rl-compare [--rl_flags "--max_steps 200"]
-
-Writes <out>/compare.json and prints mean +- std over seeds of Recall/NDCG@10 per method.
+The learning comparison (SFT only vs GRPO vs prefix-GRPO vs SAPO over seeds) is scripts/bench_learning.py.
 """
 
 from __future__ import annotations
@@ -117,78 +111,7 @@ def run_one(model_dir: Path, out_dir: Path, algorithm: str, args, masked: bool =
             "mean_completion_length": statistics.mean(lengths)}  # first step: warm-up
 
 
-def compare(argv: list[str]) -> None:
-    import shlex
-    import subprocess
-
-    p = argparse.ArgumentParser(prog="bench_rl.py compare", description="Learning comparison over seeds")
-    p.add_argument("--model", required=True, help="stage-2 checkpoint (the SFT-only baseline and every RL start)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--sid_map", default="")
-    p.add_argument("--config", default=str(REPO / "configs" / "rl_sapo.yaml"))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--algorithms", default="grpo,grpo_prefix,sapo")
-    p.add_argument("--rl_flags", default="", help="extra `genrec rl` flags, e.g. '--max_steps 200 --beta 0.001'")
-    p.add_argument("--eval_split", default="test")
-    p.add_argument("--num_beams", type=int, default=20)
-    p.add_argument("--max_block_tokens", type=int, default=48)
-    p.add_argument("--max_users", type=int, default=0)
-    p.add_argument("--protocol", default="all")
-    p.add_argument("--out", default="runs/rl-compare")
-    args = p.parse_args(argv)
-    from eval.config import EvalConfig
-    from eval.run import run_evaluation
-    from genrec.data.config import DataConfig
-
-    out = Path(args.out)
-    seeds = [int(x) for x in args.seeds.split(",") if x]
-    algorithms = [a for a in args.algorithms.split(",") if a]
-    models: dict[str, list[str]] = {"sft_only": [args.model]}
-    for alg in algorithms:
-        for seed in seeds:
-            run_dir = out / f"{alg}-s{seed}"
-            final = run_dir / "final"
-            if not (final / "model.safetensors").is_file():
-                cmd = [sys.executable, "-m", "genrec.cli", "rl", "--config", args.config, "--model", args.model,
-                       "--data", args.data, "--algorithm", alg, "--seed", str(seed), "--output_dir", str(run_dir)]
-                cmd += ["--sid_map", args.sid_map] if args.sid_map else []
-                cmd += shlex.split(args.rl_flags)
-                print("[compare] " + " ".join(cmd), file=sys.stderr)
-                subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-            models.setdefault(alg, []).append(str(final))
-    scores: dict[str, list[dict]] = {}
-    for method, dirs in models.items():
-        for d in dirs:
-            cfg = EvalConfig(data=args.data, model=d, sid_map=args.sid_map, output_dir=str(Path(d).parent / "eval"),
-                             eval_split=args.eval_split, num_beams=args.num_beams, max_block_tokens=args.max_block_tokens,
-                             max_users=args.max_users, protocols=args.protocol, baselines="", progress=False)
-            results, _ = run_evaluation(cfg, DataConfig())
-            (only,) = results.values()
-            scores.setdefault(method, []).append(only[args.protocol])
-    summary = {}
-    for method, rows in scores.items():
-        summary[method] = {}
-        for key in ("recall@10", "ndcg@10", "recall@1", "ndcg@20"):
-            vals = [r[key] for r in rows if key in r]
-            if vals:
-                summary[method][key] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                                        "runs": vals}
-    print(f"\n{'method':14s}{'recall@10':>20s}{'ndcg@10':>20s}   (mean +- std over {len(seeds)} seeds; {args.protocol})")
-    for method, m in summary.items():
-        def cell(key):
-            v = m.get(key)
-            return f"{v['mean']:.4f} +- {v['std']:.4f}" if v else "-"
-        print(f"{method:14s}{cell('recall@10'):>20s}{cell('ndcg@10'):>20s}")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "compare.json.tmp"
-    tmp.write_text(json.dumps({"args": vars(args), "summary": summary, "models": models}, indent=1))
-    os.replace(tmp, out / "compare.json")
-    print(f"wrote {out / 'compare.json'}")
-
-
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "compare":
-        return compare(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--reps", type=int, default=2)
