@@ -140,7 +140,14 @@ class SIDBeamSearch:
         text[:n] = self.spec.text_allowed[:n]
         if layout != DIRECT and max(self.max_block) > 0 and not bool(text.any()):
             raise ValueError("no token may appear as thinking text in this tokenizer")
-        self._text_allowed = text
+        # Additive 0 / -inf rows for a thinking-block step, by budget status: 0 under min_block_tokens (text only),
+        # 1 between (text or </think>), 2 at max_block_tokens (</think> only). Adding a bias row is faster than
+        # building a bool mask and `masked_fill` on CPU (scripts/bench_beam_mask.py) and gives the same argmax.
+        bias = torch.full((3, self.vocab), NEG_INF)
+        bias[:2].masked_fill_(text[None, :], 0.0)
+        bias[0, self.spec.think_close_id] = NEG_INF
+        bias[1:, self.spec.think_close_id] = 0.0
+        self._block_bias_rows = {torch.device("cpu"): bias}
         self.pad_id = self.spec.pad_id
         self.forward_calls = 0
 
@@ -168,6 +175,14 @@ class SIDBeamSearch:
         self.forward_calls += 1
         return out.logits[:, -1, :].float()
 
+    def _block_bias(self, blen: torch.Tensor, level: int) -> torch.Tensor:
+        """(R, V) additive 0 / -inf bias of the tokens allowed after `blen` (R,) text tokens of block `level`."""
+        rows = self._block_bias_rows.get(blen.device)
+        if rows is None:
+            rows = self._block_bias_rows[blen.device] = self._block_bias_rows[torch.device("cpu")].to(blen.device)
+        status = (blen >= self.min_block[level]).long() + (blen >= self.max_block[level]).long()  # min <= max
+        return rows.index_select(0, status)
+
     def _block(self, kv: _KV, logits, rows: _Rows, level: int, live: torch.Tensor):
         """Greedy thinking block `level` for every row (the `<think>` is already fed).
 
@@ -176,17 +191,13 @@ class SIDBeamSearch:
         r = logits.shape[0]
         dev = logits.device
         close = self.spec.think_close_id
-        max_b, min_b = self.max_block[level], self.min_block[level]
-        text = self._text_allowed.to(dev)
         blen = torch.zeros(r, dtype=torch.long, device=dev)
         done = ~live.clone()
         after = logits.clone()
         for b in rows.blocks:
             b.append([])
         while not bool(done.all()):
-            allow = text[None, :] & (blen < max_b)[:, None]
-            allow[:, close] = blen >= min_b
-            choice = logits.masked_fill(~allow, NEG_INF).argmax(dim=1)
+            choice = (logits + self._block_bias(blen, level)).argmax(dim=1)
             choice = torch.where(done, torch.full_like(choice, self.pad_id), choice)
             feed_mask = (~done).long()[:, None]
             logits = self._forward(kv, choice[:, None], feed_mask)
@@ -207,10 +218,13 @@ class SIDBeamSearch:
         """
         dev = logits.device
         logp = torch.log_softmax(logits, dim=-1)
-        allowed = self.trie.allowed_mask(rows.node, self.vocab)
+        # additive 0 / -inf bias of each beam's trie children (faster than a bool mask + torch.where on CPU)
+        bias = torch.full_like(logp, NEG_INF)
+        live = torch.nonzero(rows.node >= 0).flatten()
+        self.trie.fill_allowed(bias, live, rows.node[live], 0.0)
         if exclude_leaf is not None:
-            allowed &= ~exclude_leaf
-        cand = torch.where(allowed, rows.score[:, None] + logp, torch.full_like(logp, NEG_INF))
+            bias.masked_fill_(exclude_leaf, NEG_INF)
+        cand = logp + bias + rows.score[:, None]
         n = rows.n
         flat = cand.view(users, n * self.vocab)
         width = min(width, flat.shape[1])
