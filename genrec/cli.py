@@ -5,6 +5,10 @@ Each subcommand lives in `genrec/commands/<name>.py` and exposes:
   CONFIG_CLASSES: tuple[type, ...]       dataclasses parsed from flags and an optional `--config YAML`
   run(*configs) -> None                  does the work
 Flags override values from the YAML file (TRL's `TrlParser`).
+
+Global option, before the command: `genrec --threads N <command> ...` (or the env var GENREC_THREADS=N; the flag
+wins) sets torch's intra-op threads (and inter-op threads, while torch still allows it) before the command runs;
+0 or absent keeps torch's default (one per core). On a small shared machine 1 thread can be several times faster.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+THREADS_ENV = "GENREC_THREADS"
+
+
 def _usage() -> str:
-    lines = ["usage: genrec <command> [--config YAML] [--flag value ...]", "", "commands:"]
+    lines = ["usage: genrec [--threads N] <command> [--config YAML] [--flag value ...]", "", "commands:"]
     for name, module_name in COMMANDS.items():
         try:
             help_text = importlib.import_module(module_name).HELP
@@ -36,7 +43,52 @@ def _usage() -> str:
         lines.append(f"  {name:<15}{help_text}")
     lines.append("")
     lines.append("`genrec <command> --help` lists a command's flags.")
+    lines.append(f"--threads N (or {THREADS_ENV}=N): torch threads for the command (0 = torch's default).")
     return "\n".join(lines)
+
+
+def parse_threads(value: str | int, source: str = "--threads") -> int:
+    """A thread count from the flag or the env var: an integer >= 0 (0 = torch's default)."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{source}: expected a whole number of torch threads >= 0 (0 = torch's default), got {value!r}") from None
+    if n < 0:
+        raise ValueError(f"{source}: expected a whole number of torch threads >= 0 (0 = torch's default), got {n}")
+    return n
+
+
+def set_threads(n: int) -> None:
+    """torch.set_num_threads(n), and set_num_interop_threads(n) if torch still allows it; n = 0 changes nothing.
+
+    Why: on a small shared CPU machine torch's default (one thread per core) makes the threads of concurrent jobs
+    wait on each other; fewer threads can be several times faster for small models.
+    """
+    if n <= 0:
+        return
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:
+        pass  # only possible before the first inter-op parallel work of the process (or once set already)
+
+
+def _split_global(argv: list[str]) -> tuple[int, list[str]]:
+    """(threads, remaining argv) from the global options before the command name; GENREC_THREADS is the default."""
+    threads = parse_threads(os.environ[THREADS_ENV], THREADS_ENV) if os.environ.get(THREADS_ENV, "").strip() else 0
+    while argv and argv[0].startswith("--threads"):
+        opt = argv.pop(0)
+        if opt.startswith("--threads="):
+            threads = parse_threads(opt.split("=", 1)[1])
+        elif opt == "--threads":
+            if not argv:
+                raise ValueError("--threads: expected a number of torch threads before the command, e.g. genrec --threads 1 rl ...")
+            threads = parse_threads(argv.pop(0))
+        else:
+            raise ValueError(f"unknown global option {opt!r} (did you mean --threads N?)")
+    return threads, argv
 
 
 def parse_command(name: str, argv: list[str]) -> tuple:
@@ -58,6 +110,11 @@ def run_command(name: str, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        threads, argv = _split_global(argv)
+    except ValueError as e:
+        print(f"genrec: error: {e}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -65,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"genrec: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
+    set_threads(threads)
     try:
         run_command(name, rest)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
