@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from eval.protocols import PROTOCOLS
 
 BASELINE_NAMES = ("mostpop", "recent", "sasrec")
+DEFAULT_MAX_BLOCK_TOKENS = 48
 
 
 def _csv(value: str | list | tuple) -> list[str]:
@@ -35,7 +36,14 @@ class EvalConfig:
                           "(no reasoning, stage-1 models). One value, or one per model (comma-separated)."},
     )
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
-    max_block_tokens: int = field(default=48, metadata={"help": "Free-text budget per thinking block."})
+    max_block_tokens: int = field(
+        default=0,
+        metadata={"help": "Free-text budget per thinking block. 0 = auto: with --traces, the largest per-level 95th "
+                          f"percentile of the traces' block lengths; else {DEFAULT_MAX_BLOCK_TOKENS}."},
+    )
+    traces: str = field(
+        default="", metadata={"help": "Trace folder of `genrec traces` (sets the auto block budget; see max_block_tokens)."}
+    )
     min_block_tokens: int = field(default=0, metadata={"help": "Thinking blocks may not close before this."})
     batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch (rows = users x beams)."})
     topk: str = field(default="1,5,10,20", metadata={"help": "Cut-offs K, comma-separated; the largest is the list length."})
@@ -68,6 +76,14 @@ class EvalConfig:
         for name in ("num_beams", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_block_tokens < 0:
+            raise ValueError(f"--max_block_tokens must be >= 1, or 0 for auto, got {self.max_block_tokens}")
+        if self.max_block_tokens == 0:  # auto
+            self.max_block_tokens = DEFAULT_MAX_BLOCK_TOKENS
+            if self.traces:
+                from rl.config import traces_block_budget  # the reader `genrec rl` uses (json only)
+
+                self.max_block_tokens = traces_block_budget(self.traces)[0]
         if self.max_block_tokens < self.min_block_tokens or self.min_block_tokens < 0:
             raise ValueError(f"--min_block_tokens {self.min_block_tokens} must be in [0, max_block_tokens={self.max_block_tokens}]")
         if self.max_users < 0:

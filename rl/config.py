@@ -7,7 +7,9 @@ normalisation is expressed as an exact rescaling of the advantages under that lo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from trl import GRPOConfig
@@ -15,6 +17,48 @@ from trl import GRPOConfig
 from rl.advantages import ALGORITHMS, EPS, STEP_ALGORITHMS
 
 LAYOUTS = ("interleaved", "blocks_first")
+DEFAULT_MAX_BLOCK_TOKENS = 48
+"""Block budget when `max_block_tokens` is 0 (auto) and no traces statistics are given (= `genrec evaluate`'s)."""
+TRACES_CONFIG_FILE = "traces_config.json"
+
+
+def traces_block_budget(traces: str | Path, num_levels: int | None = None) -> tuple[int, list[int]]:
+    """(budget, per-level p95) from the block-length statistics `genrec traces` records in traces_config.json.
+
+    The budget is the largest per-level 95th percentile of the teacher's block lengths in model tokens, so a
+    constrained rollout (or eval) cuts at most ~5% of the blocks of its longest level. `traces` is the traces
+    folder or its traces_config.json; `num_levels`, when given, must match the number of levels recorded.
+    """
+    from genrec.data.errors import DataFormatError
+
+    path = Path(traces)
+    if path.is_dir():
+        path = path / TRACES_CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; --traces expects the output folder of `genrec traces`")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
+    stats = info.get("block_tokens") if isinstance(info, dict) else None
+    if not stats or not isinstance(stats, list):
+        raise DataFormatError(
+            path, "no per-level block-length statistics (a list of {max, mean, p95} per SID level, written by "
+            "`genrec traces`); re-run `genrec traces` or set --max_block_tokens explicitly", field="block_tokens",
+        )
+    p95 = []
+    for k, level in enumerate(stats):
+        value = level.get("p95") if isinstance(level, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise DataFormatError(path, f"level {k}: expected a non-negative number 'p95', got {level!r}",
+                                  field="block_tokens")
+        p95.append(int(value))
+    if num_levels is not None and len(p95) != num_levels:
+        raise ValueError(
+            f"{path}: the traces have {len(p95)} SID levels but the SID map has {num_levels} "
+            "(traces built with another SID map?)"
+        )
+    return max(1, max(p95)), p95
 
 
 def _bf16_available() -> bool:
@@ -41,8 +85,10 @@ class SAPOConfig(GRPOConfig):
                   "choices": list(LAYOUTS)},
     )
     max_block_tokens: int = field(
-        default=32,
-        metadata={"help": "Token budget of one thinking block during constrained rollouts (then </think> is forced)."},
+        default=0,
+        metadata={"help": "Token budget of one thinking block during constrained rollouts (then </think> is forced). "
+                  f"0 = auto: `genrec rl --traces DIR` takes the largest per-level 95th percentile of the traces' "
+                  f"block lengths; without traces {DEFAULT_MAX_BLOCK_TOKENS}."},
     )
     constrained_rollouts: bool = field(
         default=True,
@@ -109,8 +155,12 @@ class SAPOConfig(GRPOConfig):
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.max_block_tokens < 1:
-            raise ValueError(f"max_block_tokens must be >= 1, got {self.max_block_tokens}")
+        if self.max_block_tokens < 0:
+            raise ValueError(f"max_block_tokens must be >= 1, or 0 for auto, got {self.max_block_tokens}")
+        # 0 = auto: a usable fixed default now; `genrec rl --traces` replaces it (see resolve_block_budget)
+        self.max_block_tokens_auto = self.max_block_tokens == 0
+        if self.max_block_tokens_auto:
+            self.max_block_tokens = DEFAULT_MAX_BLOCK_TOKENS
         if self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
         if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":
@@ -125,6 +175,29 @@ class SAPOConfig(GRPOConfig):
                 "mask and can remove every allowed token (and it would make the sampled distribution differ from "
                 "the masked log-probs used in training)"
             )
+
+    def resolve_block_budget(self, traces: str | Path | None, num_levels: int) -> str:
+        """Set `max_block_tokens` from the traces' statistics when it was left at 0 (auto); returns what was chosen.
+
+        With an auto budget, `max_completion_length` is raised when needed to hold the longest constrained response
+        (K blocks at the budget, their tags, K SID tokens, EOS), so no rollout is cut before its EOS. An explicit
+        budget is kept as given (the traces, if any, are still checked against the SID map).
+        """
+        stats = traces_block_budget(traces, num_levels) if traces else None
+        if not self.max_block_tokens_auto:
+            return f"max_block_tokens {self.max_block_tokens} (explicit)"
+        if stats is not None:
+            self.max_block_tokens = stats[0]
+            why = f"auto: largest per-level p95 of the traces' block lengths {stats[1]}"
+        else:
+            self.max_block_tokens = DEFAULT_MAX_BLOCK_TOKENS
+            why = "auto without --traces: fixed default"
+        msg = f"max_block_tokens {self.max_block_tokens} ({why})"
+        longest = num_levels * (self.max_block_tokens + 3) + 1
+        if self.max_completion_length is not None and self.max_completion_length < longest:
+            msg += f"; max_completion_length raised from {self.max_completion_length} to {longest}"
+            self.max_completion_length = longest
+        return msg
 
     @property
     def is_step_algorithm(self) -> bool:

@@ -32,6 +32,11 @@ class RLScriptConfig:
         default="",
         metadata={"help": "sid_map.json or the `genrec fit-tokenizer` folder; default: <model>/sid_map.json."},
     )
+    traces: str = field(
+        default="",
+        metadata={"help": "Trace folder of `genrec traces` (the stage-2 SFT data): with max_block_tokens 0 (auto), the "
+                  "block budget is the largest per-level 95th percentile of its block lengths (traces_config.json)."},
+    )
     rl_split: str = field(default="train", metadata={"help": "Split whose examples become RL prompts.",
                                                      "choices": ["train", "valid", "test"]})
     max_examples: int = field(default=0, metadata={"help": "Use a seeded random subset of this many prompts (0 = all)."})
@@ -79,6 +84,7 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     if not Path(script.model).is_dir():
         raise FileNotFoundError(f"{script.model}: model folder not found (--model)")
     sid_map = _resolve_sid_map(script)
+    budget = args.resolve_block_budget(script.traces or None, sid_map.num_levels)
     trained_layout = model_info(script.model).get("layout")
     if trained_layout in ("interleaved", "blocks_first") and trained_layout != args.layout:
         raise ValueError(
@@ -97,7 +103,7 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     resume = _resume_point(script, args.output_dir)
     print(
         f"[rl] {args.algorithm}: {len(dataset)} prompts x G={args.num_generations}, layout {args.layout}, "
-        f"beta {args.beta}, from {script.model}" + (f", resuming {resume}" if resume else ""),
+        f"beta {args.beta}, from {script.model}" + (f", resuming {resume}" if resume else "") + f"; {budget}",
         file=sys.stderr,
     )
     trainer = SAPOTrainer(model, args, sid_map, train_dataset=dataset, processing_class=tokenizer)
@@ -108,7 +114,8 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         tokenizer.save_pretrained(out)
         sid_map.save(out / "sid_map.json")
         info = {**model_info(script.model), "rl_algorithm": args.algorithm, "rl_layout": args.layout,
-                "rl_base": str(script.model), "rl_steps": trainer.state.global_step, "rl_prompts": len(dataset)}
+                "rl_base": str(script.model), "rl_steps": trainer.state.global_step, "rl_prompts": len(dataset),
+                "rl_max_block_tokens": args.max_block_tokens}
         atomic_write_text(out / MODEL_INFO_FILE, json.dumps(info, indent=1))
         src_prompt = Path(script.model) / PROMPT_CONFIG_FILE
         if src_prompt.is_file():
