@@ -16,7 +16,8 @@ from trl import GRPOConfig
 
 from rl.advantages import ALGORITHMS, EPS, STEP_ALGORITHMS
 
-LAYOUTS = ("interleaved", "blocks_first")
+LAYOUTS = ("interleaved", "blocks_first", "direct")
+"""`direct` (SID tokens only, stage-1 models): each step is one SID token; the no-reasoning ablation of SAPO."""
 DEFAULT_MAX_BLOCK_TOKENS = 48
 """Block budget when `max_block_tokens` is 0 (auto) and no traces statistics are given (= `genrec evaluate`'s)."""
 TRACES_CONFIG_FILE = "traces_config.json"
@@ -81,7 +82,8 @@ class SAPOConfig(GRPOConfig):
     )
     layout: str = field(
         default="interleaved",
-        metadata={"help": "Response layout the model was trained on: 'interleaved' or 'blocks_first'.",
+        metadata={"help": "Response layout the model was trained on: 'interleaved', 'blocks_first' or 'direct' (no "
+                  "reasoning: a stage-1 model; each step is one SID token).",
                   "choices": list(LAYOUTS)},
     )
     max_block_tokens: int = field(
@@ -155,6 +157,9 @@ class SAPOConfig(GRPOConfig):
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.layout == "direct" and self.use_vllm:
+            raise ValueError("layout 'direct' is supported with HF generate rollouts only; the vLLM logits processor "
+                             "implements the interleaved and blocks_first layouts (set use_vllm false)")
         if self.max_block_tokens < 0:
             raise ValueError(f"max_block_tokens must be >= 1, or 0 for auto, got {self.max_block_tokens}")
         # 0 = auto: a usable fixed default now; `genrec rl --traces` replaces it (see resolve_block_budget)
@@ -183,6 +188,8 @@ class SAPOConfig(GRPOConfig):
         (K blocks at the budget, their tags, K SID tokens, EOS), so no rollout is cut before its EOS. An explicit
         budget is kept as given (the traces, if any, are still checked against the SID map).
         """
+        if self.layout == "direct":
+            return "direct layout: no thinking blocks"
         stats = traces_block_budget(traces, num_levels) if traces else None
         if not self.max_block_tokens_auto:
             return f"max_block_tokens {self.max_block_tokens} (explicit)"

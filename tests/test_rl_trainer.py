@@ -35,7 +35,7 @@ def _make_trainer(tmp_path: Path, **overrides):
     return SAPOTrainer(model, SAPOConfig(**kwargs), tiny_sid_map(), train_dataset=ds, processing_class=tok), ds
 
 
-@pytest.fixture(scope="module", params=["interleaved", "blocks_first"])
+@pytest.fixture(scope="module", params=["interleaved", "blocks_first", "direct"])
 def rollout(request, tmp_path_factory):
     """One generation + scoring pass of SAPO on 2 prompts x G rollouts (real constrained sampling)."""
     tmp = tmp_path_factory.mktemp("rl")
@@ -101,8 +101,11 @@ def test_masked_logps_use_the_samplers_mask(rollout):
                 n_text += 1
     n = ids.shape[0]
     assert n_sid == 2 * n  # K = 2 SID tokens per rollout, none forced in this catalog
-    assert n_forced >= 3 * n  # two <think> and EOS at least
-    assert n_text > 0
+    if trainer.spec.layout == "direct":
+        assert n_forced == n and n_text == 0  # only EOS is forced; no free text at all
+    else:
+        assert n_forced >= 3 * n  # two <think> and EOS at least
+        assert n_text > 0
 
 
 def test_token_advantages_follow_the_steps(rollout):

@@ -85,7 +85,14 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         raise FileNotFoundError(f"{script.model}: model folder not found (--model)")
     sid_map = _resolve_sid_map(script)
     budget = args.resolve_block_budget(script.traces or None, sid_map.num_levels)
-    trained_layout = model_info(script.model).get("layout")
+    info = model_info(script.model)
+    trained_layout = info.get("layout")
+    if info.get("sft_stage") == 1 and args.layout != "direct":
+        raise ValueError(f"{script.model}: a stage-1 model writes SID tokens only; RL on it needs --layout direct "
+                         f"(got {args.layout!r}), or start from a stage-2 checkpoint")
+    if info.get("sft_stage") == 2 and args.layout == "direct":
+        raise ValueError(f"{script.model}: a stage-2 model writes reasoning blocks; --layout direct is for "
+                         "stage-1 models (pass the layout of its traces)")
     if trained_layout in ("interleaved", "blocks_first") and trained_layout != args.layout:
         raise ValueError(
             f"{script.model}: the model was trained on the {trained_layout!r} layout (genrec_model.json) but "
