@@ -43,6 +43,13 @@ def _trained(run_dir: Path) -> bool:
     return (run_dir / "final" / "model.safetensors").is_file() and not _alive(run_dir)
 
 
+def _done_or_running_elsewhere(cmd: list[str], out_dir: Path) -> bool:
+    """Another driver (e.g. one started with other --seeds) finished or is running this job: skip it."""
+    marker = out_dir / ("eval_report.json" if "evaluate" in cmd else "final/model.safetensors")
+    alive = subprocess.run(["pgrep", "-f", "--", f"--output_dir {out_dir}( |$)"], capture_output=True).returncode == 0
+    return marker.is_file() or alive
+
+
 def run_pool(jobs: list[tuple[list[str], Path, Path | None]], parallel: int, external: list[Path] = ()) -> None:
     """Run (argv, log file, run folder it needs trained or None), at most `parallel` at once, first ready first;
     stop on the first failure. Evaluations share the pool with training, so no slot idles at the end.
@@ -55,6 +62,9 @@ def run_pool(jobs: list[tuple[list[str], Path, Path | None]], parallel: int, ext
                 break
             pending.remove(ready[0])
             cmd, log, _ = ready[0]
+            if _done_or_running_elsewhere(cmd, log.parent):
+                print(f"[learning] skip (finished or running in another driver): {log}", file=sys.stderr, flush=True)
+                continue
             log.parent.mkdir(parents=True, exist_ok=True)
             print(f"[learning] start {' '.join(cmd)}  (log {log})", file=sys.stderr, flush=True)
             running.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(),
@@ -100,10 +110,13 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--algorithms", default="grpo,grpo_prefix,sapo")
     p.add_argument("--rl_flags", default="", help="extra `genrec rl` flags shared by every run")
+    p.add_argument("--data_flags", default="", help="data-loading flags for both `genrec rl` and `genrec evaluate` "
+                                                    "(e.g. '--collapse_repeats false' for jobs-kaggle)")
     p.add_argument("--max_users", type=int, default=150)
     p.add_argument("--eval_seed", type=int, default=42, help="seed of the evaluated user subset (same for all)")
     p.add_argument("--num_beams", type=int, default=10)
-    p.add_argument("--max_block_tokens", type=int, default=32)
+    p.add_argument("--max_block_tokens", type=int, default=32, help="evaluation block budget (0 = auto)")
+    p.add_argument("--layout", default="auto", help="evaluation layout (auto: from the model; direct for stage-1)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", required=True)
     p.add_argument("--skip_eval", action="store_true", help="train only")
@@ -118,7 +131,8 @@ def main() -> None:
 
     runs = {(alg, s): out / f"{alg}-s{s}" for alg in algorithms for s in seeds}
     train = [(py + ["rl", "--config", args.config, "--model", args.model, "--data", args.data, "--algorithm", alg,
-                    "--seed", str(s)] + extra + shlex.split(args.rl_flags) + ["--output_dir", str(d)],
+                    "--seed", str(s)] + extra + shlex.split(args.data_flags) + shlex.split(args.rl_flags)
+              + ["--output_dir", str(d)],
               d / "train.log", None)
              for (alg, s), d in runs.items()
              if not (d / "final" / "model.safetensors").is_file() and not _alive(d)]
@@ -126,9 +140,9 @@ def main() -> None:
     models.update({k: (d / "final", d / "eval", d) for k, d in runs.items()})
     evals = [] if args.skip_eval else [
         (py + ["evaluate", "--data", args.data, "--model", str(m), "--output_dir", str(e), "--eval_split", "test",
-               "--num_beams", str(args.num_beams), "--max_block_tokens", str(args.max_block_tokens),
+               "--num_beams", str(args.num_beams), "--max_block_tokens", str(args.max_block_tokens), "--layout", args.layout,
                "--max_users", str(args.max_users), "--seed", str(args.eval_seed), "--protocols", "all",
-               "--baselines", "", "--no_progress"] + extra, e / "eval.log", dep)
+               "--baselines", "", "--no_progress"] + extra + shlex.split(args.data_flags), e / "eval.log", dep)
         for m, e, dep in models.values() if not (e / "eval_report.json").is_file()]
     t0 = time.perf_counter()
     run_pool(train + evals, args.jobs, [d for d in runs.values() if _alive(d)])
@@ -147,7 +161,8 @@ def main() -> None:
     summary: dict[str, dict] = {}
     for method in ["sft_only"] + algorithms:
         rows = [r for k, r in per_run.items() if k.rsplit("-s", 1)[0] == method]
-        cell = {key: mean_std([r["metrics"][key] for r in rows]) for key in ("ndcg@10", "recall@10")}
+        cell = {key: mean_std([r["metrics"][key] for r in rows]) for key in ("ndcg@10", "recall@10", "sid_level0_acc",
+                                                                              "sid_level1_acc") if key in rows[0]["metrics"]}
         for tag in ZERO_TAGS:
             vals = [r["zero_adv"]["frac_zero_adv_groups/" + tag]["mean"] for r in rows
                     if "frac_zero_adv_groups/" + tag in r.get("zero_adv", {})]
@@ -162,10 +177,12 @@ def main() -> None:
         v = c.get(key)
         return f"{v['mean']:.{nd}f} ± {v['std']:.{nd}f}" if v else "-"
 
-    lines = ["| method | NDCG@10 | Recall@10 | zero-adv groups (own reward) | zero-adv groups (outcome, same rollouts) "
-             "| rollout exact match |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | NDCG@10 | Recall@10 | top-1 level-0 acc | top-1 level-1 acc | zero-adv groups (own reward) "
+             "| zero-adv groups (outcome, same rollouts) | rollout exact match |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, c in summary.items():
-        lines.append(f"| {method} | {fmt(c, 'ndcg@10')} | {fmt(c, 'recall@10')} | {fmt(c, 'zero_adv_algorithm', 3)} "
+        lines.append(f"| {method} | {fmt(c, 'ndcg@10')} | {fmt(c, 'recall@10')} | {fmt(c, 'sid_level0_acc', 3)} "
+                     f"| {fmt(c, 'sid_level1_acc', 3)} | {fmt(c, 'zero_adv_algorithm', 3)} "
                      f"| {fmt(c, 'zero_adv_outcome', 3)} | {fmt(c, 'rollout_exact_match', 3)} |")
     table = "\n".join(lines)
     print(table)
