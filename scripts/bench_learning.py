@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -99,6 +101,35 @@ def zero_adv_fractions(run_dir: Path) -> dict:
 
 def mean_std(vals: list[float]) -> dict:
     return {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "runs": vals}
+
+
+def user_ndcg(eval_dir: Path, k: int = 10) -> dict[str, float]:
+    """Per-user NDCG@k from the evaluation's saved predictions (all-items protocol)."""
+    (path,) = sorted(eval_dir.glob("predictions_*_all.jsonl"))[:1] or [None]
+    if path is None:
+        raise SystemExit(f"[learning] {eval_dir}: no predictions_*_all.jsonl (evaluate with --save_predictions true)")
+    out = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        out[r["user_id"]] = next((1 / math.log2(i + 2) for i, x in enumerate(r["items"][:k]) if x == r["target"]), 0.0)
+    return out
+
+
+def paired_bootstrap(eval_dirs: dict[tuple[str, int], Path], a: str, b: str, seeds: list[int],
+                     n_boot: int = 2000) -> dict:
+    """Mean per-user NDCG@10 difference a - b over (seed, user) pairs (same seed = same prompts and test users),
+    with a 95% bootstrap interval. Pairs are resampled as if independent: it ignores seed-level variance, so read
+    it beside the across-seed std."""
+    diffs: list[float] = []
+    for s in seeds:
+        da = user_ndcg(eval_dirs[(a, s)] if a != "sft_only" else eval_dirs[("sft_only", 0)])
+        db = user_ndcg(eval_dirs[(b, s)] if b != "sft_only" else eval_dirs[("sft_only", 0)])
+        diffs += [da[u] - db[u] for u in da if u in db]
+    rng = random.Random(0)
+    n = len(diffs)
+    boots = sorted(sum(rng.choice(diffs) for _ in range(n)) / n for _ in range(n_boot))
+    return {"mean_diff": sum(diffs) / n, "ci95": [boots[int(0.025 * n_boot)], boots[int(0.975 * n_boot) - 1]],
+            "p_le_0": sum(x <= 0 for x in boots) / n_boot, "pairs": n}
 
 
 def main() -> None:
@@ -184,9 +215,16 @@ def main() -> None:
         lines.append(f"| {method} | {fmt(c, 'ndcg@10')} | {fmt(c, 'recall@10')} | {fmt(c, 'sid_level0_acc', 3)} "
                      f"| {fmt(c, 'sid_level1_acc', 3)} | {fmt(c, 'zero_adv_algorithm', 3)} "
                      f"| {fmt(c, 'zero_adv_outcome', 3)} | {fmt(c, 'rollout_exact_match', 3)} |")
+    eval_dirs = {k: e for k, (_, e, _) in models.items()}
+    pairs = [(x, y) for i, x in enumerate(algorithms[::-1]) for y in algorithms[::-1][i + 1:] + ["sft_only"]]
+    paired = {f"{x} - {y}": paired_bootstrap(eval_dirs, x, y, seeds) for x, y in pairs}
+    lines += ["", "Paired per-user NDCG@10 differences (seed x user pairs, 95% bootstrap interval):", "",
+              "| pair | mean diff | 95% interval | P(diff <= 0) | pairs |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {r['mean_diff']:+.4f} | [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}] | {r['p_le_0']:.3f} "
+              f"| {r['pairs']} |" for name, r in paired.items()]
     table = "\n".join(lines)
     print(table)
-    result = {"args": vars(args), "summary": summary, "per_run": per_run, "wall_seconds": wall_s, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    result = {"args": vars(args), "summary": summary, "paired_ndcg10": paired, "per_run": per_run, "wall_seconds": wall_s, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("learning.json", json.dumps(result, indent=1)), ("learning.md", table + "\n")):
         tmp = out / (name + ".tmp")
