@@ -28,11 +28,16 @@ class DemoConfig:
     num_users: int = field(default=1500, metadata={"help": "Applicants in the synthetic market."})
     codebook_size: int = field(default=32, metadata={"help": "Codes per SID level (small codebooks suit the tiny "
                                                                    "model's CPU budget; the library default is 256)."})
-    sft1_steps: int = field(default=100, metadata={"help": "Optimizer steps of stage-1 SFT (SID alignment)."})
+    sft1_steps: int = field(default=400, metadata={"help": "Optimizer steps of stage-1 SFT."})
+    sft1_tasks: str = field(default="history2sid", metadata={
+        "help": "Stage-1 tasks (see `genrec sft --stage1_tasks`). The demo spends its small budget on the "
+                "recommendation task: at 100 steps of all three tasks the tiny model stayed at chance, at 400 steps "
+                "of history2sid it reached level-0 accuracy 0.28 (docs/bench/learning.md)."})
     sft2_steps: int = field(default=100, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces)."})
     rl_steps: int = field(default=6, metadata={"help": "SAPO optimizer steps."})
     rl_prompts: int = field(default=128, metadata={"help": "Training prompts sampled for SAPO."})
-    eval_users: int = field(default=150, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
+    eval_users: int = field(default=100, metadata={"help": "Test users evaluated (seeded sample; 0 = all). Each reasoning "
+                                                          "model costs ~1 s per user on 2 cores, per protocol."})
     num_beams: int = field(default=10, metadata={"help": "Beams of the constrained beam search (top-20 lists are "
                                                                 "completed from the last level's best children)."})
     sasrec_epochs: int = field(default=8, metadata={"help": "SASRec epoch cap in the demo (its fit dominated the "
@@ -65,9 +70,10 @@ def _stages(cfg: DemoConfig) -> list[tuple[str, str, list[str], Path]]:
         ("reasoning traces", "traces",
          ["--data", str(data), "--sid_map", str(tok), "--model", str(model), "--output_dir", str(traces)],
          traces / "traces_config.json"),
-        ("SFT stage 1 (SID alignment)", "sft",
+        ("SFT stage 1 (history -> SID, no reasoning)", "sft",
          ["--config", str(CONFIGS / "sft_stage1.yaml"), "--stage", "1", "--model", str(model), "--sid_map", str(tok),
-          "--data", str(data), "--output_dir", str(sft1), "--max_steps", str(cfg.sft1_steps), "--seed", seed],
+          "--data", str(data), "--output_dir", str(sft1), "--max_steps", str(cfg.sft1_steps),
+          "--stage1_tasks", cfg.sft1_tasks, "--seed", seed],
          sft1 / "final" / "config.json"),
         ("SFT stage 2 (reasoning)", "sft",
          ["--config", str(CONFIGS / "sft_stage2.yaml"), "--stage", "2", "--model", str(sft1 / "final"),
