@@ -13,7 +13,7 @@ from genrec.trie import SIDTrie
 from tests.helpers_tiny import tiny_sid_map
 from tests.test_eval_beam import _model, _prompts
 
-MIN_BLOCK, MAX_BLOCK = 2, 5
+MIN_BLOCK, MAX_BLOCK = 3, 6
 
 
 def _bool_mask_choice(search: SIDBeamSearch, logits, blen, level):
