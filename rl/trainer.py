@@ -36,7 +36,7 @@ from rl.advantages import (
 from rl.config import SAPOConfig
 from rl.reward_funcs import TARGET_COLUMN, RolloutParser, make_reward_funcs, reward_weights_for
 from rl.rewards import match_matrix, outcome_reward
-from rl.sid_mask import SIDTable, forced_positions, masked_token_logps
+from rl.sid_mask import SIDTable, forced_positions
 from sid_tokenizer.sidmap import SIDMap, sid_string
 
 logger = logging.getLogger(__name__)
@@ -290,8 +290,8 @@ class SAPOTrainer(GRPOTrainer):
             think_close_id=self.spec.think_close_id, eos_id=self.spec.eos_id,
             max_block_tokens=[self.args.max_block_tokens] * self.num_levels,
         )
-        rows, cols, allowed = self.sid_table.sid_positions(completion_ids, completion_mask)
-        if not rows:
+        row_t, col_t, nodes = self.sid_table.sid_nodes(completion_ids, completion_mask)
+        if row_t.numel() == 0:
             logps, entropies, aux = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
@@ -314,13 +314,12 @@ class SAPOTrainer(GRPOTrainer):
         hidden = torch.cat(captured, dim=0)  # (B, S, H), chunks in order
         if hidden.shape[0] != input_ids.shape[0]:
             raise RuntimeError(f"captured {hidden.shape[0]} hidden-state rows for a batch of {input_ids.shape[0]}")
-        row_t = torch.tensor(rows, device=hidden.device)
-        col_t = torch.tensor(cols, device=hidden.device)
+        row_t, col_t = row_t.to(hidden.device), col_t.to(hidden.device)
         # Completion token c sits at input position S - logits_to_keep + c and is predicted from the position before.
         positions = input_ids.shape[1] - logits_to_keep + col_t - 1
         head = target.get_output_embeddings()
         logits = head(hidden[row_t, positions].to(head.weight.dtype)) / self.temperature
-        masked = masked_token_logps(logits, completion_ids[row_t, col_t], allowed)
+        masked = self.sid_table.masked_logps(logits, completion_ids[row_t, col_t], nodes)
         logps = logps.index_put((row_t, col_t), masked.to(logps.dtype))
         # Forced structural tokens: probability 1 under the sampling distribution, so log-prob 0 and no gradient.
         return logps.masked_fill(forced, 0.0), entropies, aux
