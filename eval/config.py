@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from eval.protocols import PROTOCOLS
+from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget
 
 BASELINE_NAMES = ("mostpop", "recent", "sasrec")
-DEFAULT_MAX_BLOCK_TOKENS = 48
 
 
 def _csv(value: str | list | tuple) -> list[str]:
@@ -81,8 +81,6 @@ class EvalConfig:
         if self.max_block_tokens == 0:  # auto
             self.max_block_tokens = DEFAULT_MAX_BLOCK_TOKENS
             if self.traces:
-                from rl.config import traces_block_budget  # the reader `genrec rl` uses (json only)
-
                 self.max_block_tokens = traces_block_budget(self.traces)[0]
         if self.max_block_tokens < self.min_block_tokens or self.min_block_tokens < 0:
             raise ValueError(f"--min_block_tokens {self.min_block_tokens} must be in [0, max_block_tokens={self.max_block_tokens}]")

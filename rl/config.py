@@ -7,59 +7,17 @@ normalisation is expressed as an exact rescaling of the advantages under that lo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from trl import GRPOConfig
 
+from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
 from rl.advantages import ALGORITHMS, EPS, STEP_ALGORITHMS
 
 LAYOUTS = ("interleaved", "blocks_first", "direct")
 """`direct` (SID tokens only, stage-1 models): each step is one SID token; the no-reasoning ablation of SAPO."""
-DEFAULT_MAX_BLOCK_TOKENS = 48
-"""Block budget when `max_block_tokens` is 0 (auto) and no traces statistics are given (= `genrec evaluate`'s)."""
-TRACES_CONFIG_FILE = "traces_config.json"
-
-
-def traces_block_budget(traces: str | Path, num_levels: int | None = None) -> tuple[int, list[int]]:
-    """(budget, per-level p95) from the block-length statistics `genrec traces` records in traces_config.json.
-
-    The budget is the largest per-level 95th percentile of the teacher's block lengths in model tokens, so a
-    constrained rollout (or eval) cuts at most ~5% of the blocks of its longest level. `traces` is the traces
-    folder or its traces_config.json; `num_levels`, when given, must match the number of levels recorded.
-    """
-    from genrec.data.errors import DataFormatError
-
-    path = Path(traces)
-    if path.is_dir():
-        path = path / TRACES_CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; --traces expects the output folder of `genrec traces`")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
-    stats = info.get("block_tokens") if isinstance(info, dict) else None
-    if not stats or not isinstance(stats, list):
-        raise DataFormatError(
-            path, "no per-level block-length statistics (a list of {max, mean, p95} per SID level, written by "
-            "`genrec traces`); re-run `genrec traces` or set --max_block_tokens explicitly", field="block_tokens",
-        )
-    p95 = []
-    for k, level in enumerate(stats):
-        value = level.get("p95") if isinstance(level, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise DataFormatError(path, f"level {k}: expected a non-negative number 'p95', got {level!r}",
-                                  field="block_tokens")
-        p95.append(int(value))
-    if num_levels is not None and len(p95) != num_levels:
-        raise ValueError(
-            f"{path}: the traces have {len(p95)} SID levels but the SID map has {num_levels} "
-            "(traces built with another SID map?)"
-        )
-    return max(1, max(p95)), p95
 
 
 def _bf16_available() -> bool:

@@ -25,5 +25,7 @@ def run(cfg: TraceConfig, prompt_cfg: PromptConfig, data_cfg: DataConfig) -> Non
     check_model_tokens(tokenizer, sid_map, where=cfg.model)
     rec = load_data(cfg.data, data_cfg, verbose=False)
     out = make_traces(rec, sid_map, tokenizer, cfg, prompt_cfg)
-    info = json.loads((out / "traces_config.json").read_text())
+    from genrec.traces.budget import TRACES_CONFIG_FILE
+
+    info = json.loads((out / TRACES_CONFIG_FILE).read_text())
     print(f"wrote traces to {out}: {info['counts']} (teacher {cfg.teacher}, layout {cfg.layout})")

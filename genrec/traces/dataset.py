@@ -18,10 +18,10 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from genrec.data.errors import DataFormatError
 from genrec.data.schema import Catalog, Example
 from genrec.prompts import PromptConfig, build_prompt
+from genrec.traces.budget import TRACES_CONFIG_FILE
 from genrec.response import INTERLEAVED, render_response
 from sid_tokenizer.sidmap import LEVEL_LETTERS, SID_TOKEN_RE, SIDMap, atomic_write_text, sid_string, sid_token
 
-TRACES_CONFIG_FILE = "traces_config.json"
 COLUMNS = ("prompt", "completion", "user_id", "target", "codes", "blocks")
 
 BlocksFn = Callable[[Sequence[Example]], list[list[str]]]
