@@ -17,6 +17,7 @@ Writes <out>/learning.json and <out>/learning.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -36,9 +37,9 @@ def _env() -> dict:
                 OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
-def _alive(run_dir: Path) -> bool:
-    """A `genrec rl` process (e.g. from an interrupted driver) is still writing this run."""
-    return subprocess.run(["pgrep", "-f", "--", f"--output_dir {run_dir}$"], capture_output=True).returncode == 0
+def _alive(out_dir: Path) -> bool:
+    """A `genrec rl` or `genrec evaluate` process (e.g. from an interrupted or another driver) writes this folder."""
+    return subprocess.run(["pgrep", "-f", "--", f"--output_dir {out_dir}( |$)"], capture_output=True).returncode == 0
 
 
 def _trained(run_dir: Path) -> bool:
@@ -48,8 +49,7 @@ def _trained(run_dir: Path) -> bool:
 def _done_or_running_elsewhere(cmd: list[str], out_dir: Path) -> bool:
     """Another driver (e.g. one started with other --seeds) finished or is running this job: skip it."""
     marker = out_dir / ("eval_report.json" if "evaluate" in cmd else "final/model.safetensors")
-    alive = subprocess.run(["pgrep", "-f", "--", f"--output_dir {out_dir}( |$)"], capture_output=True).returncode == 0
-    return marker.is_file() or alive
+    return marker.is_file() or _alive(out_dir)
 
 
 def run_pool(jobs: list[tuple[list[str], Path, Path | None]], parallel: int, external: list[Path] = ()) -> None:
@@ -103,6 +103,7 @@ def mean_std(vals: list[float]) -> dict:
     return {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "runs": vals}
 
 
+@functools.lru_cache(maxsize=None)  # each evaluation is read once, though it appears in several pairs
 def user_ndcg(eval_dir: Path, k: int = 10) -> dict[str, float]:
     """Per-user NDCG@k from the evaluation's saved predictions (all-items protocol)."""
     (path,) = sorted(eval_dir.glob("predictions_*_all.jsonl"))[:1] or [None]
