@@ -115,9 +115,6 @@ class SAPOConfig(GRPOConfig):
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.layout == "direct" and self.use_vllm:
-            raise ValueError("layout 'direct' is supported with HF generate rollouts only; the vLLM logits processor "
-                             "implements the interleaved and blocks_first layouts (set use_vllm false)")
         if self.max_block_tokens < 0:
             raise ValueError(f"max_block_tokens must be >= 1, or 0 for auto, got {self.max_block_tokens}")
         # 0 = auto: a usable fixed default now; `genrec rl --traces` replaces it (see resolve_block_budget)

@@ -3,7 +3,8 @@
 Same grammar as `genrec.constrained.SIDLogitsProcessor` (the transformers path; tested equal in
 tests/test_rl_vllm.py): each block opens with `<think>`, free text until `</think>` or `max_block_tokens` text
 tokens (then `</think>` is forced), then (interleaved) one SID token restricted to the children of the SID prefix
-generated so far, ...; EOS after the K-th SID token. A token outside the grammar (impossible when every step went
+generated so far, ...; EOS after the K-th SID token. The direct layout (no reasoning) has no blocks: K SID tokens,
+then EOS. A token outside the grammar (impossible when every step went
 through the processor) ends the request with EOS.
 
 vLLM sees the constraint through a JSON file (catalog SIDs and token ids) named by the environment variable
@@ -119,7 +120,7 @@ class RequestConstraint:
 
     def __init__(self, tables: ConstraintTables) -> None:
         self.t = tables
-        self.phase = OPEN
+        self.phase = SID if tables.layout == "direct" else OPEN
         self.block_len = 0
         self.closed = 0
         self.prefix: list[int] = []

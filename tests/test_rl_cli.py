@@ -89,10 +89,3 @@ def test_rl_command_errors_are_one_line(tmp_path, capsys):
     assert main(["rl", "--model", str(model), "--data", "x", "--sid_map", str(tmp_path / "tok"), "--layout", "direct",
                  "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]) == 1
     assert "--layout direct is for stage-1 models" in capsys.readouterr().err
-
-
-def test_direct_layout_is_refused_with_vllm(tmp_path):
-    from rl.config import SAPOConfig
-
-    with pytest.raises(ValueError, match="layout 'direct' is supported with HF generate rollouts only"):
-        SAPOConfig(output_dir=str(tmp_path), layout="direct", use_vllm=True, use_cpu=True, report_to=[])

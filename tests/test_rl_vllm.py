@@ -1,5 +1,5 @@
 """The vLLM-side SID constraint without a GPU: the per-request state machine allows exactly what the transformers
-processor (genrec.constrained.SIDLogitsProcessor) allows, on random walks through the grammar, in both layouts.
+processor (genrec.constrained.SIDLogitsProcessor) allows, on random walks through the grammar, in every layout.
 An optional test runs real vLLM generation with fixed weights (skipped when vllm is not installed)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _pair(tokenizer, layout, budget):
     return hf, ConstraintTables.from_payload(payload), spec
 
 
-@pytest.mark.parametrize("layout", ["interleaved", "blocks_first"])
+@pytest.mark.parametrize("layout", ["interleaved", "blocks_first", "direct"])
 def test_state_machine_matches_transformers_processor(tokenizer, layout):
     from genrec.response import parse_response
     from rl.vllm_processor import DONE, RequestConstraint
@@ -135,3 +135,23 @@ def test_vllm_constrained_generation_fixed_weights(tmp_path, monkeypatch):
         assert tuple(parsed.codes) in catalog
         logps = [next(iter(d.values())).logprob for d in o.outputs[0].logprobs]
         assert logps[0] == 0.0 and logps[parsed.eos_pos] == 0.0  # forced <think> and EOS
+
+
+def test_direct_constraint_file_allows_sid_tokens_then_eos(tokenizer, tmp_path, monkeypatch):
+    """`genrec rl --layout direct --use_vllm`: the file the trainer writes makes the processor start at the SID
+    level 0 (no <think>), walk the trie, then force EOS."""
+    from rl.vllm_processor import CONSTRAINT_ENV, ConstraintTables, RequestConstraint, write_constraint_file
+    from genrec.response import ResponseSpec
+
+    monkeypatch.delenv(CONSTRAINT_ENV, raising=False)
+    sid_map = tiny_sid_map()
+    spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, "direct")
+    tables = ConstraintTables.load(write_constraint_file(tmp_path, sid_map, tokenizer, "direct", 0))
+    proc = RequestConstraint(tables)
+    logits = torch.randn(spec.vocab_size)
+    first = set(torch.nonzero(torch.isfinite(proc([], logits.clone()))).flatten().tolist())
+    assert first == {spec.level_token_ids[0][c[0]] for c in sid_map.item_to_codes.values()}
+    codes = next(iter(sid_map.item_to_codes.values()))
+    ids = [spec.level_token_ids[k][c] for k, c in enumerate(codes)]
+    out = proc(ids, logits.clone())
+    assert torch.nonzero(torch.isfinite(out)).flatten().tolist() == [spec.eos_id]
