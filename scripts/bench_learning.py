@@ -55,9 +55,10 @@ def _done_or_running_elsewhere(cmd: list[str], out_dir: Path) -> bool:
 def run_pool(jobs: list[tuple[list[str], Path, Path | None]], parallel: int, external: list[Path] = ()) -> None:
     """Run (argv, log file, run folder it needs trained or None), at most `parallel` at once, first ready first;
     stop on the first failure. Evaluations share the pool with training, so no slot idles at the end.
-    `external`: runs still trained by another process (an interrupted driver); each takes a slot while alive."""
-    pending, running = list(jobs), []
-    while pending or running:
+    `external`: runs still trained by another process (an interrupted driver); each takes a slot while alive.
+    Jobs another driver is running are skipped but waited for, so the summary can read their outputs."""
+    pending, running, elsewhere = list(jobs), [], []
+    while pending or running or any(_alive(d) for d in elsewhere):
         while len(running) + sum(_alive(d) for d in external) < parallel:
             ready = [j for j in pending if j[2] is None or _trained(j[2])]
             if not ready:
@@ -66,6 +67,7 @@ def run_pool(jobs: list[tuple[list[str], Path, Path | None]], parallel: int, ext
             cmd, log, _ = ready[0]
             if _done_or_running_elsewhere(cmd, log.parent):
                 print(f"[learning] skip (finished or running in another driver): {log}", file=sys.stderr, flush=True)
+                elsewhere.append(log.parent)
                 continue
             log.parent.mkdir(parents=True, exist_ok=True)
             print(f"[learning] start {' '.join(cmd)}  (log {log})", file=sys.stderr, flush=True)
