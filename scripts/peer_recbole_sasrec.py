@@ -55,7 +55,8 @@ def prepare_data(src, work, max_len):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--src", default="/work/shared/data/" + DATASET)
+    ap.add_argument("--src", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                                                  "data", DATASET), help="the pre-split files (default: ../shared beside the repo)")
     ap.add_argument("--work", default="/tmp/recbole_data")
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--train_batch_size", type=int, default=2048)
