@@ -5,10 +5,17 @@ defaults (2 blocks, 2 heads, hidden 64, inner 256, GELU, dropout 0.5, full-softm
 item embeddings shared between input and output, Adam lr 1e-3, early stopping on validation
 NDCG@10 with patience 10) so its numbers are comparable with RecBole runs.
 
-Each training example (history -> target) is one sequence with the loss on its last position, as
-RecBole does after its prefix augmentation; the data loader already emits one example per prefix.
-Histories are left-padded; padding keys are masked out of attention (each position still sees itself,
-so an empty history gets a learned "no history" state at its last, padding, position instead of NaN).
+Two training objectives (`SASRecConfig.train_mode`):
+- "sequence" (default, as in the SASRec paper): each user's train sequence is rebuilt from the
+  train examples (`reconstruct_sequences`), cut into windows of max_len + 1 items (`sequence_windows`),
+  and trained once per epoch with the causal transformer and full-softmax cross-entropy at EVERY
+  target position. Same supervision as "example" (every train example's target, each once per epoch),
+  but one forward pass serves up to max_len targets, so an epoch is several times cheaper.
+- "example": each training example (history -> target) is one row with the loss on its last
+  position, as RecBole does after its prefix augmentation (the loader emits one example per prefix).
+Inference is the same in both: the state at the last position of the (left-padded) history.
+Padding keys are masked out of attention (each position still sees itself, so an empty history gets a
+learned "no history" state at its last, padding, position instead of NaN).
 """
 
 from __future__ import annotations
@@ -40,8 +47,13 @@ class SASRecConfig:
     max_len: int = 50
     """Longest history used; the model uses min(max_len, longest history in train/valid), so short
     histories (the default loader keeps 10) cost no padding."""
-    positions: str = "from_end"
-    """Position ids: 'from_start' (oldest history item = 0, as RecBole) or 'from_end' (newest = last)."""
+    positions: str = "auto"
+    """Position ids: 'from_start' (oldest history item = 0, as RecBole) or 'from_end' (newest = last);
+    'auto' = from_start in sequence mode (the only choice where a training position and the inference
+    state of the same prefix get the same position ids), from_end in example mode."""
+    train_mode: str = "sequence"
+    """'sequence': each user's sequence once per epoch, loss at every target position (fast, default);
+    'example': one row per (history, target) example, loss at the last position (the old objective)."""
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256
@@ -55,7 +67,7 @@ class SASRecConfig:
 class SASRecModel(nn.Module):
     """Item + position embeddings -> causal pre-norm transformer -> last position state."""
 
-    def __init__(self, num_items: int, cfg: SASRecConfig, max_len: int | None = None) -> None:
+    def __init__(self, num_items: int, cfg: SASRecConfig, max_len: int | None = None, positions: str | None = None) -> None:
         super().__init__()
         self.item_emb = nn.Embedding(num_items + 1, cfg.hidden_size, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len or cfg.max_len, cfg.hidden_size)
@@ -73,7 +85,7 @@ class SASRecModel(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.num_heads = cfg.num_heads
-        self.positions = cfg.positions
+        self.positions = positions or resolve_positions(cfg)
         self.apply(self._init)
 
     @staticmethod
@@ -83,15 +95,18 @@ class SASRecModel(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """seq: (B, L) left-padded item indices (0 = pad) -> (B, H) state at the last position."""
+    def states(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq: (B, L) left-padded item indices (0 = pad) -> (B, L, H) causal states at every position."""
         length = seq.shape[1]
         pos = torch.arange(length, device=seq.device).expand_as(seq)
         if self.positions == "from_start":  # RecBole: the oldest item is position 0
             pos = (pos - (seq == 0).sum(1, keepdim=True)).clamp(min=0)
         x = self.dropout(self.emb_norm(self.item_emb(seq) + self.pos_emb(pos)))
-        h = self.encoder(x, mask=self.attention_mask(seq, self.num_heads))
-        return h[:, -1]
+        return self.encoder(x, mask=self.attention_mask(seq, self.num_heads))
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq: (B, L) left-padded item indices (0 = pad) -> (B, H) state at the last position."""
+        return self.states(seq)[:, -1]
 
     @staticmethod
     def attention_mask(seq: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -107,9 +122,90 @@ class SASRecModel(nn.Module):
 
     def scores(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, num_items + 1) scores over the catalog; column 0 (pad) is -inf."""
-        logits = self.forward(seq) @ self.item_emb.weight.T
+        return self.item_scores(self.forward(seq))
+
+    def item_scores(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, H) states -> (N, num_items + 1) scores; column 0 (pad) is -inf."""
+        logits = h @ self.item_emb.weight.T
         logits[:, 0] = float("-inf")
         return logits
+
+    def sequence_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Mean full-softmax cross-entropy over every position whose target is not 0 (pad = no loss).
+
+        inputs, targets: (B, L) left-padded windows, targets[b, j] = the item after inputs[b, j].
+        Returns (loss, number of target positions)."""
+        mask = targets != 0
+        h = self.states(inputs)[mask]
+        return nn.functional.cross_entropy(self.item_scores(h), targets[mask]), int(mask.sum())
+
+
+TRAIN_MODES = ("sequence", "example")
+POSITIONS = ("auto", "from_start", "from_end")
+
+
+def resolve_positions(cfg: SASRecConfig) -> str:
+    """The position scheme a config means ('auto' -> from_start for sequence training, from_end for example)."""
+    if cfg.positions not in POSITIONS:
+        raise ValueError(f"SASRecConfig.positions must be one of {POSITIONS}, got {cfg.positions!r}")
+    if cfg.train_mode not in TRAIN_MODES:
+        raise ValueError(f"SASRecConfig.train_mode must be one of {TRAIN_MODES}, got {cfg.train_mode!r}")
+    if cfg.positions == "auto":
+        return "from_start" if cfg.train_mode == "sequence" else "from_end"
+    if cfg.positions == "from_end" and cfg.train_mode == "sequence":
+        raise ValueError("SASRec: positions='from_end' cannot train in sequence mode (each position of a window "
+                         "would get other position ids than at inference); use 'from_start' or 'auto'")
+    return cfg.positions
+
+
+def reconstruct_sequences(examples: Sequence[Example]) -> list[tuple[tuple[str, ...], int]]:
+    """Rebuild each user's chronological train sequences from (history, target) examples.
+
+    Examples are grouped by user in their given order. An example whose non-empty history is a suffix of
+    the user's current sequence (histories may be truncated) extends that sequence with its target;
+    any other example starts a new sequence, its history followed by its target. Returns
+    (items, first_target) pairs: items[first_target:] are exactly the examples' targets, in order; items
+    before first_target are context only (no loss on them). A leave-one-out or temporal prefix split
+    gives one sequence per user; independent pre-split rows give one sequence per row.
+    """
+    seqs: list[list] = []  # [items list, first_target]
+    current: dict[str, int] = {}
+    for ex in examples:
+        i = current.get(ex.user_id)
+        h = ex.history
+        if i is not None and h and len(h) <= len(seqs[i][0]) and tuple(seqs[i][0][-len(h):]) == tuple(h):
+            seqs[i][0].append(ex.target)
+            continue
+        current[ex.user_id] = len(seqs)
+        seqs.append([[*h, ex.target], len(h)])
+    return [(tuple(items), start) for items, start in seqs]
+
+
+def sequence_windows(n: int, first_target: int, max_len: int) -> list[tuple[int, int, int]]:
+    """Cut a sequence of n items (targets at indices first_target..n-1) into training windows.
+
+    Each window is (offset, lo, hi): inputs items[offset : offset + max_len] predict items
+    [offset + 1 : offset + max_len + 1], and the loss is on targets lo..hi (inclusive) only, so every
+    target is trained exactly once. The first window ends at the first target's full context; later
+    windows advance by about half a window (the last one ends at the sequence's end), so every target
+    after the first window still sees at least max_len // 2 + 1 items of context. A target at index 0
+    (an empty history) gets the window (-1, 0, 0): input = padding only, as at inference.
+    """
+    out: list[tuple[int, int, int]] = []
+    if first_target == 0:
+        out.append((-1, 0, 0))
+        first_target = 1
+    if first_target >= n:
+        return out
+    stride = max(1, (max_len + 1) // 2)
+    offset = max(0, first_target - max_len)
+    hi = min(offset + max_len, n - 1)
+    out.append((offset, first_target, hi))
+    while hi < n - 1:
+        offset = min(offset + stride, n - 1 - max_len)
+        lo, hi = hi + 1, min(offset + max_len, n - 1)
+        out.append((offset, lo, hi))
+    return out
 
 
 class SASRec(Recommender):
@@ -145,39 +241,71 @@ class SASRec(Recommender):
         except KeyError as e:
             raise ValueError(f"SASRec: a {where} target {e.args[0]!r} is not in the catalog") from None
 
+    def _windows(self, train: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequence-mode training rows: (N, L) left-padded inputs and (N, L) targets, 0 = no loss there."""
+        length = self.max_len
+        rows_in, rows_tg = [], []
+        for items, first in reconstruct_sequences(train):
+            try:
+                idx = [self.index[it] for it in items]
+            except KeyError as e:
+                raise ValueError(f"SASRec: a train item {e.args[0]!r} is not in the catalog") from None
+            for offset, lo, hi in sequence_windows(len(idx), first, length):
+                inp = np.zeros(length, dtype=np.int64)
+                tgt = np.zeros(length, dtype=np.int64)
+                if offset < 0:  # empty history: padding in, the first item out at the last position
+                    tgt[-1] = idx[0]
+                else:
+                    seg = idx[offset:hi]  # inputs; position j predicts idx[offset + j + 1]
+                    inp[length - len(seg):] = seg
+                    for t in range(lo, hi + 1):
+                        tgt[length - len(seg) + (t - offset - 1)] = idx[t]
+                rows_in.append(inp)
+                rows_tg.append(tgt)
+        return torch.from_numpy(np.stack(rows_in)), torch.from_numpy(np.stack(rows_tg))
+
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: Sequence[Example], catalog: Catalog, valid: Sequence[Example] | None = None) -> "SASRec":
         if not train:
             raise ValueError("SASRec.fit: no training examples")
         cfg = self.cfg
+        positions = resolve_positions(cfg)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.item_ids = list(catalog.item_ids)
         self.index = {it: i + 1 for i, it in enumerate(self.item_ids)}
         longest = max(len(ex.history) for ex in [*train, *(valid or [])])
         self.max_len = max(1, min(cfg.max_len, longest))
-        seqs, targets = self._encode(train, "train"), self._targets(train, "train")
+        if cfg.train_mode == "sequence":
+            seqs, targets = self._windows(train)
+        else:
+            seqs, targets = self._encode(train, "train"), self._targets(train, "train")
+        self.train_rows, self.train_targets = len(seqs), int((targets != 0).sum())
         valid = list(valid or [])
         v_seqs = self._encode(valid, "valid") if valid else None
         v_targets = self._targets(valid, "valid") if valid else None
 
-        model = SASRecModel(len(self.item_ids), cfg, self.max_len)
+        model = SASRecModel(len(self.item_ids), cfg, self.max_len, positions)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, best_state, bad_epochs = -math.inf, None, 0
         self.history = []
-        bar = tqdm(range(cfg.max_epochs), desc="sasrec", disable=not cfg.progress)
+        bar = tqdm(range(cfg.max_epochs), desc=f"sasrec[{cfg.train_mode}]", disable=not cfg.progress)
         for epoch in bar:
             model.train()
             perm = torch.randperm(len(seqs), generator=gen)
-            total = 0.0
+            total, count = 0.0, 0
             for start in range(0, len(perm), cfg.batch_size):
                 b = perm[start:start + cfg.batch_size]
-                loss = nn.functional.cross_entropy(model.scores(seqs[b]), targets[b])
+                if cfg.train_mode == "sequence":
+                    loss, n = model.sequence_loss(seqs[b], targets[b])
+                else:
+                    loss, n = nn.functional.cross_entropy(model.scores(seqs[b]), targets[b]), len(b)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(b)
-            record = {"epoch": epoch, "loss": total / len(seqs)}
+                total += loss.item() * n
+                count += n
+            record = {"epoch": epoch, "loss": total / max(count, 1)}
             if v_seqs is not None:
                 record["valid_ndcg@10"] = self._valid_ndcg(model, v_seqs, v_targets)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg=f"{record['valid_ndcg@10']:.4f}")
