@@ -96,14 +96,42 @@ def format_history_line(pos: int, item_id: str, catalog: Catalog, sid_map: SIDMa
     return " ".join(p for p in parts if p)
 
 
+def instruction(cfg: PromptConfig) -> str:
+    return REASON_INSTRUCTION if cfg.reasoning else DIRECT_INSTRUCTION
+
+
+def prompt_head(profile: str, cfg: PromptConfig) -> str:
+    """Everything of a plain prompt before its first history line (profile, instruction, history header)."""
+    lines = [PROFILE_HEADER, profile] if profile else []
+    lines += [instruction(cfg), HISTORY_HEADER]
+    return "\n".join(lines) + "\n"
+
+
+def next_item_cue(position: int) -> str:
+    """The answer cue of a plain prompt: the number of the next history line, e.g. '4. '.
+
+    Why a line number and not 'Answer:': a plain prompt is then a prefix of the user's whole history written
+    out line by line, so one training row can carry the loss of every item of a sequence (stage-1 `sequence`
+    task) and each item's context is exactly the prompt the model sees at inference. The trailing space is its
+    own token because SID and think tokens are split out of running text.
+    """
+    return f"{position}. "
+
+
 def _body(history_lines: list[str], profile: str, cfg: PromptConfig) -> str:
+    """Chat prompts: profile, history, instruction (the chat template adds the answer turn)."""
     lines = []
     if profile:
         lines += [PROFILE_HEADER, profile]
     lines.append(HISTORY_HEADER)
     lines += history_lines if history_lines else ["(none)"]
-    lines.append(REASON_INSTRUCTION if cfg.reasoning else DIRECT_INSTRUCTION)
+    lines.append(instruction(cfg))
     return "\n".join(lines)
+
+
+def _plain(history_lines: list[str], profile: str, cfg: PromptConfig) -> str:
+    return prompt_head(profile, cfg) + "".join(line + "\n" for line in history_lines) + next_item_cue(
+        len(history_lines) + 1)
 
 
 def wrap_prompt(body: str, tokenizer, cfg: PromptConfig) -> str:
@@ -140,6 +168,8 @@ def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
 
     def render(first: int, prof: str) -> str:
         lines = [format_history_line(i + 1, item, catalog, sid_map, cfg) for i, item in enumerate(history[first:])]
+        if not cfg.use_chat_template:
+            return _plain(lines, prof, cfg)
         return wrap_prompt(_body(lines, prof, cfg), tokenizer, cfg)
 
     # Drop the oldest items: binary search for the smallest `first` that fits (fewer items -> fewer tokens).

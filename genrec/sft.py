@@ -23,8 +23,11 @@ from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_t
 from genrec.prompts import (
     PromptConfig,
     build_prompt,
+    format_history_line,
     item_text,
     item_to_sid_prompt,
+    next_item_cue,
+    prompt_head,
     sid_to_item_prompt,
     wrap_prompt,
 )
@@ -32,7 +35,9 @@ from genrec.response import DIRECT, render_response
 from sid_tokenizer.sidmap import SIDMap, atomic_write_text
 
 log = logging.getLogger(__name__)
-STAGE1_TASKS = ("item2sid", "sid2item", "history2sid")
+STAGE1_TASKS = ("item2sid", "sid2item", "history2sid", "sequence")
+# Tasks whose rows are pre-tokenized (input_ids + completion_mask) because the loss is not one contiguous completion.
+TOKENIZED_TASKS = ("sequence",)
 FINAL_DIR = "final"
 
 
@@ -63,8 +68,11 @@ class SFTStageConfig:
     sid_map: str = field(default="", metadata={"help": "Tokenizer folder with sid_map.json (or the file)."})
     data: str = field(default="", metadata={"help": "Data folder (stage 1)."})
     traces: str = field(default="", metadata={"help": "Trace folder from `genrec traces` (stage 2)."})
-    stage1_tasks: str = field(default="item2sid,sid2item,history2sid",
-                              metadata={"help": f"Comma-separated stage-1 tasks from {STAGE1_TASKS}."})
+    stage1_tasks: str = field(default="sequence",
+                              metadata={"help": f"Comma-separated stage-1 tasks from {STAGE1_TASKS}. 'sequence': each "
+                                                "user's history written out line by line with the loss on every "
+                                                "target item's SID tokens (one row trains many targets); "
+                                                "'history2sid': one row per (history, target)."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
     max_eval_examples: int = field(default=256, metadata={"help": "Cap on eval rows (0 = all)."})
@@ -133,6 +141,119 @@ def stage1_rows(
     return rows
 
 
+def user_sequences(examples: list[Example]) -> list[tuple[Example, list[str], list[bool]]]:
+    """Chain a user's consecutive examples back into one item sequence.
+
+    Returns (first example, items oldest first, is_target flags): an example whose history is the end of the
+    sequence built so far for the same user extends it by its target; any other example starts a new sequence
+    (pre-split data with independent rows gives one sequence per row). Only items that were some example's
+    target are flagged, so the sequence task trains exactly the targets `history2sid` trains.
+    """
+    out: list[tuple[Example, list[str], list[bool]]] = []
+    for ex in examples:
+        hist = list(ex.history)
+        if out:
+            first, items, flags = out[-1]
+            if first.user_id == ex.user_id and len(items) >= len(hist) and items[len(items) - len(hist):] == hist:
+                items.append(ex.target)
+                flags.append(True)
+                continue
+        out.append((ex, hist + [ex.target], [False] * len(hist) + [True]))
+    return out
+
+
+def sequence_windows(n_items: int, window: int) -> list[tuple[int, int, int]]:
+    """(start, end, first_loss) windows over a sequence of `n_items`: at most `window` items each, half-overlapping,
+    so every position is trained once, in the first window that reaches it, with at least half a window of context
+    (or all of its history when the sequence is short)."""
+    if n_items <= window:
+        return [(0, n_items, 0)]
+    stride = max(1, window // 2)
+    out, prev_end, end = [], 0, window
+    while True:
+        end = min(end, n_items)
+        out.append((end - window, end, prev_end))
+        if end == n_items:
+            return out
+        prev_end, end = end, end + stride
+
+
+def sequence_rows(
+    catalog: Catalog,
+    sid_map: SIDMap,
+    examples: list[Example],
+    tokenizer,
+    prompt_cfg: PromptConfig,
+) -> dict[str, list]:
+    """Stage-1 `sequence` rows: a user's items written as the lines of a direct (no-reasoning) prompt, with the loss
+    on the SID tokens of every target item.
+
+    The text up to item j's SID is exactly `build_prompt` of the example (history = the window's earlier items),
+    so one forward pass trains every position as the model is asked at inference. Tokenized here (input_ids and
+    completion_mask) because the loss spans are not one completion; TRL turns the mask into labels.
+    """
+    if prompt_cfg.use_chat_template:
+        raise ValueError("stage-1 task 'sequence' needs plain prompts (use_chat_template=false); "
+                         "use 'history2sid' with a chat template")
+    cfg = replace(prompt_cfg, reasoning=False)
+    window = cfg.prompt_max_history + 1
+    rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": []}
+    for first, items, flags in user_sequences([ex for ex in examples if ex.target in sid_map]):
+        for item in items:
+            if item not in sid_map:
+                raise ValueError(f"user {first.user_id!r}: history item {item!r} has no SID in the SID map")
+        profile = first.profile.strip() if cfg.include_profile else ""
+        for start, end, first_loss in sequence_windows(len(items), window):
+            text = prompt_head(profile, cfg)
+            spans = []
+            for pos, j in enumerate(range(start, end), 1):
+                line = format_history_line(pos, items[j], catalog, sid_map, cfg)
+                if flags[j] and j >= first_loss:
+                    at = len(text) + len(next_item_cue(pos))
+                    spans.append((at, at + len(sid_map.sid_string(items[j]))))
+                text += line + "\n"
+            if not spans:
+                continue
+            enc = tokenizer(text, return_offsets_mapping=True)
+            mask = [int(any(a <= s and e <= b for a, b in spans) and e > s) for s, e in enc["offset_mapping"]]
+            rows["input_ids"].append(enc["input_ids"])
+            rows["completion_mask"].append(mask)
+            rows["task"].append("sequence")
+    return rows
+
+
+def tokenize_prompt_completion(rows: dict[str, list], tokenizer) -> dict[str, list]:
+    """Prompt/completion rows as TRL tokenizes them (prompt + completion, EOS appended, loss on the completion), so
+    they can share one dataset with pre-tokenized rows."""
+    out: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": []}
+    for prompt, completion, task in zip(rows["prompt"], rows["completion"], rows["task"]):
+        n_prompt = len(tokenizer(prompt)["input_ids"])
+        ids = tokenizer(prompt + completion)["input_ids"] + [tokenizer.eos_token_id]
+        out["input_ids"].append(ids)
+        out["completion_mask"].append([0] * n_prompt + [1] * (len(ids) - n_prompt))
+        out["task"].append(task)
+    return out
+
+
+def stage1_dataset(
+    catalog: Catalog,
+    sid_map: SIDMap,
+    examples: list[Example],
+    tokenizer,
+    prompt_cfg: PromptConfig,
+    tasks: list[str] | tuple[str, ...],
+) -> Dataset:
+    """The stage-1 training set: prompt/completion rows, or (with a tokenized task) every row tokenized."""
+    rows = stage1_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, [t for t in tasks if t not in TOKENIZED_TASKS])
+    if not any(t in TOKENIZED_TASKS for t in tasks):
+        return Dataset.from_dict(rows)
+    tokenized = tokenize_prompt_completion(rows, tokenizer)
+    seq = sequence_rows(catalog, sid_map, examples, tokenizer, prompt_cfg)
+    for key in tokenized:
+        tokenized[key] += seq[key]
+    return Dataset.from_dict(tokenized)
+
+
 def _shuffle_cap(ds: Dataset, cap: int, seed: int) -> Dataset:
     ds = ds.shuffle(seed=seed)
     return ds.select(range(min(cap, len(ds)))) if cap else ds
@@ -193,6 +314,8 @@ def train_sft(
         resume = args.resume_from_checkpoint
     if stage.use_lora:
         model = apply_lora(model, stage)
+    if "input_ids" in train_ds.column_names:
+        args.completion_only_loss = True  # pre-tokenized rows carry their loss mask in completion_mask
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -245,7 +368,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         missing = [i for i in rec.catalog.item_ids if i not in sid_map]
         if len(missing) == len(rec.catalog):
             raise ValueError(f"{stage.sid_map}: no catalog item of {stage.data} has a SID (SID map from another data set?)")
-        train = Dataset.from_dict(stage1_rows(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg, stage.tasks()))
+        train = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg, stage.tasks())
         eval_ds = None
         if stage.eval_valid and rec.valid and "history2sid" in stage.tasks():
             eval_ds = Dataset.from_dict(stage1_rows(rec.catalog, sid_map, rec.valid, tokenizer, prompt_cfg,

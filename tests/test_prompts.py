@@ -24,7 +24,7 @@ def test_both_format_shows_sids_and_titles_not_target():
         assert CAT.record(item)["title"] in p
     assert SIDS.sid_string("j008") not in p and "ETL Developer" not in p
     assert "Skills: python, sql" in p
-    assert p.endswith("Answer:")
+    assert p.endswith(f"\n{len(HIST) + 1}. ")  # the next history line's number is the answer cue
     # Oldest first, numbered.
     assert p.index("Data Analyst") < p.index("Database Administrator")
     assert "1. <a_0><b_0> Data Analyst" in p

@@ -179,3 +179,54 @@ def test_stage1_then_stage2_writes_well_formed_output_unconstrained(tmp_path):
     valid = sum(SIDS.item_for_codes(p.codes) is not None for p in ok)
     print(f"unconstrained parse rate {rate:.2f}, valid items {valid}/{len(parsed)}")
     assert rate >= 0.75 and valid == len(ok)
+
+
+def test_sequence_rows_loss_mask_on_hand_built_history():
+    """The `sequence` task: one row per user window, loss exactly on the SID tokens of target items, and the text
+    before each target's SID is token for token the inference prompt of that (history, target)."""
+    from genrec.data.schema import Example
+    from genrec.sft import sequence_rows, sequence_windows, user_sequences
+
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    cat = REC.catalog
+    items = ["j000", "j001", "j002", "j105"]
+    # Leave-one-out style rows of one user (histories grow), then a second user whose only row is independent.
+    examples = [Example("u1", tuple(items[:i]), items[i], "Skills: sql.") for i in range(1, 4)]
+    examples.append(Example("u2", ("j006",), "j007", ""))
+    seqs = user_sequences(examples)
+    assert [s[1] for s in seqs] == [items, ["j006", "j007"]]
+    assert [s[2] for s in seqs] == [[False, True, True, True], [False, True]]
+    for fmt in ("sid", "both"):
+        cfg = PromptConfig(history_format=fmt, reasoning=False)
+        rows = sequence_rows(cat, SIDS, examples, tok, cfg)
+        assert len(rows["input_ids"]) == 2
+        ids, mask = rows["input_ids"][0], rows["completion_mask"][0]
+        masked = [t for t, m in zip(tok.convert_ids_to_tokens(ids), mask) if m]
+        assert masked == [t for item in items[1:] for t in SIDS.tokens(item)]  # not the first item, nothing else
+        for ex in examples[:3]:
+            prompt_ids = tok(build_prompt(ex, cat, SIDS, tok, cfg))["input_ids"]
+            assert ids[: len(prompt_ids)] == prompt_ids
+            n = len(SIDS.tokens(ex.target))
+            assert ids[len(prompt_ids): len(prompt_ids) + n] == tok.convert_tokens_to_ids(SIDS.tokens(ex.target))
+            assert mask[len(prompt_ids) - 1] == 0 and all(mask[len(prompt_ids): len(prompt_ids) + n])
+    # Long sequences: half-overlapping windows, every position trained exactly once.
+    wins = sequence_windows(25, 11)
+    assert wins[0] == (0, 11, 0) and all(e - s == 11 for s, e, _ in wins) and wins[-1][1] == 25
+    trained = [j for s, e, f in wins for j in range(max(s, f), e)]
+    assert trained == list(range(25))
+    with pytest.raises(ValueError, match="plain prompts"):
+        sequence_rows(cat, SIDS, examples, tok, PromptConfig(use_chat_template=True))
+
+
+def test_stage1_sequence_task_trains_through_trl(tmp_path):
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+    out = tmp_path / "sft1"
+    assert main(["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--sid_map", str(tmp_path / "sid_map.json"),
+                 "--data", str(data), "--output_dir", str(out), "--stage1_tasks", "sequence,item2sid",
+                 "--history_format", "sid", "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
+                 "--logging_steps", "5", "--max_steps", "30", "--save_steps", "30", "--eval_valid", "false"]
+                + QUIET) == 0
+    losses = _losses(out / "checkpoint-30")
+    assert losses[-1] < 0.7 * losses[0]
+    assert PromptConfig.load(out / "final").history_format == "sid"
