@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "rl": "genrec.commands.rl",
     "evaluate": "genrec.commands.evaluate",
     "recommend": "genrec.commands.recommend",
+    "run": "genrec.commands.run",
     "demo": "genrec.commands.demo",
 }
 

@@ -13,7 +13,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
             "--rl_steps", "1", "--rl_prompts", "4", "--eval_users", "8", "--num_beams", "4"]
     run_command("demo", argv)
     report = json.loads((out / "eval" / "eval_report.json").read_text())
-    summary = json.loads((out / "demo_summary.json").read_text())
+    summary = json.loads((out / "run_summary.json").read_text())
     assert set(summary["stage_seconds"]) >= {"synth", "fit-tokenizer", "sft1", "sft2", "rl", "evaluate"}
     results = report["results"]
     assert {"mostpop", "recent", "sasrec"} <= set(results)
@@ -26,4 +26,4 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert (out / "eval" / "report.md").exists()
     # A second call finds every stage done and runs none of them again.
     run_command("demo", argv)
-    assert json.loads((out / "demo_summary.json").read_text())["stage_seconds"] == {}
+    assert json.loads((out / "run_summary.json").read_text())["stage_seconds"] == {}

@@ -1,0 +1,376 @@
+"""`genrec run`: the recommended recipe end to end on any dataset genrec reads.
+
+fit-tokenizer -> build-model -> traces -> SFT stage 1 -> SFT stage 2 -> SAPO -> evaluate (the stage-1, stage-2 and
+SAPO models against MostPop, recent-items and SASRec in one evaluation run, with eval/report.md).
+
+Each stage is the same command a user runs (`genrec.cli.run_command`), writes into its own folder under `--out`,
+and is skipped when its finished marker exists, so an interrupted run resumes where it stopped (`--force` re-runs
+every stage). Data-loading flags (DataConfig) and prompt flags (PromptConfig) are given once and forwarded to every
+stage whose command accepts them (`stage_flags`). `genrec demo` is this code after `genrec synth`.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import json
+import resource
+import shlex
+import sys
+import time
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from genrec.data.config import DataConfig
+from genrec.prompts import PromptConfig
+from sid_tokenizer.sidmap import atomic_write_text
+
+HELP = ("The recommended recipe on any dataset: tokenizer, model, traces, SFT 1+2, SAPO, evaluation against "
+        "MostPop/recent/SASRec (resumable).")
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+SUMMARY_FILE = "run_summary.json"
+STAGES_FILE = "run_stages.json"  # argv and seconds of each finished stage (warns when a skipped stage's flags differ)
+BASELINES = ("mostpop", "recent", "sasrec")
+
+
+@dataclass
+class RunConfig:
+    """What to run on which data, and the budgets of every stage (configs/run.yaml has the recipe's values)."""
+
+    data: str = field(default="", metadata={"help": "Dataset folder or file prefix (any format genrec reads)."})
+    out: str = field(default="runs/run", metadata={"help": "Folder for every stage's output (one sub-folder each)."})
+    seed: int = field(default=0, metadata={"help": "Seed for every stage (same seed, same results)."})
+    codebook_size: int = field(default=0, metadata={
+        "help": "Codes per SID level; 0 = auto from the catalog size (auto_codebook_size: the smallest power of two "
+                "c with c*c >= items/4, within 8..256)."})
+    sft1_epochs: float = field(default=3.0, metadata={"help": "Stage-1 SFT epochs (used when sft1_steps is 0)."})
+    sft1_steps: int = field(default=800, metadata={"help": "Stage-1 SFT optimizer steps (0 = train sft1_epochs)."})
+    sft1_tasks: str = field(default="history2sid", metadata={
+        "help": "Stage-1 tasks, comma-separated (see `genrec sft --stage1_tasks`)."})
+    sft2_steps: int = field(default=300, metadata={"help": "Stage-2 SFT optimizer steps (reasoning traces)."})
+    rl_steps: int = field(default=60, metadata={"help": "RL optimizer steps."})
+    rl_prompts: int = field(default=512, metadata={"help": "Training prompts sampled for RL (0 = every example)."})
+    rl_config: str = field(default="configs/rl_sapo.yaml", metadata={
+        "help": "RL algorithm config (`genrec rl --config`); relative paths are tried in the working folder, then "
+                "in the genrec checkout."})
+    eval_users: int = field(default=0, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
+    num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
+    baselines: str = field(default="mostpop,recent,sasrec", metadata={
+        "help": "Baselines evaluated beside the models, comma-separated ('' for none)."})
+    sasrec_epochs: int = field(default=200, metadata={"help": "SASRec epoch cap (early stopping on valid NDCG@10)."})
+    skip_reasoning: bool = field(default=False, metadata={
+        "help": "Stop after stage 1: no traces, stage 2 or RL; evaluate the no-reasoning model only."})
+    skip_rl: bool = field(default=False, metadata={"help": "No RL stage; evaluate the stage-1 and stage-2 models."})
+    force: bool = field(default=False, metadata={"help": "Re-run every stage even when its output exists."})
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ValueError(f"--{name} must be {what}, got {getattr(self, name)!r}")
+
+        need(self.codebook_size == 0 or self.codebook_size >= 2, "codebook_size", "0 (auto) or an integer >= 2")
+        need(self.sft1_epochs > 0, "sft1_epochs", "> 0")
+        need(self.sft1_steps >= 0, "sft1_steps", ">= 0 (0 = train sft1_epochs)")
+        need(bool(self.sft1_tasks.strip()), "sft1_tasks", "one or more stage-1 tasks")
+        for name in ("sft2_steps", "rl_steps", "num_beams", "sasrec_epochs"):
+            need(getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("rl_prompts", "eval_users"):
+            need(getattr(self, name) >= 0, name, "an integer >= 0 (0 = all)")
+        bad = [b for b in self.baseline_list() if b not in BASELINES]
+        need(not bad, "baselines", f"some of {', '.join(BASELINES)} (comma-separated) or ''")
+
+    def baseline_list(self) -> list[str]:
+        return [b.strip() for b in self.baselines.split(",") if b.strip()]
+
+
+CONFIG_CLASSES = (RunConfig, DataConfig, PromptConfig)
+
+
+def auto_codebook_size(num_items: int) -> int:
+    """Codes per SID level for a catalog of `num_items`: the smallest power of two c with c*c >= num_items / 4,
+    clamped to 8..256.
+
+    Why: two levels then separate the catalog into cells of about 4 items, which the third level and the dedup
+    level resolve, while small catalogs keep small codebooks that a tiny model learns on a CPU budget. It gives
+    16 for 600 items, 32 for 3,000 (the demo's value), 64 for 7,000 and 256 for 100,000 (the library default).
+    """
+    c = 8
+    while c < 256 and c * c < num_items / 4:
+        c *= 2
+    return c
+
+
+@dataclass
+class Stage:
+    key: str  # name in the summary: fit-tokenizer, build-model, traces, sft1, sft2, rl, evaluate
+    title: str
+    command: str
+    argv: list[str]
+    marker: Path  # exists once the stage has finished
+    fresh_flags: tuple[str, ...] = ()  # added when the stage must start afresh (--force, or an earlier stage re-ran)
+
+    def command_line(self) -> str:
+        return shlex.join(["genrec", self.command, *self.argv])
+
+
+def _flag_values(value) -> list[str] | None:
+    """A dataclass value as flag arguments (as TrlParser reads them); None for a value no flag can give."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value] or None
+    return [str(value)]
+
+
+def _default(f):
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def _yaml_keys(argv: list[str]) -> set[str]:
+    """Keys set by the stage's own `--config YAML` (a forwarded value must win over them even when it is a default)."""
+    if "--config" not in argv:
+        return set()
+    import yaml
+
+    path = Path(argv[argv.index("--config") + 1])
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return set(loaded) if isinstance(loaded, dict) else set()
+
+
+def stage_flags(command: str, argv: list[str], *shared) -> list[str]:
+    """`argv` plus the flags of each shared config (DataConfig, PromptConfig, ...) that `command` accepts.
+
+    A field is forwarded when it differs from its default or when the stage's --config YAML sets it, so every
+    stage sees the same values; fields are read with dataclasses.fields, so new fields flow through unchanged.
+    """
+    from genrec.cli import COMMANDS
+
+    accepted = importlib.import_module(COMMANDS[command]).CONFIG_CLASSES
+    in_yaml = _yaml_keys(argv)
+    extra: list[str] = []
+    for cfg in shared:
+        if type(cfg) not in accepted:
+            continue
+        for f in fields(cfg):
+            value = getattr(cfg, f.name)
+            if value == _default(f) and f.name not in in_yaml:
+                continue
+            values = _flag_values(value)
+            if values is not None:
+                extra += [f"--{f.name}", *values]
+    return [*argv, *extra]
+
+
+def _config_file(path: str, flag: str) -> Path:
+    p = Path(path)
+    for candidate in (p, REPO / p):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: config file not found (--{flag}; tried the working folder and {REPO})")
+
+
+def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, codebook_size: int) -> list[Stage]:
+    """The recipe: every stage after the data, with its command line and finished marker."""
+    out, data, seed = Path(cfg.out), cfg.data, str(cfg.seed)
+    tok, model, traces = out / "tokenizer", out / "model", out / "traces"
+    sft1, sft2, rl, ev = out / "sft1", out / "sft2", out / "rl", out / "eval"
+    reasoning, do_rl = not cfg.skip_reasoning, not (cfg.skip_reasoning or cfg.skip_rl)
+    stages = [
+        Stage("fit-tokenizer", "semantic IDs", "fit-tokenizer",
+              ["--data", data, "--out", str(tok), "--seed", seed, "--codebook_size", str(codebook_size),
+               "--overwrite", "true"],
+              tok / "tokenizer_report.json"),
+        Stage("build-model", "tiny LM with SID vocabulary", "build-model",
+              ["--sid_map", str(tok), "--data", data, "--output_dir", str(model), "--seed", seed],
+              model / "config.json"),
+    ]
+    if reasoning:
+        stages.append(Stage("traces", "reasoning traces", "traces",
+                            ["--data", data, "--sid_map", str(tok), "--model", str(model), "--output_dir", str(traces),
+                             "--trace_seed", seed],
+                            traces / "traces_config.json"))
+    stages.append(Stage("sft1", "SFT stage 1 (history -> SID, no reasoning)", "sft",
+                        ["--config", str(CONFIGS / "sft_stage1.yaml"), "--stage", "1", "--model", str(model),
+                         "--sid_map", str(tok), "--data", data, "--output_dir", str(sft1),
+                         "--num_train_epochs", str(cfg.sft1_epochs), "--max_steps", str(cfg.sft1_steps or -1),
+                         "--stage1_tasks", cfg.sft1_tasks, "--seed", seed],
+                        sft1 / "final" / "config.json"))
+    models, layouts = [sft1 / "final"], ["direct"]
+    if reasoning:
+        stages.append(Stage("sft2", "SFT stage 2 (reasoning)", "sft",
+                            ["--config", str(CONFIGS / "sft_stage2.yaml"), "--stage", "2", "--model", str(sft1 / "final"),
+                             "--sid_map", str(tok), "--traces", str(traces), "--output_dir", str(sft2),
+                             "--max_steps", str(cfg.sft2_steps), "--seed", seed],
+                            sft2 / "final" / "config.json"))
+        models.append(sft2 / "final")
+        layouts.append("auto")
+    if do_rl:
+        stages.append(Stage("rl", "RL (SAPO)", "rl",
+                            ["--config", str(_config_file(cfg.rl_config, "rl_config")), "--model", str(sft2 / "final"),
+                             "--data", data, "--sid_map", str(tok), "--traces", str(traces), "--output_dir", str(rl),
+                             "--max_steps", str(cfg.rl_steps), "--max_examples", str(cfg.rl_prompts), "--seed", seed],
+                            rl / "final" / "config.json", fresh_flags=("--resume", "never")))
+        models.append(rl / "final")
+        layouts.append("auto")
+    stages.append(Stage("evaluate", "evaluation against the baselines", "evaluate",
+                        ["--data", data, "--sid_map", str(tok), "--output_dir", str(ev),
+                         "--model", ",".join(map(str, models)), "--layout", ",".join(layouts),
+                         *(["--traces", str(traces)] if reasoning else []),
+                         "--baselines", ",".join(cfg.baseline_list()), "--sasrec_max_epochs", str(cfg.sasrec_epochs),
+                         "--max_users", str(cfg.eval_users), "--num_beams", str(cfg.num_beams), "--seed", seed],
+                        ev / "eval_report.json"))
+    return [Stage(s.key, s.title, s.command, stage_flags(s.command, s.argv, data_cfg, prompt_cfg), s.marker,
+                  s.fresh_flags) for s in stages]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (and of finished child processes), in MB."""
+    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
+    return round(max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+                 * scale, 1)
+
+
+class StageError(ValueError):
+    """A stage failed on bad input; the message names the stage."""
+
+
+def _check_data(cfg: RunConfig, data_cfg: DataConfig):
+    """Load the dataset once before any stage: a clear error now instead of one after hours of training."""
+    from genrec.data.loader import load_data
+
+    _check_data_path(cfg)
+    return load_data(cfg.data, data_cfg, verbose=False)
+
+
+def _check_data_path(cfg: RunConfig) -> None:
+    if not cfg.data:
+        raise ValueError("--data is required: a dataset folder or file prefix genrec reads (docs/data.md)")
+    path = Path(cfg.data)
+    if not path.exists() and not list(path.parent.glob(glob.escape(path.name) + ".*")):
+        raise FileNotFoundError(f"{cfg.data}: no such dataset folder or file prefix (--data)")
+
+
+def _preflight(stages: list[Stage]) -> None:
+    """Parse every stage's command line before running any (catches bad flags and values early). The evaluation
+    is left out: its flags read the traces, which do not exist yet."""
+    from genrec.cli import parse_command
+
+    for s in stages:
+        if s.command != "evaluate":
+            try:
+                parse_command(s.command, s.argv)
+            except (ValueError, FileNotFoundError) as e:
+                raise StageError(f"{s.title} (genrec {s.command}): {e}") from e
+
+
+def _read_done(path: Path) -> dict[str, dict]:
+    """run_stages.json: {stage: {"argv": [...], "seconds": s}}; an unreadable file only loses the notes it feeds."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in loaded.items() if isinstance(v, dict)} if isinstance(loaded, dict) else {}
+
+
+def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, label: str = "run",
+            before: list[Stage] = ()) -> dict:
+    """Run the stages in `before` (e.g. the demo's `genrec synth`) and then the recipe; returns the summary."""
+    from genrec.cli import run_command
+
+    if not CONFIGS.is_dir():
+        raise FileNotFoundError(f"{CONFIGS}: the configs/ folder of the source checkout is missing; "
+                                f"run `genrec {label}` from a clone installed with `pip install -e .`")
+    if not before:
+        _check_data_path(cfg)  # before creating --out
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages_path = out / STAGES_FILE
+    done: dict[str, dict] = _read_done(stages_path)
+    total = len(before) + len(build_stages(cfg, data_cfg, prompt_cfg, codebook_size=2))
+    records: list[dict] = []
+    summary = {"command": label, "config": {"run": asdict(cfg), "data": asdict(data_cfg), "prompt": asdict(prompt_cfg)},
+               "stages": records, "stage_seconds": {}}
+    t_all = time.perf_counter()
+
+    def finish(status: str) -> dict:
+        summary["status"] = status
+        summary["total_seconds"] = round(time.perf_counter() - t_all, 1)
+        summary["peak_rss_mb"] = peak_rss_mb()
+        report = out / "eval" / "eval_report.json"
+        if report.exists():
+            summary["eval_report"] = str(report)
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1))
+        return summary
+
+    upstream_ran = False  # once a stage runs, every later stage runs too (its inputs changed)
+
+    def run_stage(i: int, s: Stage) -> None:
+        nonlocal upstream_ran
+        head = f"[{label} {i}/{total}] {s.title}"
+        fresh = cfg.force or upstream_ran
+        if s.marker.exists() and not fresh:
+            note, earlier = "", done.get(s.key, {})
+            if earlier and earlier.get("argv") != s.argv:
+                note = " -- NOTE: it ran with other flags than this call's; pass --force true to re-run"
+            print(f"{head}: done already ({s.marker}), skipping{note}", file=sys.stderr)
+            records.append({"stage": s.key, "status": "skipped", "command": s.command_line(),
+                            "seconds_when_run": earlier.get("seconds")})
+            return
+        argv = [*s.argv, *(s.fresh_flags if fresh else ())]
+        upstream_ran = True
+        print(f"\n{head}: {shlex.join(['genrec', s.command, *argv])}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            run_command(s.command, argv)
+        except (ValueError, FileNotFoundError, FileExistsError) as e:
+            records.append({"stage": s.key, "status": "failed", "command": s.command_line(), "error": str(e)})
+            finish("failed")
+            raise StageError(f"stage {i}/{total} {s.title} (genrec {s.command}): {e}") from e
+        seconds = round(time.perf_counter() - t0, 1)
+        summary["stage_seconds"][s.key] = seconds
+        records.append({"stage": s.key, "status": "ran", "seconds": seconds, "command": s.command_line()})
+        done[s.key] = {"argv": s.argv, "seconds": seconds}
+        atomic_write_text(stages_path, json.dumps(done, indent=1))
+
+    for i, s in enumerate(before, 1):
+        run_stage(i, s)
+    rec = _check_data(cfg, data_cfg)
+    codebook_size = cfg.codebook_size or auto_codebook_size(len(rec.catalog))
+    summary.update(data=cfg.data, num_items=len(rec.catalog), codebook_size=codebook_size)
+    stages = build_stages(cfg, data_cfg, prompt_cfg, codebook_size)
+    print(f"[{label}] {cfg.data}: {len(rec.catalog)} items, {len(rec.train)}/{len(rec.valid)}/{len(rec.test)} "
+          f"train/valid/test examples; SIDs {codebook_size} codes per level"
+          + ("" if cfg.codebook_size else " (auto)"), file=sys.stderr)
+    first = next((j for j, s in enumerate(stages) if cfg.force or upstream_ran or not s.marker.exists()), len(stages))
+    _preflight(stages[first:])  # the stages that will run
+    for i, s in enumerate(stages, len(before) + 1):
+        run_stage(i, s)
+    finish("finished")
+
+    rows = []
+    for r in records:
+        if r["status"] == "ran":
+            rows.append(f"  {r['stage']:<14}{r['seconds']:>9.1f} s")
+        else:
+            earlier = r.get("seconds_when_run")
+            rows.append(f"  {r['stage']:<14}  skipped" + (f" (ran in {earlier:.1f} s before)" if earlier is not None else ""))
+    print(f"\n[{label}] finished in {summary['total_seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB; "
+          f"summary in {out / SUMMARY_FILE}", file=sys.stderr)
+    print("\n".join(rows), file=sys.stderr)
+    md = out / "eval" / "report.md"
+    if md.exists():
+        print(md.read_text(encoding="utf-8"))
+    print(f"outputs under {out}; TensorBoard: tensorboard --logdir {out}")
+    return summary
+
+
+def run(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig) -> None:
+    execute(cfg, data_cfg, prompt_cfg)

@@ -1,0 +1,92 @@
+"""`genrec run`: the recipe end to end on a dataset folder (a miniature synthetic market here), resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genrec.cli import main, run_command
+from genrec.commands.run import RunConfig, auto_codebook_size, stage_flags
+from genrec.data.config import DataConfig
+from genrec.prompts import PromptConfig
+
+TINY = ["--sft1_steps", "4", "--sft2_steps", "4", "--rl_steps", "1", "--rl_prompts", "4", "--eval_users", "8",
+        "--num_beams", "4", "--sasrec_epochs", "2"]
+
+
+def test_run_end_to_end_resumes(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    run_command("synth", ["--out", str(data), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    argv = ["--data", str(data), "--out", str(out), *TINY, "--max_history", "5"]
+    run_command("run", argv)
+
+    report = json.loads((out / "eval" / "eval_report.json").read_text())
+    results = report["results"]
+    assert {"mostpop", "recent", "sasrec"} <= set(results)
+    generative = [name for name in results if name.startswith("genrec")]
+    assert sorted(name.rsplit(":", 1)[1] for name in generative) == ["rl", "sft1", "sft2"], generative
+    for name in generative:
+        for protocol, metrics in results[name].items():
+            assert metrics["invalid"] == 0, (name, protocol)
+    assert report["meta"]["data_config"]["max_history"] == 5  # a data flag given once reaches the evaluation
+    md = (out / "eval" / "report.md").read_text()
+    assert all(m in md for m in ("mostpop", "recent", "sasrec", ":sft1", ":sft2", ":rl"))
+
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert list(summary["stage_seconds"]) == ["fit-tokenizer", "build-model", "traces", "sft1", "sft2", "rl",
+                                              "evaluate"]
+    assert summary["status"] == "finished" and summary["peak_rss_mb"] > 0
+    assert summary["codebook_size"] == auto_codebook_size(120) == 8
+    stages = json.loads((out / "run_stages.json").read_text())
+    assert "--max_history" in stages["sft1"]["argv"] and "--max_history" in stages["rl"]["argv"]
+    assert "--history_format" not in stages["rl"]["argv"]  # rl takes no prompt flags (it reads the model's)
+
+    # A second call finds every stage done and runs none of them.
+    run_command("run", argv)
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["stage_seconds"] == {}
+    assert {s["status"] for s in summary["stages"]} == {"skipped"}
+    assert all(s["seconds_when_run"] is not None for s in summary["stages"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "{tmp}/missing"], "no such dataset folder"),
+    (["--data", "{tmp}", "--sft2_steps", "0"], "--sft2_steps must be an integer >= 1"),
+    (["--data", "{tmp}", "--sft1_steps", "0", "--sft1_epochs", "0"], "--sft1_epochs must be > 0"),
+    (["--data", "{tmp}/bad"], "missing item file"),
+])
+def test_run_bad_input_is_one_line_error(tmp_path, capsys, argv, message):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "bad.inter").write_text("user_id:token\titem_id:token\nu1\ti1\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["run", *argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("genrec run: error: ") and message in err.splitlines()[0], err
+    assert not (tmp_path / "out" / "run_summary.json").exists()
+
+
+def test_stage_flags_forward_shared_configs_generically():
+    data_cfg, prompt_cfg = DataConfig(collapse_repeats=False, item_text_fields=["title", "company"]), PromptConfig(
+        history_format="sid")
+    flags = stage_flags("traces", ["--data", "d"], data_cfg, prompt_cfg)
+    assert flags[:2] == ["--data", "d"]
+    assert flags[2:] == ["--collapse_repeats", "false", "--item_text_fields", "title", "company",
+                         "--history_format", "sid"]
+    # rl accepts DataConfig but not PromptConfig; every forwarded command line parses.
+    rl_flags = stage_flags("rl", [], data_cfg, prompt_cfg)
+    assert "--collapse_repeats" in rl_flags and "--history_format" not in rl_flags
+    from genrec.cli import parse_command
+
+    parsed = parse_command("traces", flags)
+    assert parsed[1].history_format == "sid" and parsed[2].item_text_fields == ["title", "company"]
+    assert parsed[2].collapse_repeats is False
+
+
+def test_auto_codebook_size_and_budget_checks():
+    assert [auto_codebook_size(n) for n in (50, 600, 3000, 7000, 100_000, 10**7)] == [8, 16, 32, 64, 256, 256]
+    with pytest.raises(ValueError, match="rl_steps"):
+        RunConfig(rl_steps=0)
+    with pytest.raises(ValueError, match="baselines"):
+        RunConfig(baselines="mostpop,bogus")
+    assert RunConfig(sft1_steps=0).sft1_epochs == 3.0  # 0 steps = train by epochs
