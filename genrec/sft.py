@@ -66,13 +66,16 @@ class SFTStageConfig:
                                             "choices": [1, 2]})
     model: str = field(default="", metadata={"help": "Model folder (build-model output, or stage-1 output/final)."})
     sid_map: str = field(default="", metadata={"help": "Tokenizer folder with sid_map.json (or the file)."})
-    data: str = field(default="", metadata={"help": "Data folder (stage 1)."})
+    data: str = field(default="", metadata={"help": "Data folder (stage 1; stage 2: for replay_tasks)."})
     traces: str = field(default="", metadata={"help": "Trace folder from `genrec traces` (stage 2)."})
     stage1_tasks: str = field(default="sequence",
                               metadata={"help": f"Comma-separated stage-1 tasks from {STAGE1_TASKS}. 'sequence': each "
                                                 "user's history written out line by line with the loss on every "
                                                 "target item's SID tokens (one row trains many targets); "
                                                 "'history2sid': one row per (history, target)."})
+    replay_tasks: str = field(default="sequence", metadata={
+        "help": "Stage 2: stage-1 tasks whose rows (built from --data) are mixed into the trace rows, so the model keeps "
+                "its no-reasoning skill while it learns to reason ('' = traces only; ignored without --data)."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
     max_eval_examples: int = field(default=256, metadata={"help": "Cap on eval rows (0 = all)."})
@@ -91,8 +94,15 @@ class SFTStageConfig:
         if bad:
             raise ValueError(f"unknown stage1_tasks {bad}; expected some of {STAGE1_TASKS}")
 
+        bad = [t for t in self.replay() if t not in STAGE1_TASKS]
+        if bad:
+            raise ValueError(f"unknown replay_tasks {bad}; expected some of {STAGE1_TASKS}")
+
     def tasks(self) -> list[str]:
         return [t.strip() for t in self.stage1_tasks.split(",") if t.strip()]
+
+    def replay(self) -> list[str]:
+        return [t.strip() for t in self.replay_tasks.split(",") if t.strip()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -386,6 +396,20 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         used_prompt_cfg = PromptConfig.load_or_default(stage.traces)
         if used_prompt_cfg != prompt_cfg:
             log.info("stage 2 uses the prompt settings stored with the traces (%s)", stage.traces)
+        if stage.replay() and stage.data:
+            from genrec.data.loader import load_data
+
+            rec = load_data(stage.data, data_cfg, verbose=False)
+            tokenizer = load_tokenizer(stage.model)
+            traces = tokenize_prompt_completion({**train.to_dict(), "task": ["traces"] * len(train)}, tokenizer)
+            replay = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay())
+            if "input_ids" not in replay.column_names:
+                replay = Dataset.from_dict(tokenize_prompt_completion(replay.to_dict(), tokenizer))
+            train = Dataset.from_dict({k: traces[k] + replay[k] for k in ("input_ids", "completion_mask", "task")})
+            log.info("stage 2: %d trace rows + %d replayed stage-1 rows (%s)", len(traces["task"]), len(replay),
+                     ",".join(stage.replay()))
+        elif stage.replay():
+            log.info("stage 2: no --data, so no stage-1 rows are replayed (replay_tasks=%s)", stage.replay_tasks)
     train = _shuffle_cap(train, stage.max_train_examples, seed)
     if eval_ds is not None:
         eval_ds = _shuffle_cap(eval_ds, stage.max_eval_examples, seed)

@@ -26,46 +26,39 @@ CAT = REC.catalog
 _, TOK = load_model_and_tokenizer(tiny_model_dir())
 
 
-def test_grounded_blocks_cite_history_and_labels_without_sid_tokens():
-    seen_templates = set()
+def test_grounded_blocks_point_to_prompt_lines_and_never_name_the_target_first():
+    """Each block is writable from the prompt: it cites the most recent shown history line sharing the target's
+    level-k prefix (line number and title as the prompt shows them), and names only labels of prefixes already
+    generated (levels < k), never the target's own level-k label or title."""
     for ex in REC.train + REC.valid:
         blocks = grounded_blocks(ex, CAT, SIDS)
         assert len(blocks) == SIDS.num_levels
-        for b in blocks:
-            assert b and not SID_TOKEN_RE.search(b) and "<think>" not in b and "</think>" not in b
         tgt = SIDS.codes(ex.target)
-        matching = [h for h in ex.history if SIDS.codes(h)[0] == tgt[0]]
-        assert SIDS.label(tgt[:1]) in blocks[0]
-        if matching:  # the most recent history job sharing the target's level-1 prefix is cited by title
-            assert f'"{CAT.record(matching[-1])["title"]}"' in blocks[0]
-        assert CAT.record(ex.target)["title"] in blocks[-1]  # dedup level: short block naming the job
-        assert len(blocks[-1]) < 60
-        seen_templates.add(re.sub(r'"[^"]*"|\'[^\']*\'|\d+', "", blocks[0])[:25])
-    assert len(seen_templates) >= 3  # varied wording
+        for k, b in enumerate(blocks):
+            assert b and not SID_TOKEN_RE.search(b) and "<think>" not in b and "</think>" not in b
+            matching = [pos for pos, h in enumerate(ex.history, 1) if SIDS.codes(h)[: k + 1] == tgt[: k + 1]]
+            if matching:
+                pos = matching[-1]
+                assert f'job {pos} "{CAT.record(ex.history[pos - 1])["title"]}"' in b
+            else:
+                assert "new" in b or "not viewed" in b
+            if k > 0:
+                assert SIDS.label(tgt[:k]) in b  # the label of the prefix already written
+            if ex.target not in ex.history:
+                assert CAT.record(ex.target)["title"] not in b
+        assert SIDS.label(tgt[:1]) not in blocks[0]
 
 
-def test_grounded_is_deterministic_and_seeded():
+def test_grounded_is_deterministic_and_follows_the_prompt_settings():
     a = [grounded_blocks(ex, CAT, SIDS) for ex in REC.train]
-    b = [grounded_blocks(ex, CAT, SIDS) for ex in REC.train]
-    c = [grounded_blocks(ex, CAT, SIDS, GroundedConfig(seed=7)) for ex in REC.train]
-    assert a == b and a != c
-
-
-def test_grounded_cites_profile_when_history_does_not_match():
-    ex = Example("u9", ("j100", "j101"), "j005", "Skills: python, sql. Location: Boston.")
-    blocks = grounded_blocks(ex, CAT, SIDS)
-    assert "python, sql" in blocks[0] and "Data and analytics" in blocks[0]
-    assert "Nursing" not in blocks[0]
-
-
-def test_grounded_cites_the_most_relevant_profile_line():
-    profile = "past_roles: ICU Nurse at Mercy (2019-2023)\nskills: python, sql\nlocation: Boston"
-    ex = Example("u9", ("j000",), "j104", profile)  # history in data, target an ICU Nurse job
-    block = grounded_blocks(ex, CAT, SIDS)[0]
-    assert "ICU Nurse at Mercy" in block and "python" not in block and "Boston" not in block
-    long = Example("u9", ("j000",), "j104", "skills: " + " ".join(f"w{i}" for i in range(40)))
-    block = grounded_blocks(long, CAT, SIDS, GroundedConfig(max_profile_words=12))[0]
-    assert "skills: w0" in block and "w10" in block and "w11" not in block
+    assert a == [grounded_blocks(ex, CAT, SIDS) for ex in REC.train]
+    ex = Example("u9", ("j000", "j001", "j002", "j003"), "j002", "")
+    full = grounded_blocks(ex, CAT, SIDS)
+    assert full[-1].endswith('job 3 "' + CAT.record("j002")["title"] + '" again.')  # a repeat view
+    two = grounded_blocks(ex, CAT, SIDS, GroundedConfig(history_lines=2, cite_titles=False))
+    assert two[-1].endswith("job 1 again.")  # the prompt shows j002, j003 as lines 1, 2
+    assert '"' not in " ".join(two)
+    assert grounded_blocks(Example("u9", (), "j002", ""), CAT, SIDS)[0] == "No past jobs to go by."
 
 
 def test_grounded_cleans_tags_from_evidence_and_handles_missing_labels():
@@ -73,7 +66,7 @@ def test_grounded_cleans_tags_from_evidence_and_handles_missing_labels():
     sm = SIDMap({"x": (0, 0), "y": (0, 1)}, [1, 2])  # no labels
     blocks = grounded_blocks(Example("u", ("x",), "y", ""), cat, sm)
     assert all(not SID_TOKEN_RE.search(b) and "think>" not in b for b in blocks)
-    assert '"Nurse lead"' in blocks[0] and 'jobs like "Chef"' in blocks[0]
+    assert blocks == ['Area of job 1 "Nurse lead".', "In this group: a job not viewed before."]
     with pytest.raises(ValueError, match="target 'zz' has no SID"):
         grounded_blocks(Example("u", ("x",), "zz", ""), cat, sm)
 

@@ -68,7 +68,8 @@ def block_token_stats(all_blocks: list[list[str]], tokenizer) -> list[dict[str, 
 def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prompt_cfg: PromptConfig) -> Path:
     """Build and save the trace dataset for the requested splits; returns the output folder."""
     grounded_cfg = GroundedConfig(max_titles=cfg.max_titles, max_profile_words=cfg.max_profile_words,
-                                  seed=cfg.trace_seed)
+                                  seed=cfg.trace_seed, history_lines=prompt_cfg.prompt_max_history,
+                                  cite_titles=prompt_cfg.history_format != "sid")
     if cfg.teacher == "grounded":
         def teacher(batch):
             return [grounded_blocks(ex, rec.catalog, sid_map, grounded_cfg) for ex in batch]

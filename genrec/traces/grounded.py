@@ -1,16 +1,14 @@
-"""Built-in grounded teacher: short, offline, deterministic rationales, one per SID level.
+"""Built-in grounded teacher: short, offline, deterministic reasoning blocks, one per SID level.
 
-Why: stage-2 SFT needs K reasoning blocks per example and most users have no LLM teacher at hand.
-Each block argues for the target's level-k prefix with evidence a model could actually see at
-inference time (history items sharing that prefix, their titles, the profile), and names the prefix
-by its human label (SIDMap.labels). The SID tokens themselves never appear in the text: the block
-argues, the SID token that follows it decides.
+Why: stage-2 SFT needs K reasoning blocks per example and most users have no LLM teacher at hand. Each block
+is written from what the prompt shows (the numbered history lines, their titles when the prompt has them, the
+label of the SID prefix already generated), so a model can produce it at inference before its SID token: it
+points to the history job the next job follows at that level, or says the level is new. The SID tokens
+themselves never appear in the text.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
 import re
 from dataclasses import dataclass
 
@@ -25,11 +23,15 @@ class GroundedConfig:
     """Options of the grounded teacher."""
 
     max_titles: int = 2
-    """Cite at most this many history titles per block (most recent first)."""
+    """LLM-teacher fallback only (kept for its config)."""
     max_profile_words: int = 12
     title_field: str = "title"
     """Catalog field cited as the item's title (falls back to the rendered item text)."""
     seed: int = 0
+    history_lines: int = 10
+    """History lines the prompt shows (PromptConfig.prompt_max_history): blocks cite these line numbers."""
+    cite_titles: bool = True
+    """Quote the cited job's title (only when the prompt shows item text, so the model can copy it)."""
 
 
 def clean_text(text: str) -> str:
@@ -48,138 +50,71 @@ def _title(item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
     return clean_text(text) or "an earlier job"
 
 
-def _quote_list(titles: list[str]) -> str:
-    quoted = [f'"{t}"' for t in titles]
-    if len(quoted) <= 1:
-        return "".join(quoted)
-    return ", ".join(quoted[:-1]) + " and " + quoted[-1]
+def _label(sid_map: SIDMap, prefix: tuple[int, ...]) -> str:
+    label = clean_text(sid_map.label(prefix))
+    return f"'{label}'" if label else "this group"
 
 
-_SEGMENT_RE = re.compile(r"\n|(?<=[.;])\s+")
-_WORD_RE = re.compile(r"[a-z0-9]+")
+def _cite(pos: int, item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
+    return f'job {pos} "{_title(item_id, catalog, cfg)}"' if cfg.cite_titles else f"job {pos}"
 
 
-def profile_segments(profile: str) -> list[str]:
-    """The profile as short segments: one per line ("field: value" lines from the loaders) or sentence."""
-    segs = [clean_text(s).rstrip(".;, ") for s in _SEGMENT_RE.split(profile)]
-    return [s for s in segs if s]
-
-
-def _profile_evidence(profile: str, query: str, max_words: int) -> str:
-    """The profile segment sharing most words with `query` (the label and target text), shortened.
-
-    Citing one relevant segment keeps blocks short and lets different levels cite different facts.
-    """
-    segs = profile_segments(profile)
-    if not segs:
-        return ""
-    q = set(_WORD_RE.findall(query.lower()))
-    best = max(segs, key=lambda seg: (len(q & set(_WORD_RE.findall(seg.lower()))), -segs.index(seg)))
-    words = best.split()
-    return " ".join(words[:max_words]).rstrip(".;,")
-
-
-def _count(n: int, h: int) -> str:
-    if n == h:
-        return "the only past job" if h == 1 else f"all {h} past jobs"
-    return f"{n} of the {h} past jobs"
-
-
-def _level_name(level: int, num_levels: int) -> str:
-    if level == 0:
-        return "broad area"
-    if level == num_levels - 1:
-        return "specific job"
-    return "narrower group" if level == 1 else f"level-{level + 1} group"
-
-
-# Templates: {label} the prefix label, {titles} quoted history titles, {count} "2 of the 3 past jobs",
-# {profile}, {level} the level's name, {target} the target's title.
-MATCH_TEMPLATES = [
-    "{count} {are} in {label}, for example {titles}, so the next job likely is too.",
-    "The history leans toward {label}: {titles} {belong} there.",
-    "Recent views like {titles} sit in {label}; the {level} should stay the same.",
-    "Evidence for {label}: {titles} ({count}) share this {level}.",
-    "Jobs such as {titles} show a steady interest in {label}.",
-]
-MATCH_PROFILE_TEMPLATES = [
-    "The profile ({profile}) and past jobs such as {titles} both point to {label}.",
-    "{titles} fall in {label}, which also fits the profile: {profile}.",
-]
-NO_MATCH_TEMPLATES = [
-    "No past job is in {label}, but it fits the profile: {profile}.",
-    "This is a move away from the history; the profile ({profile}) suggests {label}.",
-    "The profile ({profile}) points to {label}, a new direction for this candidate.",
-]
-NO_MATCH_NO_PROFILE_TEMPLATES = [
-    "None of the past jobs is in {label}; a change of direction toward it is likely.",
-    "The next job leaves the earlier ones behind and moves to {label}.",
-]
-DEDUP_TEMPLATES = [
-    "Pick the specific job: {target}.",
-    "Choose {target} within this group.",
-    "The best match here is {target}.",
-]
+# Fixed wording of the blocks ({...} filled in by grounded_blocks).
+AREA_MATCH = "Area of {cite}, like {n} of the {h} past jobs."
+AREA_MATCH_ONE = "Area of {cite}."
+AREA_NEW = "A new area, unlike the {h} past jobs."
+AREA_EMPTY = "No past jobs to go by."
+GROUP_MATCH = "In {label}: the group of {cite}."
+GROUP_NEW = "In {label}: a new group."
+JOB_REPEAT = "In {label}: {cite} again."
+JOB_NEW = "In {label}: a job not viewed before."
 
 
 def template_corpus() -> list[str]:
     """All fixed wording (to train the tiny model's tokenizer on)."""
-    out = []
-    for group in (MATCH_TEMPLATES, MATCH_PROFILE_TEMPLATES, NO_MATCH_TEMPLATES, NO_MATCH_NO_PROFILE_TEMPLATES,
-                  DEDUP_TEMPLATES):
-        out += [re.sub(r"\{[a-z]+\}", " ", t) for t in group]
-    out += ["broad area narrower group specific job an earlier job a group of jobs like all the only past job is are"]
-    return out
-
-
-def _rng(seed: int, example: Example, level: int) -> random.Random:
-    key = f"{seed}|{example.user_id}|{example.target}|{'/'.join(example.history)}|{level}".encode()
-    return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-
-
-def _label(sid_map: SIDMap, prefix: tuple[int, ...], target_title: str) -> str:
-    label = clean_text(sid_map.label(prefix))
-    return f"'{label}'" if label else f"a group of jobs like \"{target_title}\""
+    words = [AREA_MATCH, AREA_MATCH_ONE, AREA_NEW, AREA_EMPTY, GROUP_MATCH, GROUP_NEW, JOB_REPEAT, JOB_NEW]
+    return [re.sub(r"\{[a-z]+\}", " ", t) for t in words] + ["job this group"]
 
 
 def grounded_blocks(
     example: Example, catalog: Catalog, sid_map: SIDMap, cfg: GroundedConfig | None = None
 ) -> list[str]:
-    """K = sid_map.num_levels rationale texts for `example` (last one short: the dedup level)."""
+    """K = sid_map.num_levels blocks for `example`, each writable from the prompt before its SID token.
+
+    Block k says which shown history line (if any) the next job follows at level k: "Area of job 5 ...", "In
+    '<label of the prefix chosen so far>': the group of job 5 ...", "... job 5 again" at the last level. The
+    line numbers and titles are those of the prompt, and the only label named is that of the prefix already
+    generated, so a model can write the block from what it sees; the block's choice of line (or "new") is the
+    decision, and the SID token that follows copies that line's code. The target's own level-k label never
+    appears before its SID token (a block that names it teaches "label -> code", which a small model cannot use
+    at inference, measured in docs/bench/learning.md).
+    """
     cfg = cfg or GroundedConfig()
     if example.target not in sid_map:
         raise ValueError(f"user {example.user_id!r}: target {example.target!r} has no SID in the SID map")
     target = sid_map.codes(example.target)
-    history = [h for h in example.history if h in sid_map]
-    hist_codes = [sid_map.codes(h) for h in history]
-    target_title = _title(example.target, catalog, cfg)
+    history = [h for h in example.history if h in sid_map][-cfg.history_lines:]
+    lines = [(pos, item, sid_map.codes(item)) for pos, item in enumerate(history, 1)]
     num_levels = sid_map.num_levels
     blocks = []
     for level in range(num_levels):
-        rng = _rng(cfg.seed, example, level)
         prefix = target[: level + 1]
-        label = _label(sid_map, prefix, target_title)
-        profile = _profile_evidence(example.profile, f"{label} {target_title}", cfg.max_profile_words)
-        fields = {"level": _level_name(level, num_levels), "h": len(history), "profile": profile,
-                  "target": f'"{target_title}"'}
-        if level == num_levels - 1 and num_levels > 1:
-            blocks.append(rng.choice(DEDUP_TEMPLATES).format(**fields))
-            continue
-        matches = [h for h, c in zip(history, hist_codes) if c[: level + 1] == prefix]
-        # Most recent first, distinct titles.
-        titles: list[str] = []
-        for h in reversed(matches):
-            t = _title(h, catalog, cfg)
-            if t not in titles:
-                titles.append(t)
-        fields.update(label=label, count=_count(len(matches), len(history)),
-                      are="is" if len(matches) == 1 else "are",
-                      belong="belongs" if len(titles[: cfg.max_titles]) == 1 else "belong",
-                      titles=_quote_list(titles[: cfg.max_titles]))
-        if matches:
-            pool = MATCH_TEMPLATES + (MATCH_PROFILE_TEMPLATES if profile and level == 0 else [])
+        matches = [(pos, item) for pos, item, codes in lines if codes[: level + 1] == prefix]
+        cite = _cite(*matches[-1], catalog, cfg) if matches else ""
+        if level == 0:
+            if not lines:
+                text = AREA_EMPTY
+            elif not matches:
+                text = AREA_NEW.format(h=len(lines))
+            elif len(matches) == 1:
+                text = AREA_MATCH_ONE.format(cite=cite)
+            else:
+                text = AREA_MATCH.format(cite=cite, n=len(matches), h=len(lines))
         else:
-            pool = NO_MATCH_TEMPLATES if profile else NO_MATCH_NO_PROFILE_TEMPLATES
-        text = rng.choice(pool).format(**fields)
-        blocks.append(text[0].upper() + text[1:])
+            label = _label(sid_map, target[:level])
+            if level == num_levels - 1 and num_levels > 1:
+                text = (JOB_REPEAT if matches else JOB_NEW).format(label=label, cite=cite)
+            else:
+                text = (GROUP_MATCH if matches else GROUP_NEW).format(label=label, cite=cite)
+        blocks.append(text)
     return blocks
