@@ -42,8 +42,8 @@ def test_grounded_blocks_point_to_prompt_lines_and_never_name_the_target_first()
                 assert f'job {pos} "{CAT.record(ex.history[pos - 1])["title"]}"' in b
             else:
                 assert "new" in b or "not viewed" in b
-            if k > 0:
-                assert SIDS.label(tgt[:k]) in b  # the label of the prefix already written
+            if k == 1:
+                assert SIDS.label(tgt[:1]) in b  # the label of the area already written
             if ex.target not in ex.history:
                 assert CAT.record(ex.target)["title"] not in b
         assert SIDS.label(tgt[:1]) not in blocks[0]
@@ -54,9 +54,9 @@ def test_grounded_is_deterministic_and_follows_the_prompt_settings():
     assert a == [grounded_blocks(ex, CAT, SIDS) for ex in REC.train]
     ex = Example("u9", ("j000", "j001", "j002", "j003"), "j002", "")
     full = grounded_blocks(ex, CAT, SIDS)
-    assert full[-1].endswith('job 3 "' + CAT.record("j002")["title"] + '" again.')  # a repeat view
+    assert full[-1].endswith(': job 3 "' + CAT.record("j002")["title"] + '" again.')  # a repeat view
     two = grounded_blocks(ex, CAT, SIDS, GroundedConfig(history_lines=2, cite_titles=False))
-    assert two[-1].endswith("job 1 again.")  # the prompt shows j002, j003 as lines 1, 2
+    assert two[-1].endswith(": job 1 again.")  # the prompt shows j002, j003 as lines 1, 2
     assert '"' not in " ".join(two)
     assert grounded_blocks(Example("u9", (), "j002", ""), CAT, SIDS)[0] == "No past jobs to go by."
 
@@ -66,7 +66,8 @@ def test_grounded_cleans_tags_from_evidence_and_handles_missing_labels():
     sm = SIDMap({"x": (0, 0), "y": (0, 1)}, [1, 2])  # no labels
     blocks = grounded_blocks(Example("u", ("x",), "y", ""), cat, sm)
     assert all(not SID_TOKEN_RE.search(b) and "think>" not in b for b in blocks)
-    assert blocks == ['Area of job 1 "Nurse lead".', "In this group: a job not viewed before."]
+    assert blocks == ['Area of job 1 "Nurse lead".', "In this group: a job not viewed before."]  # K = 2: block 1
+    # is also the last
     with pytest.raises(ValueError, match="target 'zz' has no SID"):
         grounded_blocks(Example("u", ("x",), "zz", ""), cat, sm)
 

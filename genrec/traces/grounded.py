@@ -64,15 +64,16 @@ AREA_MATCH = "Area of {cite}, like {n} of the {h} past jobs."
 AREA_MATCH_ONE = "Area of {cite}."
 AREA_NEW = "A new area, unlike the {h} past jobs."
 AREA_EMPTY = "No past jobs to go by."
-GROUP_MATCH = "In {label}: the group of {cite}."
-GROUP_NEW = "In {label}: a new group."
-JOB_REPEAT = "In {label}: {cite} again."
-JOB_NEW = "In {label}: a job not viewed before."
+AREA_NAMED = "In {label}: "
+GROUP_MATCH = "the group of {cite}."
+GROUP_NEW = "a new group."
+JOB_REPEAT = "{cite} again."
+JOB_NEW = "a job not viewed before."
 
 
 def template_corpus() -> list[str]:
     """All fixed wording (to train the tiny model's tokenizer on)."""
-    words = [AREA_MATCH, AREA_MATCH_ONE, AREA_NEW, AREA_EMPTY, GROUP_MATCH, GROUP_NEW, JOB_REPEAT, JOB_NEW]
+    words = [AREA_MATCH, AREA_MATCH_ONE, AREA_NEW, AREA_EMPTY, AREA_NAMED, GROUP_MATCH, GROUP_NEW, JOB_REPEAT, JOB_NEW]
     return [re.sub(r"\{[a-z]+\}", " ", t) for t in words] + ["job this group"]
 
 
@@ -82,9 +83,9 @@ def grounded_blocks(
     """K = sid_map.num_levels blocks for `example`, each writable from the prompt before its SID token.
 
     Block k says which shown history line (if any) the next job follows at level k: "Area of job 5 ...", "In
-    '<label of the prefix chosen so far>': the group of job 5 ...", "... job 5 again" at the last level. The
-    line numbers and titles are those of the prompt, and the only label named is that of the prefix already
-    generated, so a model can write the block from what it sees; the block's choice of line (or "new") is the
+    '<label of the area just chosen>': the group of job 5.", "Job 5 again." at the last level. The line numbers
+    and titles are those of the prompt, and the only label named is that of the area already generated (in
+    block 1; deeper labels are too many for a small model to learn to write), so a model can write the block from what it sees; the block's choice of line (or "new") is the
     decision, and the SID token that follows copies that line's code. The target's own level-k label never
     appears before its SID token (a block that names it teaches "label -> code", which a small model cannot use
     at inference, measured in docs/bench/learning.md).
@@ -111,10 +112,13 @@ def grounded_blocks(
             else:
                 text = AREA_MATCH.format(cite=cite, n=len(matches), h=len(lines))
         else:
-            label = _label(sid_map, target[:level])
-            if level == num_levels - 1 and num_levels > 1:
-                text = (JOB_REPEAT if matches else JOB_NEW).format(label=label, cite=cite)
+            if level == num_levels - 1:
+                text = (JOB_REPEAT if matches else JOB_NEW).format(cite=cite)
             else:
-                text = (GROUP_MATCH if matches else GROUP_NEW).format(label=label, cite=cite)
+                text = (GROUP_MATCH if matches else GROUP_NEW).format(cite=cite)
+            # The area just chosen, by name (its label is a function of the code already written); deeper labels
+            # are too many for a small model to learn to write.
+            text = (AREA_NAMED.format(label=_label(sid_map, target[:1])) if level == 1 else "") + text
+            text = text[0].upper() + text[1:]
         blocks.append(text)
     return blocks
