@@ -90,3 +90,28 @@ def test_auto_codebook_size_and_budget_checks():
     with pytest.raises(ValueError, match="baselines"):
         RunConfig(baselines="mostpop,bogus")
     assert RunConfig(sft1_steps=0).sft1_epochs == 3.0  # 0 steps = train by epochs
+
+
+def test_run_yaml_parses():
+    from genrec.cli import parse_command
+    from genrec.commands.run import CONFIGS
+
+    cfg, data_cfg, prompt_cfg = parse_command("run", ["--config", str(CONFIGS / "run.yaml"), "--data", "d",
+                                                      "--rl_steps", "5", "--collapse_repeats", "false"])
+    assert (cfg.data, cfg.rl_steps, cfg.codebook_size, data_cfg.collapse_repeats) == ("d", 5, 0, False)
+    assert cfg.rl_config == "configs/rl_sapo.yaml" and prompt_cfg.history_format == "both"
+
+
+def test_stage_selection(tmp_path):
+    from genrec.commands.run import build_stages
+
+    def keys_and_eval(**kw):
+        stages = build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(), PromptConfig(), 8)
+        ev = stages[-1].argv
+        return [s.key for s in stages], ev[ev.index("--model") + 1].count(",") + 1, ev[ev.index("--layout") + 1]
+
+    assert keys_and_eval() == (["fit-tokenizer", "build-model", "traces", "sft1", "sft2", "rl", "evaluate"], 3,
+                               "direct,auto,auto")
+    assert keys_and_eval(skip_rl=True) == (["fit-tokenizer", "build-model", "traces", "sft1", "sft2", "evaluate"], 2,
+                                           "direct,auto")
+    assert keys_and_eval(skip_reasoning=True) == (["fit-tokenizer", "build-model", "sft1", "evaluate"], 1, "direct")
