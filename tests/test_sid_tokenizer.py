@@ -103,7 +103,7 @@ def test_encode_reproduces_the_fitted_prefixes_without_the_text_table(fitted, ca
 
 @pytest.mark.parametrize("method", ["rqkmeans", "rqvae"])
 def test_spread_last_level_leaves_only_identical_items_colliding(catalog, method):
-    tok = SIDTokenizer(tiny_config(method=method))
+    tok = SIDTokenizer(tiny_config(method=method, spread_last_level=True))
     sid_map = tok.fit_catalog(catalog)
     rep = tok.report
     duplicates = len(catalog) - len(set(catalog.texts(TEMPLATE)))
