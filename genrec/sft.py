@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from trl import SFTConfig
 from genrec.data.schema import Catalog, Example
 from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_tokenizer, model_info
 from genrec.prompts import (
+    PROMPT_CONFIG_FILE,
     PromptConfig,
     build_prompt,
     format_history_line,
@@ -358,6 +359,23 @@ def _last_loss(trainer) -> float | None:
     return float(losses[-1]) if losses else None
 
 
+def check_prompt_consistency(model_dir: str | Path, traces_dir: str | Path, traces_cfg: PromptConfig) -> None:
+    """Stage 2 must read prompts as its stage-1 model learnt them: same history format, profile, history length.
+
+    Only `reasoning` (the instruction line) may differ. A model folder without prompt settings (build-model
+    output) is not checked.
+    """
+    if not (Path(model_dir) / PROMPT_CONFIG_FILE).is_file():
+        return
+    model_cfg = PromptConfig.load(model_dir)
+    diff = [f.name for f in fields(PromptConfig) if f.name != "reasoning"
+            and getattr(model_cfg, f.name) != getattr(traces_cfg, f.name)]
+    if diff:
+        shown = ", ".join(f"{n}: model {getattr(model_cfg, n)!r} vs traces {getattr(traces_cfg, n)!r}" for n in diff)
+        raise ValueError(f"{traces_dir}: the traces' prompt settings differ from those the model in {model_dir} was "
+                         f"trained with ({shown}); rebuild the traces with the model's prompt flags")
+
+
 def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: SFTConfig) -> Path:
     """What `genrec sft` runs: build the stage's dataset, check inputs, train, save out/final."""
     for name in ("model", "sid_map"):
@@ -396,6 +414,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         used_prompt_cfg = PromptConfig.load_or_default(stage.traces)
         if used_prompt_cfg != prompt_cfg:
             log.info("stage 2 uses the prompt settings stored with the traces (%s)", stage.traces)
+        check_prompt_consistency(stage.model, stage.traces, used_prompt_cfg)
         if stage.replay() and stage.data:
             from genrec.data.loader import load_data
 
@@ -405,7 +424,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
             replay = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay())
             if "input_ids" not in replay.column_names:
                 replay = Dataset.from_dict(tokenize_prompt_completion(replay.to_dict(), tokenizer))
-            train = Dataset.from_dict({k: traces[k] + replay[k] for k in ("input_ids", "completion_mask", "task")})
+            train = Dataset.from_dict({k: traces[k] + list(replay[k]) for k in ("input_ids", "completion_mask", "task")})
             log.info("stage 2: %d trace rows + %d replayed stage-1 rows (%s)", len(traces["task"]), len(replay),
                      ",".join(stage.replay()))
         elif stage.replay():

@@ -230,3 +230,37 @@ def test_stage1_sequence_task_trains_through_trl(tmp_path):
     losses = _losses(out / "checkpoint-30")
     assert losses[-1] < 0.7 * losses[0]
     assert PromptConfig.load(out / "final").history_format == "sid"
+
+
+def test_stage2_from_a_real_stage1_output_replays_and_keeps_settings(tmp_path, capsys):
+    """stage 1 (CLI) -> traces with the same prompt flags -> stage 2 (CLI, replaying stage-1 rows): the stage-2 model
+    keeps the SID vocabulary, SID map and prompt settings; traces built with other prompt flags are refused."""
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+    prompt_flags = ["--history_format", "sid", "--include_profile", "false"]
+    common = ["--sid_map", str(tmp_path / "sid_map.json"), "--per_device_train_batch_size", "8", "--max_steps", "6",
+              "--save_steps", "6", "--eval_valid", "false"] + QUIET
+    assert main(["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--data", str(data), "--output_dir",
+                 str(tmp_path / "sft1")] + prompt_flags + common) == 0
+    stage1 = tmp_path / "sft1" / "final"
+    assert main(["traces", "--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--model", str(stage1),
+                 "--output_dir", str(tmp_path / "tr"), "--splits", "train"] + prompt_flags) == 0
+    assert main(["sft", "--stage", "2", "--model", str(stage1), "--traces", str(tmp_path / "tr"), "--data", str(data),
+                 "--output_dir", str(tmp_path / "sft2")] + common) == 0
+    final = tmp_path / "sft2" / "final"
+    n_traces = len(load_traces(tmp_path / "tr", SIDS))
+    info = json.loads((final / "genrec_model.json").read_text())
+    assert info["sft_stage"] == 2 and info["train_rows"] > n_traces  # trace rows + replayed sequence rows
+    assert PromptConfig.load(final) == PromptConfig.load(tmp_path / "tr")
+    assert PromptConfig.load(final).history_format == PromptConfig.load(stage1).history_format == "sid"
+    assert SIDMap.load(final).item_to_codes == SIDS.item_to_codes
+    _, tok1 = load_model_and_tokenizer(stage1)
+    _, tok2 = load_model_and_tokenizer(final)
+    assert tok1.get_vocab() == tok2.get_vocab()
+    # Traces written with other prompt settings than the stage-1 model's: one clear error, no training.
+    assert main(["traces", "--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--model", str(stage1),
+                 "--output_dir", str(tmp_path / "tr_both"), "--splits", "train"]) == 0
+    assert main(["sft", "--stage", "2", "--model", str(stage1), "--traces", str(tmp_path / "tr_both"),
+                 "--output_dir", str(tmp_path / "sft2b")] + common) == 1
+    err = capsys.readouterr().err
+    assert "history_format: model 'sid' vs traces 'both'" in err and not (tmp_path / "sft2b" / "final").exists()

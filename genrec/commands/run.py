@@ -207,7 +207,7 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
     if reasoning:
         stages.append(Stage("sft2", "SFT stage 2 (reasoning)", "sft",
                             ["--config", str(CONFIGS / "sft_stage2.yaml"), "--stage", "2", "--model", str(sft1 / "final"),
-                             "--sid_map", str(tok), "--traces", str(traces), "--output_dir", str(sft2),
+                             "--sid_map", str(tok), "--traces", str(traces), "--data", data, "--output_dir", str(sft2),
                              "--max_steps", str(cfg.sft2_steps), "--seed", seed],
                             sft2 / "final" / "config.json"))
         models.append(sft2 / "final")
