@@ -127,7 +127,7 @@ def test_sasrec_learns_successor_pattern_and_respects_protocols(mode):
     train, valid, test = _successor()
     cat = _catalog()
     cfg = SASRecConfig(hidden_size=32, inner_size=64, num_layers=1, dropout=0.1, lr=5e-3, max_epochs=60,
-                       patience=5, batch_size=64 if mode == "example" else 16, seed=1, train_mode=mode)
+                       patience=5, batch_size=64, seq_batch_size=16, seed=1, train_mode=mode)
     model = SASRec(cfg).fit(train, cat, valid)
     assert model.history and "valid_ndcg@10" in model.history[0]
     mp = MostPop().fit(train, cat)
