@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, StaticCache
 
-from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED, ResponseSpec, check_layout
+from genrec.grammar import BLOCK, BLOCK_TEMPLATES, INTERLEAVED, ResponseGrammar, check_layout
+from genrec.response import ResponseSpec
+from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS
 from genrec.trie import SIDTrie
 from sid_tokenizer.sidmap import SIDMap
 
@@ -88,13 +90,6 @@ class _KV:
         self.mask = self.mask[src]
 
 
-def _per_level(value: int | Sequence[int], k: int, name: str) -> list[int]:
-    vals = [int(value)] * k if isinstance(value, int) else [int(v) for v in value]
-    if len(vals) != k or any(v < 0 for v in vals):
-        raise ValueError(f"{name}: expected one non-negative value or {k} (one per SID level), got {value!r}")
-    return vals
-
-
 class SIDBeamSearch:
     """Constrained SID beam search for one model, tokenizer and SID map (see module docstring)."""
 
@@ -106,7 +101,7 @@ class SIDBeamSearch:
         layout: str = INTERLEAVED,
         *,
         num_beams: int = 20,
-        max_block_tokens: int | Sequence[int] = 48,
+        max_block_tokens: int | Sequence[int] = DEFAULT_MAX_BLOCK_TOKENS,
         min_block_tokens: int | Sequence[int] = 0,
         cache: str = "static",
     ) -> None:
@@ -122,32 +117,15 @@ class SIDBeamSearch:
         self.layout = layout
         self.num_beams = int(num_beams)
         self.spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, layout)
-        self.trie = SIDTrie.from_spec(sid_map, self.spec)
-        k = sid_map.num_levels
-        self.max_block = _per_level(max_block_tokens, k, "max_block_tokens")
-        self.min_block = _per_level(min_block_tokens, k, "min_block_tokens")
-        for lvl, (lo, hi) in enumerate(zip(self.min_block, self.max_block)):
-            if lo > hi:
-                raise ValueError(f"level {lvl}: min_block_tokens {lo} > max_block_tokens {hi}")
+        self.grammar = ResponseGrammar(self.spec, SIDTrie.from_spec(sid_map, self.spec), max_block_tokens, min_block_tokens)
+        self.trie = self.grammar.trie
+        self.max_block, self.min_block = self.grammar.max_block, self.grammar.min_block
         self.vocab = int(model.get_output_embeddings().weight.shape[0])
-        if self.trie.max_token_id >= self.vocab:
-            raise ValueError(
-                f"SID token id {self.trie.max_token_id} does not fit the model's {self.vocab} logits; "
-                "resize the model's embeddings to the tokenizer"
-            )
-        n = min(self.vocab, self.spec.vocab_size)
-        text = torch.zeros(self.vocab, dtype=torch.bool)
-        text[:n] = self.spec.text_allowed[:n]
-        if layout != DIRECT and max(self.max_block) > 0 and not bool(text.any()):
-            raise ValueError("no token may appear as thinking text in this tokenizer")
-        # Additive 0 / -inf rows for a thinking-block step, by budget status: 0 under min_block_tokens (text only),
-        # 1 between (text or </think>), 2 at max_block_tokens (</think> only). Adding a bias row is faster than
+        # Additive 0 / -inf rows of the grammar's block templates, by budget status: 0 under min_block_tokens (text
+        # only), 1 between (text or </think>), 2 at max_block_tokens (</think> only). Adding a bias row is faster than
         # building a bool mask and `masked_fill` on CPU (scripts/bench_beam_mask.py) and gives the same argmax.
-        bias = torch.full((3, self.vocab), NEG_INF)
-        bias[:2].masked_fill_(text[None, :], 0.0)
-        bias[0, self.spec.think_close_id] = NEG_INF
-        bias[1:, self.spec.think_close_id] = 0.0
-        self._block_bias_rows = {torch.device("cpu"): bias}
+        bias = self.grammar.tables("cpu", self.vocab)["bias"]
+        self._block_bias_rows = {torch.device("cpu"): bias[list(BLOCK_TEMPLATES)].clone()}
         self.pad_id = self.spec.pad_id
         self.forward_calls = 0
 
@@ -276,7 +254,10 @@ class SIDBeamSearch:
         levels = self.sid_map.num_levels
         spec = self.spec
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        if self.layout != DIRECT:
+        plan = self.grammar.plan
+        # Tokens the grammar forces before the first choice (the first block's <think>) go with the prompt; later
+        # ones go with the SID token chosen before them, so each forward feeds 1 or 2 tokens per row.
+        if plan[0].kind == BLOCK:
             ids = [x + [spec.think_open_id] for x in ids]
         width_max = max(len(x) for x in ids)
         tokens = torch.full((users, width_max), self.pad_id, dtype=torch.long)
@@ -287,8 +268,8 @@ class SIDBeamSearch:
             tokens[i, width_max - len(x):] = torch.tensor(x)
             mask[i, width_max - len(x):] = 1
         tokens, mask = tokens.to(dev), mask.to(dev)
-        k_blocks = 0 if self.layout == DIRECT else levels
-        max_len = width_max + sum(self.max_block) * (k_blocks > 0) + 3 * levels + 2
+        n_blocks = sum(slot.kind == BLOCK for slot in plan)
+        max_len = width_max + sum(self.max_block) * (n_blocks > 0) + 3 * levels + 2
         if self.cache_impl == "static":
             cache = StaticCache(config=self.model.config, max_cache_len=max_len)
         else:
@@ -303,32 +284,27 @@ class SIDBeamSearch:
             step_lp=torch.zeros((users, 0), device=dev),
             blocks=[[] for _ in range(users)],
         )
-        ones = lambda r, t=1: torch.ones((r, t), dtype=torch.long, device=dev)  # noqa: E731
-
-        if self.layout == BLOCKS_FIRST:
-            live = torch.ones(users, dtype=torch.bool, device=dev)
-            for level in range(levels):
-                logits = self._block(kv, logits, rows, level, live)
-                if level + 1 < levels:
-                    feed = torch.full((users, 1), spec.think_open_id, dtype=torch.long, device=dev)
-                    logits = self._forward(kv, feed, ones(users))
-
-        for level in range(levels):
-            if self.layout == INTERLEAVED:
-                logits = self._block(kv, logits, rows, level, torch.isfinite(rows.score))
-            last = level == levels - 1
+        pending: list[torch.Tensor] = []  # tokens chosen or forced since the last forward, (R,) each
+        for i, slot in enumerate(plan[:-1]):  # the last slot is EOS: nothing to choose
+            if pending:
+                feed = torch.stack(pending, 1)
+                logits = self._forward(kv, feed, torch.ones_like(feed))
+                pending = []
+            if slot.kind == BLOCK:
+                logits = self._block(kv, logits, rows, slot.level, torch.isfinite(rows.score))
+                if plan[i + 1].kind == BLOCK:
+                    pending.append(torch.full_like(rows.node, spec.think_open_id))
+                continue
+            last = slot.level == levels - 1
             width = max(k, self.num_beams) if last else self.num_beams
-            excl = self._exclusion_mask(rows, level, exclude) if last else None
-            src, token = self._expand(logits, rows, level, width, users, excl)
+            excl = self._exclusion_mask(rows, slot.level, exclude) if last else None
+            src, token = self._expand(logits, rows, slot.level, width, users, excl)
             if last:
                 break
             kv.reorder(src)
-            r = token.shape[0]
-            if self.layout == INTERLEAVED:
-                feed = torch.stack([token, torch.full_like(token, spec.think_open_id)], 1)
-                logits = self._forward(kv, feed, ones(r, 2))
-            else:
-                logits = self._forward(kv, token[:, None], ones(r))
+            pending.append(token)
+            if plan[i + 1].kind == BLOCK:
+                pending.append(torch.full_like(token, spec.think_open_id))
 
         return self._collect(rows, users, k)
 

@@ -8,7 +8,7 @@ Three layouts (K = number of SID levels, dedup level included):
 
 This module renders the text form used as SFT completions (`render_response`), holds the token ids the
 parser and the constrained decoder need (`ResponseSpec`), and parses generated token ids back into steps
-(`parse_response`, `parse_batch`) so RL can score each step and map advantages onto its tokens
+(`parse_response`) so RL can score each step and map advantages onto its tokens
 (`step_index_per_token`). Parsing never raises on malformed output: it returns ``ok=False`` and a reason.
 """
 
@@ -19,20 +19,12 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from genrec.grammar import BLOCK, BLOCKS_FIRST, DIRECT, INTERLEAVED, LAYOUTS, SID, check_layout, layout_plan
 from sid_tokenizer.sidmap import SID_TOKEN_RE, LEVEL_LETTERS, SIDMap, parse_sid_token, sid_token
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
-INTERLEAVED = "interleaved"
-BLOCKS_FIRST = "blocks_first"
-DIRECT = "direct"
-LAYOUTS = (INTERLEAVED, BLOCKS_FIRST, DIRECT)
-
-
-def check_layout(layout: str) -> str:
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown response layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    return layout
+__all__ = ["BLOCKS_FIRST", "DIRECT", "INTERLEAVED", "LAYOUTS", "check_layout"]  # re-exported from genrec.grammar
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -405,43 +397,41 @@ def _parse_into(ids: list[int], spec: ResponseSpec, steps: list[Step], codes: li
         codes.append(s[1])
         return pos + 1
 
+    # Walk the layout's plan (genrec.grammar.layout_plan); the checks between slots only name the problem.
     pos = 0
-    if spec.layout == INTERLEAVED:
-        for k in range(k_levels):
-            if k > 0 and pos < n and ids[pos] != open_id and ids[pos] != eos_id:
+    prev = None
+    spans: dict[int, tuple[int, int]] = {}
+    for slot in layout_plan(spec.layout, k_levels)[:-1]:
+        k = slot.level
+        if slot.kind == BLOCK:
+            if prev is not None and pos < n:
                 t = ids[pos]
+                after_sid = prev.kind == SID
                 if sid_of(t) is not None:
-                    raise _ParseError(f"position {pos}: second SID token {d(t)} after step {k - 1}; expected {THINK_OPEN} for block {k}")
-                if t != pad_id:
+                    if after_sid:
+                        raise _ParseError(f"position {pos}: second SID token {d(t)} after step {k - 1}; expected {THINK_OPEN} for block {k}")
+                    raise _ParseError(f"position {pos}: SID token {d(t)} after only {k} of {k_levels} thinking blocks")
+                if t == eos_id:
+                    raise _ParseError(f"position {pos}: EOS after only {k} of {k_levels} {'steps' if after_sid else 'thinking blocks'}")
+                if after_sid and t not in (open_id, pad_id):
                     raise _ParseError(f"position {pos}: text {d(t)} between SID token {k - 1} and thinking block {k}")
-            if k > 0 and pos < n and ids[pos] == eos_id:
-                raise _ParseError(f"position {pos}: EOS after only {k} of {k_levels} steps")
-            start = pos
             end = read_block(pos, k)
-            sid_pos = end
-            pos = read_sid(end, k, f"right after {THINK_CLOSE} of block {k}")
-            steps.append(Step(k, start, end, sid_pos))
-    elif spec.layout == BLOCKS_FIRST:
-        spans = []
-        for k in range(k_levels):
-            if k > 0 and pos < n and sid_of(ids[pos]) is not None:
-                raise _ParseError(f"position {pos}: SID token {d(ids[pos])} after only {k} of {k_levels} thinking blocks")
-            if k > 0 and pos < n and ids[pos] == eos_id:
-                raise _ParseError(f"position {pos}: EOS after only {k} of {k_levels} thinking blocks")
-            end = read_block(pos, k)
-            spans.append((pos, end))
+            spans[k] = (pos, end)
             pos = end
-        if pos < n and ids[pos] == open_id:
-            raise _ParseError(f"position {pos}: extra thinking block (more than {k_levels})")
-        for k in range(k_levels):
+        else:
+            if prev is not None and prev.kind == BLOCK and prev.level != k and pos < n and ids[pos] == open_id:
+                raise _ParseError(f"position {pos}: extra thinking block (more than {k_levels})")
+            if not spans:
+                after = "direct layout: SID tokens only"
+            elif prev.kind == BLOCK and prev.level == k:
+                after = f"right after {THINK_CLOSE} of block {k}"
+            else:
+                after = f"SID tokens follow the {k_levels} blocks"
             sid_pos = pos
-            pos = read_sid(pos, k, f"SID tokens follow the {k_levels} blocks")
-            steps.append(Step(k, spans[k][0], spans[k][1], sid_pos))
-    else:  # DIRECT
-        for k in range(k_levels):
-            sid_pos = pos
-            pos = read_sid(pos, k, "direct layout: SID tokens only")
-            steps.append(Step(k, sid_pos, sid_pos, sid_pos))
+            pos = read_sid(pos, k, after)
+            start, end = spans.get(k, (sid_pos, sid_pos))
+            steps.append(Step(k, start, end, sid_pos))
+        prev = slot
 
     if pos >= n:
         raise _ParseError(f"missing EOS: completion ends at position {pos} right after the last SID token")
@@ -457,17 +447,6 @@ def _parse_into(ids: list[int], spec: ResponseSpec, steps: list[Step], codes: li
         if ids[p] != pad_id and ids[p] != eos_id:
             raise _ParseError(f"position {p}: token {d(ids[p])} after EOS (only pad/EOS may follow)")
     return eos_pos
-
-
-def parse_batch(completion_ids: torch.Tensor | Sequence[Sequence[int]], spec: ResponseSpec) -> list[ParsedResponse]:
-    """Parse a batch of completions (B, T) (right-padded after EOS, as TRL and `generate` return them)."""
-    if isinstance(completion_ids, torch.Tensor):
-        if completion_ids.dim() != 2:
-            raise ValueError(f"parse_batch expects a (batch, length) tensor, got shape {tuple(completion_ids.shape)}")
-        rows = completion_ids.tolist()
-    else:
-        rows = [list(r) for r in completion_ids]
-    return [parse_response(r, spec) for r in rows]
 
 
 def step_index_per_token(parsed: ParsedResponse, length: int) -> list[int]:

@@ -36,7 +36,7 @@ from rl.advantages import (
 from rl.config import SAPOConfig
 from rl.reward_funcs import TARGET_COLUMN, RolloutParser, make_reward_funcs, reward_weights_for
 from rl.rewards import match_matrix, outcome_reward
-from rl.sid_mask import SIDTable, forced_positions
+from rl.sid_mask import exclude_text_from_correction, masked_logps
 from sid_tokenizer.sidmap import SIDMap, sid_string
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ class SAPOTrainer(GRPOTrainer):
         reward_funcs=None,
         **kwargs: Any,
     ) -> None:
+        from genrec.grammar import ResponseGrammar
         from genrec.response import ResponseSpec
+        from genrec.trie import SIDTrie
 
         if not isinstance(args, SAPOConfig):
             raise TypeError(f"SAPOTrainer needs a SAPOConfig, got {type(args).__name__}")
@@ -93,11 +95,7 @@ class SAPOTrainer(GRPOTrainer):
             reward_funcs = make_reward_funcs(self.parser, valid_bonus=args.valid_bonus, catalog=self._catalog)
             if args.reward_weights is None:
                 args.reward_weights = reward_weights_for(args.algorithm)
-        self._trie = None
-        if args.constrained_rollouts:
-            from genrec.trie import SIDTrie
-
-            self._trie = SIDTrie.from_sid_map(sid_map, tokenizer)
+        self.grammar = ResponseGrammar(self.spec, SIDTrie.from_spec(sid_map, self.spec), args.max_block_tokens)
         with self._vllm_constraint(args, tokenizer):
             super().__init__(
                 model=model,
@@ -109,7 +107,6 @@ class SAPOTrainer(GRPOTrainer):
                 **kwargs,
             )
         policy = self.accelerator.unwrap_model(self.model)
-        self.sid_table = SIDTable.build(sid_map, self.spec)
         self._masked = bool(args.masked_logprobs and args.constrained_rollouts)
         if self._masked:
             text_config = policy.config.get_text_config()
@@ -144,7 +141,15 @@ class SAPOTrainer(GRPOTrainer):
         """A fresh structure + trie processor for one `generate` call (it tracks where the prompt ends)."""
         from genrec.constrained import SIDLogitsProcessor
 
-        return SIDLogitsProcessor(self.spec, self._trie, self.args.max_block_tokens)
+        return SIDLogitsProcessor(self.spec, self.grammar.trie, self.grammar.max_block)
+
+    def _generate(self, prompts):
+        out = super()._generate(prompts)
+        if self.use_vllm and self._masked and self.vllm_importance_sampling_correction and out[4] is not None:
+            out = list(out)
+            out[4] = exclude_text_from_correction(self.grammar, out[1], out[4])  # see rl/sid_mask.py
+            out = tuple(out)
+        return out
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if self.use_vllm or self.use_transformers_continuous_batching or not self.args.constrained_rollouts:
@@ -285,12 +290,9 @@ class SAPOTrainer(GRPOTrainer):
             )
         completion_ids = input_ids[:, -logits_to_keep:]
         completion_mask = attention_mask[:, -logits_to_keep:]
-        forced = forced_positions(
-            completion_ids, completion_mask, think_open_id=self.spec.think_open_id,
-            think_close_id=self.spec.think_close_id, eos_id=self.spec.eos_id,
-            max_block_tokens=[self.args.max_block_tokens] * self.num_levels,
-        )
-        row_t, col_t, nodes = self.sid_table.sid_nodes(completion_ids, completion_mask)
+        positions = self.grammar.positions(completion_ids, completion_mask)
+        forced = positions.forced
+        row_t, col_t, nodes = positions.sid()
         if row_t.numel() == 0:
             logps, entropies, aux = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
@@ -319,7 +321,7 @@ class SAPOTrainer(GRPOTrainer):
         positions = input_ids.shape[1] - logits_to_keep + col_t - 1
         head = target.get_output_embeddings()
         logits = head(hidden[row_t, positions].to(head.weight.dtype)) / self.temperature
-        masked = self.sid_table.masked_logps(logits, completion_ids[row_t, col_t], nodes)
+        masked = masked_logps(self.grammar.trie, logits, completion_ids[row_t, col_t], nodes)
         logps = logps.index_put((row_t, col_t), masked.to(logps.dtype))
         # Forced structural tokens: probability 1 under the sampling distribution, so log-prob 0 and no gradient.
         return logps.masked_fill(forced, 0.0), entropies, aux

@@ -1,11 +1,11 @@
 """The SID constraint for vLLM rollouts: a per-request state machine plus a vLLM V1 logits processor.
 
-Same grammar as `genrec.constrained.SIDLogitsProcessor` (the transformers path; tested equal in
-tests/test_rl_vllm.py): each block opens with `<think>`, free text until `</think>` or `max_block_tokens` text
-tokens (then `</think>` is forced), then (interleaved) one SID token restricted to the children of the SID prefix
-generated so far, ...; EOS after the K-th SID token. The direct layout (no reasoning) has no blocks: K SID tokens,
-then EOS. A token outside the grammar (impossible when every step went
-through the processor) ends the request with EOS.
+A thin adapter over `genrec.grammar.ResponseGrammar`, the grammar `genrec.constrained.SIDLogitsProcessor` (the
+transformers path) uses too, with the same tables (tested equal in tests/test_rl_vllm.py): each block opens with
+`<think>`, free text until `</think>` or `max_block_tokens` text tokens (then `</think>` is forced), then
+(interleaved) one SID token restricted to the children of the SID prefix generated so far, ...; EOS after the K-th
+SID token. The direct layout (no reasoning) has no blocks: K SID tokens, then EOS. A token outside the grammar
+(impossible when every step went through the processor) ends the request with EOS.
 
 vLLM sees the constraint through a JSON file (catalog SIDs and token ids) named by the environment variable
 `GENREC_SID_CONSTRAINT`, because its logits processors are constructed by the engine from a class, possibly in
@@ -17,7 +17,7 @@ another process:
   --logits-processors rl.vllm_processor:SIDVLLMLogitsProcessor --logprobs-mode processed_logprobs ...`
   (`trl vllm-serve <args> --logits-processors ...` forwards the extra flag too).
 
-vLLM is imported only inside `vllm_processor_class()`; the state machine below is pure Python + torch.
+vLLM is imported only inside `vllm_processor_class()`; the grammar state is torch only.
 """
 
 from __future__ import annotations
@@ -30,49 +30,35 @@ from pathlib import Path
 
 import torch
 
+from genrec.grammar import T_SID, GrammarState, ResponseGrammar, per_level
+from genrec.response import ResponseSpec
+from genrec.trie import SIDTrie
+
 CONSTRAINT_ENV = "GENREC_SID_CONSTRAINT"
 CONSTRAINT_FILE = "sid_constraint.json"
 
-OPEN, BLOCK, SID, EOS, DONE, INVALID = range(6)
-
-
 @dataclass
 class ConstraintTables:
-    """Everything the state machine needs: token ids, the text mask and the catalog prefix tree."""
+    """The grammar the engine applies, rebuilt from the constraint file (token ids, text mask, catalog SIDs)."""
 
     layout: str
-    think_open_id: int
-    think_close_id: int
-    eos_id: int
-    pad_id: int
-    num_levels: int
     max_block_tokens: list[int]
-    text_allowed: torch.Tensor  # (V,) bool
-    token_level: dict[int, int]
-    token_code: dict[int, int]
-    children: dict[tuple[int, ...], list[int]]
+    grammar: ResponseGrammar
+
+    @property
+    def num_levels(self) -> int:
+        return self.grammar.num_levels
 
     @classmethod
     def from_payload(cls, p: dict) -> "ConstraintTables":
-        vocab = int(p["vocab_size"])
-        text = torch.ones(vocab, dtype=torch.bool)
-        text[torch.tensor(p["text_forbidden"], dtype=torch.long)] = False
-        level_ids = p["level_token_ids"]
-        token_level = {tid: k for k, ids in enumerate(level_ids) for tid in ids}
-        token_code = {tid: c for ids in level_ids for c, tid in enumerate(ids)}
-        children: dict[tuple[int, ...], set[int]] = {}
-        for codes in p["items"]:
-            for k in range(len(codes)):
-                children.setdefault(tuple(codes[:k]), set()).add(level_ids[k][codes[k]])
-        budget = p["max_block_tokens"]
-        k_levels = len(level_ids)
-        return cls(
-            layout=p["layout"], think_open_id=p["think_open_id"], think_close_id=p["think_close_id"],
-            eos_id=p["eos_id"], pad_id=p["pad_id"], num_levels=k_levels,
-            max_block_tokens=[int(budget)] * k_levels if isinstance(budget, int) else [int(b) for b in budget],
-            text_allowed=text, token_level=token_level, token_code=token_code,
-            children={k: sorted(v) for k, v in children.items()},
+        spec = ResponseSpec.from_ids(
+            think_open_id=p["think_open_id"], think_close_id=p["think_close_id"], eos_id=p["eos_id"],
+            pad_id=p["pad_id"], level_token_ids=p["level_token_ids"], vocab_size=int(p["vocab_size"]),
+            text_forbidden=p["text_forbidden"], layout=p["layout"],
         )
+        trie = SIDTrie.from_codes(p["items"], spec.level_token_ids)
+        budget = per_level(p["max_block_tokens"], spec.num_levels, "max_block_tokens")
+        return cls(layout=p["layout"], max_block_tokens=budget, grammar=ResponseGrammar(spec, trie, budget))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ConstraintTables":
@@ -88,8 +74,6 @@ class ConstraintTables:
 
 
 def constraint_payload(sid_map, tokenizer, layout: str, max_block_tokens) -> dict:
-    from genrec.response import ResponseSpec
-
     spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, layout)
     return {
         "layout": layout,
@@ -115,98 +99,27 @@ def write_constraint_file(output_dir, sid_map, tokenizer, layout: str, max_block
     return path
 
 
-class RequestConstraint:
-    """Incremental grammar state of one request; `__call__(output_ids, logits)` is vLLM's per-request processor."""
+class RequestConstraint(GrammarState):
+    """Grammar state of one request; `__call__(output_ids, logits)` is vLLM's per-request processor."""
 
     def __init__(self, tables: ConstraintTables) -> None:
-        self.t = tables
-        self.phase = SID if tables.layout == "direct" else OPEN
-        self.block_len = 0
-        self.closed = 0
-        self.prefix: list[int] = []
+        super().__init__(tables.grammar)
         self.consumed = 0
         self._device_cache: dict[tuple, torch.Tensor] = {}
 
-    # --- grammar -------------------------------------------------------------------------------------
-    def advance(self, token: int) -> None:
-        t, token = self.t, int(token)
-        if self.phase == OPEN:
-            self._go(BLOCK if token == t.think_open_id else INVALID)
-            self.block_len = 0
-        elif self.phase == BLOCK:
-            if token == t.think_close_id:
-                self.closed += 1
-                if t.layout == "interleaved" or self.closed == t.num_levels:
-                    self._go(SID)
-                else:
-                    self._go(OPEN)
-            elif self.block_len < t.max_block_tokens[self.closed] and self._is_text(token):
-                self.block_len += 1
-            else:
-                self._go(INVALID)
-        elif self.phase == SID:
-            if token in self.t.children.get(tuple(self.prefix), ()):
-                self.prefix.append(t.token_code[token])
-                if len(self.prefix) == t.num_levels:
-                    self._go(EOS)
-                elif t.layout == "interleaved":
-                    self._go(OPEN)
-            else:
-                self._go(INVALID)
-        elif self.phase == EOS:
-            self._go(DONE if token == t.eos_id else INVALID)
-        elif self.phase == DONE:
-            if token not in (t.eos_id, t.pad_id):
-                self._go(INVALID)
-
-    def _go(self, phase: int) -> None:
-        self.phase = phase
-
-    def _is_text(self, token: int) -> bool:
-        return 0 <= token < len(self.t.text_allowed) and bool(self.t.text_allowed[token])
-
-    def allowed(self) -> tuple[str, list[int]]:
-        """("text", [</think>]) = every text token plus those ids; ("ids", ids) = exactly those ids."""
-        t = self.t
-        if self.phase == OPEN:
-            return "ids", [t.think_open_id]
-        if self.phase == BLOCK:
-            if self.block_len < t.max_block_tokens[self.closed]:
-                return "text", [t.think_close_id]
-            return "ids", [t.think_close_id]
-        if self.phase == SID:
-            return "ids", list(t.children.get(tuple(self.prefix), ()))
-        if self.phase == DONE:
-            return "ids", sorted({t.eos_id, t.pad_id})
-        return "ids", [t.eos_id]  # EOS, or INVALID: end the request
-
-    def allowed_mask(self, vocab_size: int) -> torch.Tensor:
-        kind, ids = self.allowed()
-        mask = torch.zeros(vocab_size, dtype=torch.bool)
-        if kind == "text":
-            n = min(vocab_size, len(self.t.text_allowed))
-            mask[:n] = self.t.text_allowed[:n]
-        mask[torch.tensor(ids, dtype=torch.long)] = True
-        return mask
-
-    # --- vLLM per-request processor ------------------------------------------------------------------
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         for tok in output_ids[self.consumed :]:
             self.advance(tok)
         self.consumed = len(output_ids)
-        kind, ids = self.allowed()
         vocab = logits.shape[-1]
-        if kind == "text":
-            key = ("text", logits.device, vocab)
-            text = self._device_cache.get(key)
-            if text is None:
-                text = self.allowed_mask(vocab).to(logits.device)  # text + </think>
-                self._device_cache[key] = text
-            return logits.masked_fill(~text, float("-inf"))
-        idx = torch.tensor(ids, dtype=torch.long, device=logits.device)
-        out = torch.full_like(logits, float("-inf"))
-        out[idx] = logits[idx]
-        return out
+        tpl = int(self.template[0])
+        key = (tpl, logits.device, vocab)
+        mask = self._device_cache.get(key) if tpl != T_SID else None  # only SID rows depend on more than the template
+        if mask is None:
+            mask = self.allowed_mask(vocab).to(logits.device)
+            if tpl != T_SID:
+                self._device_cache[key] = mask
+        return logits.masked_fill(~mask, float("-inf"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, PreTrainedTokenizerFast
 
 from genrec.constrained import ConstrainedDecodingError, SIDLogitsProcessor
-from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED, LAYOUTS, ResponseSpec, parse_batch
+from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED, LAYOUTS, ResponseSpec, parse_response
 from genrec.trie import SIDTrie
 from sid_tokenizer.sidmap import SIDMap
 
@@ -196,7 +196,7 @@ def generate(model, tok, proc, prompts, **kw):
 
 def check_outputs(comp, spec, sid_map, max_block, min_block):
     """Every row parses into K steps, names a catalog item, keeps the block budgets; only pad/EOS after EOS."""
-    parsed = parse_batch(comp, spec)
+    parsed = [parse_response(row, spec) for row in comp]
     for p, row in zip(parsed, comp.tolist()):
         assert p.ok, (p.error, row)
         assert sid_map.item_for_codes(p.codes) is not None

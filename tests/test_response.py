@@ -18,7 +18,6 @@ from genrec.response import (
     LAYOUTS,
     ResponseSpec,
     Step,
-    parse_batch,
     parse_response,
     render_response,
     step_index_per_token,
@@ -215,18 +214,18 @@ def test_tokens_after_eos_and_pads_inside():
     assert not partial.ok and len(partial.steps) == 2 and partial.partial_codes == (1, 2) and partial.codes == ()
 
 
-def test_parse_batch_matches_single_and_step_index_tensor():
+def test_step_index_tensor_of_a_padded_batch():
     spec = SPECS[INTERLEAVED]
     rows = [ids_of(GOOD) + [spec.eos_id, spec.pad_id], ids_of(GOOD)[:-1] + [spec.eos_id, spec.pad_id, spec.pad_id]]
     batch = torch.tensor(rows)
-    parsed = parse_batch(batch, spec)
+    parsed = [parse_response(r, spec) for r in batch]
     assert [p.ok for p in parsed] == [True, False]
     assert parsed[0] == parse_response(rows[0], spec)
     idx = step_index_tensor(parsed, batch.shape[1])
     assert idx.shape == batch.shape and idx.dtype == torch.long
     assert idx[0].tolist() == step_index_per_token(parsed[0], batch.shape[1])
-    with pytest.raises(ValueError, match="expects a \\(batch, length\\) tensor"):
-        parse_batch(torch.zeros(3, dtype=torch.long), spec)
+    with pytest.raises(ValueError, match="expects a 1-D sequence"):
+        parse_response(torch.zeros(2, 3, dtype=torch.long), spec)
 
 
 # ---------------------------------------------------------------------------------------------- properties

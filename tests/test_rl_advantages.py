@@ -187,22 +187,31 @@ def test_parser_step_index_matches_hand_map(layout, ids, expected):
     assert step_matches(bad.codes if bad.ok else None, (0, 1)) == [0.0, 0.0]
 
 
-def test_sid_positions_and_masked_logps():
-    from rl.sid_mask import SIDTable, masked_token_logps
+def _grammar(layout, budget):
+    from genrec.grammar import ResponseGrammar
+    from genrec.trie import SIDTrie
     from sid_tokenizer.sidmap import SIDMap
 
     # catalog: (0,0), (0,1), (1,1); level-0 ids 10,11; level-1 ids 12,13
     sid_map = SIDMap({"x": (0, 0), "y": (0, 1), "z": (1, 1)}, [2, 2])
-    table = SIDTable.build(sid_map, _spec("interleaved"))
-    assert table.children == {(): [10, 11], (0,): [12, 13], (1,): [13]}
+    spec = _spec(layout)
+    return ResponseGrammar(spec, SIDTrie.from_spec(sid_map, spec), budget)
+
+
+def test_sid_positions_and_masked_logps():
+    from rl.sid_mask import masked_logps
+
+    grammar = _grammar("interleaved", 4)
+    trie = grammar.trie
     completion = torch.tensor([[1, 5, 2, 11, 1, 2, 13, 3], [1, 2, 10, 1, 2, 12, 3, 0]])
     mask = torch.tensor([[1] * 8, [1] * 7 + [0]])
-    rows, cols, allowed = table.sid_positions(completion, mask)
-    assert (rows, cols) == ([0, 0, 1, 1], [3, 6, 2, 5])
+    rows, cols, nodes = grammar.positions(completion, mask).sid()
+    assert (rows.tolist(), cols.tolist()) == ([0, 0, 1, 1], [3, 6, 2, 5])
+    allowed = [trie.children(n)[0] for n in nodes.tolist()]
     assert allowed == [[10, 11], [13], [10, 11], [12, 13]]
     logits = torch.randn(4, 20)
     tokens = completion[rows, cols]
-    out = masked_token_logps(logits, tokens, allowed)
+    out = masked_logps(trie, logits, tokens, nodes)
     for i, ids in enumerate(allowed):
         ref = torch.log_softmax(logits[i, ids], dim=0)[ids.index(int(tokens[i]))]
         assert out[i].item() == pytest.approx(ref.item(), abs=1e-5)
@@ -210,14 +219,17 @@ def test_sid_positions_and_masked_logps():
 
 
 def test_forced_positions_by_hand():
-    from rl.sid_mask import forced_positions
-
     # interleaved, budget 2: <think> x </think>(free) <a> <think> y y </think>(at budget: forced) <b> <eos> <pad>
     ids = torch.tensor([[1, 5, 2, 10, 1, 5, 6, 2, 13, 3, 0]])
     mask = torch.tensor([[1] * 10 + [0]])
-    f = forced_positions(ids, mask, think_open_id=1, think_close_id=2, eos_id=3, max_block_tokens=[2, 2])
-    assert torch.nonzero(f[0]).flatten().tolist() == [0, 4, 7, 9]
-    # blocks_first, budget 1: <think> x </think>(forced) <think> </think>(free) <a> <b> <eos>
-    ids = torch.tensor([[1, 5, 2, 1, 2, 10, 13, 3]])
-    f = forced_positions(ids, torch.ones_like(ids), think_open_id=1, think_close_id=2, eos_id=3, max_block_tokens=[1, 1])
-    assert torch.nonzero(f[0]).flatten().tolist() == [0, 2, 3, 7]
+    pos = _grammar("interleaved", 2).positions(ids, mask)
+    assert torch.nonzero(pos.forced[0]).flatten().tolist() == [0, 4, 7, 9]
+    assert torch.nonzero(pos.text[0]).flatten().tolist() == [1, 2, 5, 6]  # free text and the free </think>
+    # blocks_first, budget 1: <think> x </think>(forced) <think> </think>(free) <a> <b>(single child: forced) <eos>
+    ids = torch.tensor([[1, 5, 2, 1, 2, 11, 13, 3]])
+    pos = _grammar("blocks_first", 1).positions(ids, torch.ones_like(ids))
+    assert torch.nonzero(pos.forced[0]).flatten().tolist() == [0, 2, 3, 6, 7]
+    # off the grammar (a second EOS where pads may follow is fine; text after the SID is not): nothing from there on
+    ids = torch.tensor([[1, 2, 10, 5, 1, 2, 12, 3]])
+    pos = _grammar("interleaved", 2).positions(ids, torch.ones_like(ids))
+    assert torch.nonzero(pos.forced[0]).flatten().tolist() == [0]

@@ -1,5 +1,6 @@
-"""The vLLM-side SID constraint without a GPU: the per-request state machine allows exactly what the transformers
-processor (genrec.constrained.SIDLogitsProcessor) allows, on random walks through the grammar, in every layout.
+"""The vLLM-side SID constraint without a GPU: the per-request adapter of the one grammar (genrec.grammar) allows
+exactly what the transformers adapter (genrec.constrained.SIDLogitsProcessor) and the batched per-position states
+(ResponseGrammar.positions, used by the RL masking) allow, on random walks through the grammar, in every layout.
 An optional test runs real vLLM generation with fixed weights (skipped when vllm is not installed)."""
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def _pair(tokenizer, layout, budget):
 @pytest.mark.parametrize("layout", ["interleaved", "blocks_first", "direct"])
 def test_state_machine_matches_transformers_processor(tokenizer, layout):
     from genrec.response import parse_response
-    from rl.vllm_processor import DONE, RequestConstraint
+    from genrec.grammar import T_INVALID
+    from rl.vllm_processor import RequestConstraint
 
     budget = 3
     hf, tables, spec = _pair(tokenizer, layout, budget)
@@ -45,10 +47,12 @@ def test_state_machine_matches_transformers_processor(tokenizer, layout):
     for walk in range(25):
         state = RequestConstraint(tables)
         seq: list[int] = []
-        while state.phase != DONE:
+        masks = []
+        while not state.finished:
             ours = state.allowed_mask(vocab)
             ref = hf.allowed_mask(torch.tensor([seq], dtype=torch.long), prompt_len=0, vocab_size=vocab)[0]
             assert torch.equal(ours, ref), f"walk {walk}, after {seq}: masks differ"
+            masks.append(ours)
             allowed = torch.nonzero(ours).flatten().tolist()
             # close blocks early now and then, so block lengths vary
             tok = spec.think_close_id if spec.think_close_id in allowed and rng.random() < 0.3 else rng.choice(allowed)
@@ -58,6 +62,14 @@ def test_state_machine_matches_transformers_processor(tokenizer, layout):
         parsed = parse_response(seq, spec)
         assert parsed.ok, parsed.error
         assert tuple(parsed.codes) in set(tiny_sid_map().item_to_codes.values())
+        # the batched per-position states agree: forced exactly where one token was allowed, SID rows' children
+        pos = hf.grammar.positions(torch.tensor([seq]))
+        assert (pos.template != T_INVALID).all()
+        assert pos.forced[0].tolist() == [int(m.sum()) == 1 for m in masks]
+        rows, cols, nodes = pos.sid()
+        for c, node in zip(cols.tolist(), nodes.tolist()):
+            assert set(hf.trie.children(node)[0]) == set(torch.nonzero(masks[c]).flatten().tolist())
+        assert sorted(cols.tolist()) == [s.sid_pos for s in parsed.steps]
 
 
 def test_request_processor_masks_logits_incrementally(tokenizer):
@@ -94,7 +106,8 @@ def test_constraint_file_roundtrip(tokenizer, tmp_path, monkeypatch):
     assert os.environ[CONSTRAINT_ENV] == str(path.resolve())
     tables = ConstraintTables.load(path)
     assert tables.layout == "blocks_first" and tables.max_block_tokens == [5, 5] and tables.num_levels == 2
-    assert len(tables.children[()]) == 4
+    trie = tables.grammar.trie
+    assert len(trie.children(trie.root)[0]) == 4
     with pytest.raises(FileNotFoundError, match="SID constraint file not found"):
         ConstraintTables.load(tmp_path / "missing.json")
 
