@@ -9,6 +9,8 @@ Data variants (why: the peers' reference numbers count raw views, while our load
 - amazon-industrial-mini/given: the given pre-split files
 - jobs-synth/default:  `genrec synth` defaults (configs/synth.yaml values), leave-one-out
 Prints a Markdown table and writes bench_results/baselines.json plus one report folder per variant.
+SASRec runs through `genrec evaluate`'s path, i.e. with SASRecConfig defaults (train_mode='sequence' since
+session 4); scripts/bench_sasrec.py compares it with the per-example objective the table in docs/bench/eval.md used.
 """
 
 from __future__ import annotations
