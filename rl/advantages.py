@@ -3,33 +3,56 @@
 Rollouts arrive in groups of G consecutive rows (the G samples of one prompt), as TRL orders them after gathering
 across processes. Every function here is pure tensor math, so it is tested against hand-computed cases.
 
-Algorithms (see docs/rl.md):
-- `sapo`: reward m[i,k] per step; A[i,k] = (m[i,k] - mean_j m[j,k]) / max(std_j m[j,k], eps) per group and step;
-  block-k and SID-k tokens get A[i,k], glue tokens 0, per-step length normalisation.
+Algorithms (see docs/rl.md) are a reward of the registry (rl/rewards.py) plus how its advantage reaches the tokens:
+- `sapo`: per-step reward m[i,k] (level match); A[i,k] = (m[i,k] - mean_j m[j,k]) / max(std_j m[j,k], eps) per group
+  and step; block-k and SID-k tokens get A[i,k], glue tokens 0, per-step length normalisation.
 - `grpo`: outcome reward (exact SID match), A[i] = (r - mean) / (std + eps), broadcast to every token.
 - `grpo_prefix`: prefix reward 2^-(L-p), same normalisation and broadcast as `grpo`.
 - `step_reward_broadcast` (ablation): the per-step reward reduced to one scalar (mean over the K steps), then
   normalised and broadcast like `grpo`: dense reward, no step alignment.
 - `outcome_step_adv` (ablation): the outcome reward used as every step's reward, so A[i,k] = A[i] for all k, but
   mapped onto tokens exactly like SAPO (glue 0, per-step length normalisation): step-aligned loss, no dense reward.
+
+`SAPOConfig.reward` swaps the reward of any algorithm (a registered name or a dotted path).
+
+Normalisation: a group whose rewards are all equal (compared as values, so 1/3 in float32 counts as equal) gets
+exactly 0. The per-step rule (a per-step reward on step-aligned tokens, SAPO) divides by max(std, 1e-6); the
+outcome rule divides by std + 1e-4, TRL's constant, so `grpo` matches TRL's GRPO advantages. With G = 1 there is no
+baseline and every advantage is 0, as in TRL (r - mean = 0; TRL itself requires G >= 2 for training).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from rl.rewards import Codes, match_matrix, mean_step_reward, outcome_reward, prefix_reward
-
-ALGORITHMS = ("sapo", "grpo", "grpo_prefix", "step_reward_broadcast", "outcome_step_adv")
-STEP_ALGORITHMS = ("sapo", "outcome_step_adv")  # algorithms with a (N, K) advantage and step-aligned tokens
-EPS = 1e-6
+from rl.rewards import Codes, Reward, get_reward
 
 
-def check_algorithm(algorithm: str) -> None:
+@dataclass(frozen=True)
+class Algorithm:
+    reward: str  # name in rl.rewards.REWARDS
+    step_aligned: bool  # (N, K) advantages mapped onto each step's tokens, else one advantage per rollout
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "sapo": Algorithm("level_match", step_aligned=True),
+    "grpo": Algorithm("exact_match", step_aligned=False),
+    "grpo_prefix": Algorithm("prefix_match", step_aligned=False),
+    "step_reward_broadcast": Algorithm("level_match", step_aligned=False),
+    "outcome_step_adv": Algorithm("exact_match", step_aligned=True),
+}
+STEP_ALGORITHMS = tuple(name for name, a in ALGORITHMS.items() if a.step_aligned)
+EPS = 1e-6  # the per-step rule's std floor (SAPO)
+OUTCOME_EPS = 1e-4  # the outcome rule's std offset (TRL's GRPO)
+
+
+def check_algorithm(algorithm: str) -> Algorithm:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown RL algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[algorithm]
 
 
 def _grouped(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
@@ -43,16 +66,18 @@ def _grouped(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
 
 
 def group_normalize(
-    rewards: torch.Tensor, num_generations: int, eps: float = EPS, denominator: str = "max"
+    rewards: torch.Tensor, num_generations: int, eps: float | None = None, denominator: str = "max"
 ) -> torch.Tensor:
     """(r - group mean) / group std, per group of `num_generations` rows and (for 2-D input) per column.
 
-    std is the unbiased (n - 1) estimate. `denominator="max"` divides by max(std, eps) (SAPO's per-step rule),
-    `"add"` by std + eps (outcome GRPO). A group whose rewards are all equal gets 0. With G = 1 there is no
-    baseline (and the unbiased std is undefined), so every advantage is 0.
+    std is the unbiased (n - 1) estimate. `denominator="max"` divides by max(std, eps) (SAPO's per-step rule, eps
+    default 1e-6), `"add"` by std + eps (outcome GRPO, eps default 1e-4 as in TRL). A group whose rewards are all
+    equal gets exactly 0. With G = 1 there is no baseline (and the unbiased std is undefined), so every advantage is 0.
     """
     if denominator not in ("max", "add"):
         raise ValueError(f"denominator must be 'max' or 'add', got {denominator!r}")
+    if eps is None:
+        eps = EPS if denominator == "max" else OUTCOME_EPS
     grouped = _grouped(rewards.float(), num_generations)
     if num_generations == 1:
         return torch.zeros_like(rewards, dtype=torch.float32)
@@ -61,8 +86,10 @@ def group_normalize(
     centered = grouped - mean
     denom = std.clamp(min=eps) if denominator == "max" else std + eps
     adv = centered / denom
-    # Exactly 0 for constant groups (centered is 0 up to rounding; make it exact for the zero-signal metrics).
-    adv = torch.where(std > 0, adv, torch.zeros_like(adv))
+    # Exactly 0 for constant groups, decided on the values: the mean of three 1/3 is not 1/3 in float32, so the
+    # centred values and the std are tiny but not 0 and would give a spurious common advantage.
+    constant = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)
+    adv = torch.where(constant, torch.zeros_like(adv), adv)
     return adv.reshape(rewards.shape)
 
 
@@ -72,39 +99,50 @@ def zero_std_groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor
     return (grouped == grouped[:, :1]).all(dim=1)
 
 
+def algorithm_reward(algorithm: str, reward: str | Reward | Callable | None = None) -> Reward:
+    """The reward an algorithm normalises: `reward` when given (registry name, dotted path, function), else its own."""
+    return get_reward(reward if reward is not None else check_algorithm(algorithm).reward)
+
+
 def algorithm_rewards(
     algorithm: str,
     all_codes: Sequence[Codes],
     targets: Sequence[Sequence[int]],
     *,
-    valid_bonus: float = 0.0,
-    is_valid: Callable[[tuple[int, ...]], bool] | None = None,
+    reward: str | Reward | Callable | None = None,
+    **context,
 ) -> torch.Tensor:
-    """The reward each algorithm normalises: (N, K) for step algorithms, (N,) for scalar ones."""
-    check_algorithm(algorithm)
-    if algorithm == "sapo":
-        return match_matrix(all_codes, targets)
-    if algorithm == "outcome_step_adv":
-        outcome = torch.tensor([outcome_reward(c, t) for c, t in zip(all_codes, targets)], dtype=torch.float32)
+    """The reward each algorithm normalises: (N, K) for step-aligned algorithms, (N,) for scalar ones.
+
+    `context` (valid_bonus, is_valid) is passed to the reward function.
+    """
+    spec = check_algorithm(algorithm)
+    r = algorithm_reward(algorithm, reward)
+    if len(all_codes) != len(targets):
+        raise ValueError(f"{len(all_codes)} rollouts but {len(targets)} targets")
+    if spec.step_aligned:
         num_levels = len(targets[0]) if targets else 0
-        return outcome.unsqueeze(1).expand(-1, num_levels).contiguous()
-    if algorithm == "grpo":
-        return torch.tensor([outcome_reward(c, t) for c, t in zip(all_codes, targets)], dtype=torch.float32)
-    if algorithm == "grpo_prefix":
-        return torch.tensor(
-            [prefix_reward(c, t, valid_bonus=valid_bonus, is_valid=is_valid) for c, t in zip(all_codes, targets)],
-            dtype=torch.float32,
-        )
-    return torch.tensor([mean_step_reward(c, t) for c, t in zip(all_codes, targets)], dtype=torch.float32)
+        rows = [r.step_values(c, t, **context) for c, t in zip(all_codes, targets)]
+        return torch.tensor(rows, dtype=torch.float32).view(len(rows), num_levels)
+    return torch.tensor([r.scalar(c, t, **context) for c, t in zip(all_codes, targets)], dtype=torch.float32)
 
 
-def algorithm_advantages(algorithm: str, rewards: torch.Tensor, num_generations: int, eps: float = EPS) -> torch.Tensor:
-    """Group-normalised advantages of `algorithm_rewards` output (same shape)."""
-    check_algorithm(algorithm)
-    # SAPO.md: per-step advantages divide by max(std, eps); outcome-style (and the ablation that reuses the
-    # outcome reward per step, so that its advantage equals outcome GRPO's exactly) divide by std + eps.
-    denominator = "max" if algorithm == "sapo" else "add"
-    return group_normalize(rewards, num_generations, eps=eps, denominator=denominator)
+def algorithm_advantages(
+    algorithm: str,
+    rewards: torch.Tensor,
+    num_generations: int,
+    eps: float | None = None,
+    reward: str | Reward | Callable | None = None,
+) -> torch.Tensor:
+    """Group-normalised advantages of `algorithm_rewards` output (same shape).
+
+    The per-step rule (max(std, eps)) applies to a per-step reward on step-aligned tokens (SAPO); outcome-style
+    rewards, also when mapped per step (`outcome_step_adv`, whose advantage then equals outcome GRPO's exactly),
+    divide by std + eps.
+    """
+    spec = check_algorithm(algorithm)
+    per_step_rule = spec.step_aligned and algorithm_reward(algorithm, reward).per_step
+    return group_normalize(rewards, num_generations, eps=eps, denominator="max" if per_step_rule else "add")
 
 
 def scatter_step_advantages(step_adv: torch.Tensor, step_index: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from trl import GRPOConfig
 
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
-from rl.advantages import ALGORITHMS, EPS, STEP_ALGORITHMS
+from rl.advantages import ALGORITHMS, STEP_ALGORITHMS, algorithm_reward
 
 LAYOUTS = ("interleaved", "blocks_first", "direct")
 """`direct` (SID tokens only, stage-1 models): each step is one SID token; the no-reasoning ablation of SAPO."""
@@ -37,6 +37,13 @@ class SAPOConfig(GRPOConfig):
             "step-aligned token mapping).",
             "choices": list(ALGORITHMS),
         },
+    )
+    reward: str | None = field(
+        default=None,
+        metadata={"help": "Reward the algorithm normalises, instead of its own: a name registered in rl/rewards.py "
+                  "(level_match, exact_match, prefix_match, or one added with register_reward) or a dotted path "
+                  "'package.module:function' (function(codes, target, **context); per-step when it has "
+                  "per_step = True). Default: the algorithm's reward."},
     )
     layout: str = field(
         default="interleaved",
@@ -70,9 +77,10 @@ class SAPOConfig(GRPOConfig):
         metadata={"help": "grpo_prefix: reward bonus for a SID that is a catalog item (constant under constrained "
                   "rollouts)."},
     )
-    adv_eps: float = field(
-        default=EPS,
-        metadata={"help": "Floor / offset of the group std in the advantage normalisation."},
+    adv_eps: float | None = field(
+        default=None,
+        metadata={"help": "Floor / offset of the group std in the advantage normalisation. Default: 1e-6 as the "
+                  "floor of SAPO's per-step rule, 1e-4 (TRL's value) as the offset of the outcome rule."},
     )
 
     # GRPOConfig defaults changed for small models on CPU.
@@ -121,7 +129,8 @@ class SAPOConfig(GRPOConfig):
         self.max_block_tokens_auto = self.max_block_tokens == 0
         if self.max_block_tokens_auto:
             self.max_block_tokens = DEFAULT_MAX_BLOCK_TOKENS
-        if self.adv_eps <= 0:
+        algorithm_reward(self.algorithm, self.reward)  # a bad name or path fails here, not at the first step
+        if self.adv_eps is not None and self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
         if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":
             raise ValueError(
@@ -129,11 +138,13 @@ class SAPOConfig(GRPOConfig):
                 "the per-step length normalisation is an exact advantage rescaling only under that loss. "
                 "Note that TRL's loss_type='sapo' is a different method, not this project's SAPO."
             )
-        if self.constrained_rollouts and (self.top_k or self.top_p < 1.0 or self.min_p):
+        if self.constrained_rollouts and (
+            self.top_k or self.top_p < 1.0 or self.min_p or (self.repetition_penalty or 1.0) != 1.0
+        ):
             raise ValueError(
-                "constrained rollouts need top_k=0, top_p=1.0 and min_p unset: truncation is applied before the SID "
-                "mask and can remove every allowed token (and it would make the sampled distribution differ from "
-                "the masked log-probs used in training)"
+                "constrained rollouts need top_k=0, top_p=1.0, min_p unset and repetition_penalty=1.0: truncation is "
+                "applied before the SID mask and can remove every allowed token, and truncation or a repetition "
+                "penalty makes the sampled distribution differ from the masked log-probs used in training"
             )
 
     def resolve_block_budget(self, traces: str | Path | None, num_levels: int) -> str:

@@ -1,8 +1,8 @@
-"""TRL reward functions (exact match, mean level match, prefix reward) over parsed SID responses.
+"""TRL reward functions over parsed SID responses, one per reward of the registry (rl/rewards.py).
 
 TRL requires `reward_funcs` and logs each one as `rewards/<name>/mean`; the trainer computes its advantages from the
-same rewards (rl/advantages.py), so these functions make the logged rewards meaningful and let plain `GRPOTrainer`
-runs use the same rewards. The target travels with each prompt as the dataset column `target_codes` (TRL passes
+same registry (rl/advantages.py), so these functions make the logged rewards meaningful and let plain `GRPOTrainer`
+runs use the same rewards (a per-step reward is logged as its mean over levels). The target travels with each prompt as the dataset column `target_codes` (TRL passes
 dataset columns to reward functions as keyword arguments).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from rl.rewards import mean_step_reward, outcome_reward, prefix_reward
+from rl.rewards import Reward, get_reward
 
 TARGET_COLUMN = "target_codes"
 
@@ -57,50 +57,34 @@ def _targets(kwargs: dict, n: int) -> list[list[int]]:
 
 
 class SIDReward:
-    """A TRL reward function: `kind` in {'exact_match', 'level_match', 'prefix_match'}."""
+    """A TRL reward function computing one reward of the registry (a name, dotted path or `Reward`)."""
 
-    KINDS = ("exact_match", "level_match", "prefix_match")
-
-    def __init__(self, kind: str, parser: RolloutParser, *, valid_bonus: float = 0.0, catalog=None) -> None:
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown reward kind {kind!r}: expected one of {self.KINDS}")
-        self.kind = kind
-        self.__name__ = kind  # TRL logs rewards/<__name__>/mean
+    def __init__(self, reward: str | Reward, parser: RolloutParser, *, valid_bonus: float = 0.0, catalog=None) -> None:
+        self.reward = get_reward(reward)
+        self.kind = self.reward.name
+        self.__name__ = self.reward.name  # TRL logs rewards/<__name__>/mean
         self.parser = parser
-        self.valid_bonus = valid_bonus
-        self.catalog = catalog
+        self.context = {"valid_bonus": valid_bonus, "is_valid": catalog.__contains__ if catalog is not None else None}
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
         if completion_ids is None:
             raise ValueError("reward function needs completion_ids (TRL passes them)")
         targets = _targets(kwargs, len(completion_ids))
-        out = []
-        for ids, target in zip(completion_ids, targets):
-            codes = self.parser.codes(ids)
-            if self.kind == "exact_match":
-                out.append(outcome_reward(codes, target))
-            elif self.kind == "level_match":
-                out.append(mean_step_reward(codes, target))
-            else:
-                is_valid = self.catalog.__contains__ if self.catalog is not None else None
-                out.append(prefix_reward(codes, target, valid_bonus=self.valid_bonus, is_valid=is_valid))
-        return out
+        return [self.reward.scalar(self.parser.codes(ids), t, **self.context) for ids, t in zip(completion_ids, targets)]
 
 
-# Which logged reward is "the" reward of each algorithm (TRL's `reward` metric is the weighted sum).
-ALGORITHM_REWARD = {
-    "sapo": "level_match",
-    "grpo": "exact_match",
-    "grpo_prefix": "prefix_match",
-    "step_reward_broadcast": "level_match",
-    "outcome_step_adv": "exact_match",
-}
+LOGGED_REWARDS = ("exact_match", "level_match", "prefix_match")  # always logged, whatever the algorithm
 
 
-def make_reward_funcs(parser: RolloutParser, *, valid_bonus: float = 0.0, catalog=None) -> list[SIDReward]:
-    return [SIDReward(kind, parser, valid_bonus=valid_bonus, catalog=catalog) for kind in SIDReward.KINDS]
+def logged_reward_names(reward: str) -> list[str]:
+    """The rewards a run logs: the built-ins, plus the algorithm's reward when it is another one."""
+    return list(LOGGED_REWARDS) + ([reward] if reward not in LOGGED_REWARDS else [])
 
 
-def reward_weights_for(algorithm: str) -> list[float]:
-    """Weights over make_reward_funcs' order so that TRL's logged `reward` is the algorithm's own reward."""
-    return [1.0 if kind == ALGORITHM_REWARD[algorithm] else 0.0 for kind in SIDReward.KINDS]
+def make_reward_funcs(parser: RolloutParser, names=LOGGED_REWARDS, *, valid_bonus: float = 0.0, catalog=None) -> list[SIDReward]:
+    return [SIDReward(name, parser, valid_bonus=valid_bonus, catalog=catalog) for name in names]
+
+
+def reward_weights_for(names, reward: str) -> list[float]:
+    """Weights over `names` so that TRL's logged `reward` is the algorithm's own reward."""
+    return [1.0 if name == reward else 0.0 for name in names]

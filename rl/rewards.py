@@ -9,11 +9,23 @@ exactly K steps (format gate). Every reward of a gated rollout is 0, and it is c
   catalog item (prefix-reward GRPO).
 - `mean_step_reward`: the mean of m over levels: how the per-step reward is reduced to one scalar for the
   `step_reward_broadcast` ablation (and the scalar logged as SAPO's "reward").
+
+The registry (`REWARDS`, `register_reward`, `get_reward`) names them for the algorithms (rl/advantages.py), the TRL
+reward functions that log them (rl/reward_funcs.py) and `SAPOConfig.reward`. A new reward is one function in one
+place:
+
+    @register_reward("my_reward", per_step=True)   # per_step: one value per SID level, else one scalar
+    def my_reward(codes, target, **context): ...     # context: valid_bonus, is_valid
+
+or, without registering, `--reward my_package.my_module:my_reward` (a dotted path; set `my_reward.per_step = True`
+for a per-step reward).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -91,3 +103,79 @@ def match_matrix(all_codes: Sequence[Codes], targets: Sequence[Sequence[int]]) -
     return torch.tensor([step_matches(c, t) for c, t in zip(all_codes, targets)], dtype=torch.float32).view(
         len(targets), num_levels
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward of a rollout's codes against the target: K values (`per_step`) or one scalar."""
+
+    name: str
+    fn: Callable[..., float | Sequence[float]]  # fn(codes, target, **context)
+    per_step: bool = False
+
+    def step_values(self, codes: Codes, target: Sequence[int], **context) -> list[float]:
+        """One value per level (a scalar reward is repeated at every level)."""
+        out = self.fn(codes, target, **context)
+        if not self.per_step:
+            return [float(out)] * len(target)
+        out = [float(v) for v in out]
+        if len(out) != len(target):
+            raise ValueError(f"per-step reward {self.name!r} gave {len(out)} values for {len(target)} levels")
+        return out
+
+    def scalar(self, codes: Codes, target: Sequence[int], **context) -> float:
+        """The scalar form (the mean over levels for a per-step reward)."""
+        if not self.per_step:
+            return float(self.fn(codes, target, **context))
+        values = self.step_values(codes, target, **context)
+        return sum(values) / len(values)
+
+
+REWARDS: dict[str, Reward] = {}
+
+
+def register_reward(name: str, *, per_step: bool = False):
+    """Decorator: register `fn(codes, target, **context)` under `name` (see the module docstring)."""
+
+    def deco(fn):
+        if name in REWARDS and REWARDS[name].fn is not fn:
+            raise ValueError(f"a reward named {name!r} is already registered")
+        REWARDS[name] = Reward(name, fn, per_step)
+        return fn
+
+    return deco
+
+
+def get_reward(name: str | Reward | Callable) -> Reward:
+    """A registered reward by name, a `Reward`, a function, or a dotted path 'package.module:function' (or
+    'package.module.function'); a function's `per_step` attribute says whether it returns one value per level."""
+    if isinstance(name, Reward):
+        return name
+    if callable(name):
+        return Reward(getattr(name, "__name__", "reward"), name, bool(getattr(name, "per_step", False)))
+    if name in REWARDS:
+        return REWARDS[name]
+    module, sep, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
+    if not sep or not module:
+        raise ValueError(f"unknown reward {name!r}: expected one of {', '.join(REWARDS)} or a dotted path 'module:function'")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward {name!r}: cannot import {attr!r} from {module!r} ({e})") from None
+    if isinstance(fn, Reward):
+        return fn
+    return Reward(name, fn, bool(getattr(fn, "per_step", False)))
+
+
+register_reward("level_match", per_step=True)(lambda codes, target, **_: step_matches(codes, target))
+register_reward("exact_match")(lambda codes, target, **_: outcome_reward(codes, target))
+register_reward("prefix_match")(
+    lambda codes, target, valid_bonus=0.0, is_valid=None, **_: prefix_reward(
+        codes, target, valid_bonus=valid_bonus, is_valid=is_valid
+    )
+)

@@ -29,12 +29,19 @@ from trl import GRPOTrainer
 
 from rl.advantages import (
     algorithm_advantages,
+    algorithm_reward,
     algorithm_rewards,
     token_advantages,
     zero_std_groups,
 )
 from rl.config import SAPOConfig
-from rl.reward_funcs import TARGET_COLUMN, RolloutParser, make_reward_funcs, reward_weights_for
+from rl.reward_funcs import (
+    TARGET_COLUMN,
+    RolloutParser,
+    logged_reward_names,
+    make_reward_funcs,
+    reward_weights_for,
+)
 from rl.rewards import match_matrix, outcome_reward
 from rl.sid_mask import exclude_text_from_correction, masked_logps
 from sid_tokenizer.sidmap import SIDMap, sid_string
@@ -91,10 +98,21 @@ class SAPOTrainer(GRPOTrainer):
                 args.max_completion_length, longest, args.max_block_tokens, sid_map.num_levels, longest,
             )
         self._catalog = frozenset(sid_map.item_to_codes.values())
+        self.reward = algorithm_reward(args.algorithm, args.reward)
+        # TRL's reward arguments: with a scalar algorithm, user `reward_funcs` (and `reward_weights`,
+        # `scale_rewards`) make the advantages exactly as in GRPOTrainer; a step algorithm needs the per-step reward
+        # of the registry (SAPOConfig.reward), so there they are only logged.
+        self._trl_advantages = reward_funcs is not None and not args.is_step_algorithm
         if reward_funcs is None:
-            reward_funcs = make_reward_funcs(self.parser, valid_bonus=args.valid_bonus, catalog=self._catalog)
+            names = logged_reward_names(self.reward.name)
+            reward_funcs = make_reward_funcs(self.parser, names, valid_bonus=args.valid_bonus, catalog=self._catalog)
             if args.reward_weights is None:
-                args.reward_weights = reward_weights_for(args.algorithm)
+                args.reward_weights = reward_weights_for(names, self.reward.name)
+        elif args.is_step_algorithm:
+            logger.warning(
+                "reward_funcs are logged only: the step algorithm %r computes its advantages from the per-step "
+                "reward %r (set SAPOConfig.reward to change it)", args.algorithm, self.reward.name,
+            )
         self.grammar = ResponseGrammar(self.spec, SIDTrie.from_spec(sid_map, self.spec), args.max_block_tokens)
         with self._vllm_constraint(args, tokenizer):
             super().__init__(
@@ -227,10 +245,15 @@ class SAPOTrainer(GRPOTrainer):
         all_targets = [tuple(t) for t in all_targets_t.tolist()]
 
         rewards = algorithm_rewards(
-            self.args.algorithm, all_codes, all_targets, valid_bonus=self.args.valid_bonus,
+            self.args.algorithm, all_codes, all_targets, reward=self.reward, valid_bonus=self.args.valid_bonus,
             is_valid=self._catalog.__contains__,
         )
-        advantages = algorithm_advantages(self.args.algorithm, rewards, num_generations, eps=self.args.adv_eps)
+        advantages = algorithm_advantages(
+            self.args.algorithm, rewards, num_generations, eps=self.args.adv_eps, reward=self.reward
+        )
+        if self._trl_advantages:  # TRL's advantages from the user's reward_funcs stay
+            self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, None, num_generations)
+            return
         process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
         local_adv = advantages[process_slice].to(device)
 
@@ -261,13 +284,15 @@ class SAPOTrainer(GRPOTrainer):
         zero_alg = zero_std_groups(rewards, g)
         zero_alg = zero_alg.all(dim=1) if zero_alg.dim() == 2 else zero_alg
         metrics["sid/frac_zero_adv_groups/algorithm"].append(zero_alg.float().mean().item())
+        if all_ok.any():
+            for level in range(self.num_levels):
+                metrics[f"sid/block_length/level_{level}"].append(all_block_len[all_ok, level].mean().item())
+        if advantages is None:  # TRL's own advantages (user reward_funcs): its table and metrics stay
+            return
         metrics["sid/advantage/mean_abs"].append(advantages.abs().mean().item())
         metrics["sid/advantage/std"].append(advantages.std().item() if advantages.numel() > 1 else 0.0)
         metrics["sid/advantage/min"].append(advantages.min().item())
         metrics["sid/advantage/max"].append(advantages.max().item())
-        if all_ok.any():
-            for level in range(self.num_levels):
-                metrics[f"sid/block_length/level_{level}"].append(all_block_len[all_ok, level].mean().item())
 
         # Completions table: one scalar per rollout (mean over steps for step algorithms) + per-step values.
         n = advantages.shape[0]

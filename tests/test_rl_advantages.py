@@ -80,11 +80,79 @@ def test_group_normalize_all_equal_and_single_rollout_give_zero():
 
 
 def test_group_normalize_eps_rules():
-    # The std floor only matters for tiny spreads: std = 1e-8 -> max(std, eps) = 1e-6 vs std + eps
+    # The std floor only matters for tiny spreads: std = 1e-8 -> max(std, 1e-6) (SAPO) vs std + 1e-4 (TRL's GRPO)
     r = torch.tensor([0.0, 2e-8], dtype=torch.float64)
     std = math.sqrt(2) * 1e-8
     assert group_normalize(r, 2, denominator="max")[1].item() == pytest.approx(1e-8 / 1e-6, rel=1e-4)
-    assert group_normalize(r, 2, denominator="add")[1].item() == pytest.approx(1e-8 / (std + 1e-6), rel=1e-4)
+    assert group_normalize(r, 2, denominator="add")[1].item() == pytest.approx(1e-8 / (std + 1e-4), rel=1e-4)
+    assert group_normalize(r, 2, eps=1e-6, denominator="add")[1].item() == pytest.approx(1e-8 / (std + 1e-6), rel=1e-4)
+
+
+def test_outcome_advantages_equal_trl_grpo():
+    """grpo's advantages are TRL's: (r - mean) / (std + 1e-4) per group."""
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.5, 0.25, 0.25, 0.0])
+    g = r.view(-1, 4)
+    trl = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).flatten()
+    torch.testing.assert_close(algorithm_advantages("grpo", r, 4), trl)
+
+
+@pytest.mark.parametrize("g", [7, 16])  # float32 std of seven or sixteen 1/3 is ~3e-8, not 0
+def test_equal_but_inexact_groups_are_zeroed(g):
+    """Groups of equal rewards that are not exact in float32 (1/3, 2/3, 2/5, ...) get exactly 0, not a spurious
+    common advantage: step_reward_broadcast with K = 3, grpo_prefix with a valid bonus."""
+    codes = [(3, 0, 0)] * g  # one level of three right: mean step reward 1/3
+    targets = [TARGET] * g
+    r = algorithm_rewards("step_reward_broadcast", codes, targets)
+    assert r[0].item() == pytest.approx(1 / 3)
+    assert torch.equal(algorithm_advantages("step_reward_broadcast", r, g), torch.zeros(g))
+    r = algorithm_rewards("grpo_prefix", [(3, 1, 0)] * g, targets, valid_bonus=0.1, is_valid=lambda c: True)
+    assert r[0].item() == pytest.approx(0.6)
+    assert torch.equal(algorithm_advantages("grpo_prefix", r, g), torch.zeros(g))
+    assert torch.tensor([1 / 3] * g).std().item() > 0  # the case a `std > 0` test misses
+    weird = torch.full((g, 3), 1 / 3) * torch.tensor([1.0, 2.0, 0.4])
+    assert torch.equal(group_normalize(weird, g), torch.zeros(g, 3))
+    assert torch.equal(group_normalize(weird, g, denominator="add"), torch.zeros(g, 3))
+
+
+@pytest.mark.parametrize("algorithm", ["sapo", "grpo", "grpo_prefix", "step_reward_broadcast", "outcome_step_adv"])
+def test_single_rollout_groups_give_zero_for_every_algorithm(algorithm):
+    codes = [(3, 1, 4), (0, 1, 4)]
+    r = algorithm_rewards(algorithm, codes, [TARGET] * 2)
+    assert torch.equal(algorithm_advantages(algorithm, r, 1), torch.zeros_like(r))
+
+
+def test_reward_registry_and_dotted_path(monkeypatch):
+    import sys
+    import types
+
+    from rl.rewards import REWARDS, get_reward, register_reward
+
+    assert {"level_match", "exact_match", "prefix_match"} <= set(REWARDS)
+
+    @register_reward("last_level", per_step=True)
+    def last_level(codes, target, **_):
+        return [0.0] * (len(target) - 1) + [float(codes is not None and codes[-1] == target[-1])]
+
+    try:
+        codes = [(3, 1, 4), (0, 0, 4), (0, 0, 0), None]
+        r = algorithm_rewards("sapo", codes, [TARGET] * 4, reward="last_level")
+        assert r.tolist() == [[0, 0, 1], [0, 0, 1], [0, 0, 0], [0, 0, 0]]
+        scalar = algorithm_rewards("grpo", codes, [TARGET] * 4, reward="last_level")  # a per-step reward's mean
+        assert torch.allclose(scalar, torch.tensor([1 / 3, 1 / 3, 0, 0]))
+        with pytest.raises(ValueError, match="already registered"):
+            register_reward("last_level")(lambda c, t, **_: 0.0)
+    finally:
+        del REWARDS["last_level"]
+    module = types.ModuleType("my_rewards")
+    module.first = lambda codes, target, **_: float(codes is not None and codes[0] == target[0])
+    monkeypatch.setitem(sys.modules, "my_rewards", module)
+    for path in ("my_rewards:first", "my_rewards.first"):
+        r = get_reward(path)
+        assert not r.per_step and r.scalar((3, 0, 0), TARGET) == 1.0
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        get_reward("nope")
+    with pytest.raises(ValueError, match="cannot import"):
+        get_reward("my_rewards:missing")
 
 
 def test_sapo_step_advantages_keep_signal_where_outcome_has_none():

@@ -14,7 +14,7 @@ from helpers_tiny import copy_tiny_model, tiny_recdata, tiny_sid_map
 G = 4
 
 
-def _make_trainer(tmp_path: Path, **overrides):
+def _make_trainer(tmp_path: Path, reward_funcs=None, **overrides):
     from genrec.modeling import load_model_and_tokenizer
     from rl.config import SAPOConfig
     from rl.data import build_rl_dataset
@@ -32,7 +32,10 @@ def _make_trainer(tmp_path: Path, **overrides):
         seed=0, report_to=[], disable_tqdm=True,
     )
     kwargs.update(overrides)
-    return SAPOTrainer(model, SAPOConfig(**kwargs), tiny_sid_map(), train_dataset=ds, processing_class=tok), ds
+    trainer = SAPOTrainer(
+        model, SAPOConfig(**kwargs), tiny_sid_map(), train_dataset=ds, processing_class=tok, reward_funcs=reward_funcs
+    )
+    return trainer, ds
 
 
 @pytest.fixture(scope="module", params=["interleaved", "blocks_first", "direct"])
@@ -202,3 +205,35 @@ def test_end_to_end_run_logs_and_updates_weights(tmp_path):
                 "train/sid/frac_zero_adv_groups/outcome", "train/kl", "train/entropy", "train/grad_norm",
                 "train/rewards/level_match/mean", "train/sid/block_length/level_0"):
         assert tag in tags, f"{tag} not logged; have {sorted(tags)}"
+
+
+def test_sampler_consistency_guard_rejects_repetition_penalty(tmp_path):
+    from rl.config import SAPOConfig
+
+    common = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="repetition_penalty=1.0"):
+        SAPOConfig(repetition_penalty=1.2, **common)
+    SAPOConfig(repetition_penalty=1.2, constrained_rollouts=False, **common)  # free sampling: allowed
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        SAPOConfig(reward="nope", **common)
+
+
+def _length_reward(completion_ids=None, **kwargs):
+    return [float(len(ids)) for ids in completion_ids]
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "sapo"])
+def test_user_reward_funcs_drive_scalar_algorithms_like_trl(tmp_path, algorithm):
+    """reward_funcs= given to SAPOTrainer: with a scalar algorithm the advantages are TRL's, from those functions
+    ((r - mean) / (std + 1e-4) per group); a step algorithm keeps its per-step reward (the functions are logged)."""
+    trainer, ds = _make_trainer(tmp_path, reward_funcs=[_length_reward], algorithm=algorithm)
+    trainer.model.train()
+    inputs = [dict(ds[0]) for _ in range(G)] + [dict(ds[1]) for _ in range(G)]
+    out = trainer._generate_and_score_completions(inputs)
+    if algorithm == "sapo":
+        assert out["advantages"].shape == out["completion_ids"].shape
+        return
+    r = out["completion_mask"].sum(1).float().view(-1, G)
+    expected = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).flatten()
+    torch.testing.assert_close(out["advantages"], expected)
+    assert trainer._metrics["train"]["sid/exact_match_rate"]  # our SID metrics are still logged

@@ -5,6 +5,7 @@ vocabulary and padding; the first token off the grammar ends a row's walk."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -119,3 +120,47 @@ def test_trie_rejects_mismatched_spec():
                                  level_token_ids=[[20, 21, 22], [23, 24, 25, 26]], vocab_size=VOCAB)
     with pytest.raises(ValueError, match="codebook sizes"):
         SIDTrie.from_spec(sid_map, spec)
+
+
+def test_vllm_importance_correction_ignores_the_text_mask():
+    """TRL's sequence-level vLLM correction exp(sum (old - sampling)) on a rollout sampled through the grammar:
+    vLLM's processed log-probs include the text mask inside blocks, the trainer's text log-probs do not, so without
+    `exclude_text_from_correction` the factor shrinks with block length though sampler and trainer agree; with it the
+    factor is 1 (SID and forced positions are masked the same on both sides)."""
+    from genrec.grammar import GrammarState
+    from rl.sid_mask import exclude_text_from_correction
+
+    sid_map, grammar, _, _ = _case(0)
+    grammar = ResponseGrammar(grammar.spec, grammar.trie, 40)  # long blocks
+    gen = torch.Generator().manual_seed(0)
+    state = GrammarState(grammar)
+    seq, sampling, old = [], [], []
+    while not state.finished:
+        logits = torch.randn(VOCAB, generator=gen)
+        logits[20:29] += 1.0  # some mass on SID tokens, which are forbidden inside blocks
+        allowed = state.allowed_mask(VOCAB)
+        processed = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), -1)  # what vLLM reports
+        choices = torch.nonzero(allowed).flatten()
+        if len(choices) > 1 and grammar.spec.think_close_id in choices.tolist() and len(seq) % 41 < 30:
+            choices = choices[choices != grammar.spec.think_close_id]  # write long blocks
+        tok = int(choices[torch.randint(len(choices), (1,), generator=gen)])
+        seq.append(tok)
+        sampling.append(processed[tok].item())
+        old.append(torch.log_softmax(logits, -1)[tok].item())  # the trainer's unmasked log-prob ...
+        state.advance(tok)
+    pos = grammar.positions(torch.tensor([seq]))
+    rows, cols, nodes = pos.sid()
+    old_t = torch.tensor(old)
+    old_t[pos.forced[0]] = 0.0  # ... masked like the trainer does at forced and SID positions
+    for c in cols.tolist():
+        old_t[c] = sampling[c]
+    assert pos.text[0].sum() > 60
+
+    def trl_factor(sampling_logps):
+        s = torch.tensor([float("nan") if x is None else x for x in sampling_logps])
+        return torch.exp(torch.nan_to_num(old_t - s, nan=0.0).sum()).item()
+
+    assert trl_factor(sampling) < 0.5  # the bias the fix removes
+    fixed = exclude_text_from_correction(grammar, [seq], [sampling])[0]
+    assert trl_factor(fixed) == pytest.approx(1.0, abs=1e-5)
+    assert all(math.isnan(fixed[j]) == bool(pos.text[0, j]) for j in range(len(seq)))
