@@ -19,6 +19,7 @@ from datasets import Dataset
 from trl import SFTConfig
 
 from genrec.data.schema import Catalog, Example
+from genrec.data.sequences import reconstruct_sequences, sequence_windows
 from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_tokenizer, model_info
 from genrec.prompts import (
     PROMPT_CONFIG_FILE,
@@ -152,43 +153,6 @@ def stage1_rows(
     return rows
 
 
-def user_sequences(examples: list[Example]) -> list[tuple[Example, list[str], list[bool]]]:
-    """Chain a user's consecutive examples back into one item sequence.
-
-    Returns (first example, items oldest first, is_target flags): an example whose history is the end of the
-    sequence built so far for the same user extends it by its target; any other example starts a new sequence
-    (pre-split data with independent rows gives one sequence per row). Only items that were some example's
-    target are flagged, so the sequence task trains exactly the targets `history2sid` trains.
-    """
-    out: list[tuple[Example, list[str], list[bool]]] = []
-    for ex in examples:
-        hist = list(ex.history)
-        if out:
-            first, items, flags = out[-1]
-            if first.user_id == ex.user_id and len(items) >= len(hist) and items[len(items) - len(hist):] == hist:
-                items.append(ex.target)
-                flags.append(True)
-                continue
-        out.append((ex, hist + [ex.target], [False] * len(hist) + [True]))
-    return out
-
-
-def sequence_windows(n_items: int, window: int) -> list[tuple[int, int, int]]:
-    """(start, end, first_loss) windows over a sequence of `n_items`: at most `window` items each, half-overlapping,
-    so every position is trained once, in the first window that reaches it, with at least half a window of context
-    (or all of its history when the sequence is short)."""
-    if n_items <= window:
-        return [(0, n_items, 0)]
-    stride = max(1, window // 2)
-    out, prev_end, end = [], 0, window
-    while True:
-        end = min(end, n_items)
-        out.append((end - window, end, prev_end))
-        if end == n_items:
-            return out
-        prev_end, end = end, end + stride
-
-
 def sequence_rows(
     catalog: Catalog,
     sid_map: SIDMap,
@@ -207,30 +171,37 @@ def sequence_rows(
         raise ValueError("stage-1 task 'sequence' needs plain prompts (use_chat_template=false); "
                          "use 'history2sid' with a chat template")
     cfg = replace(prompt_cfg, reasoning=False)
-    window = cfg.prompt_max_history + 1
+    by_user: dict[str, list[Example]] = {}
+    for ex in examples:
+        if ex.target in sid_map:
+            by_user.setdefault(ex.user_id, []).append(ex)
     rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": []}
-    for first, items, flags in user_sequences([ex for ex in examples if ex.target in sid_map]):
-        for item in items:
-            if item not in sid_map:
-                raise ValueError(f"user {first.user_id!r}: history item {item!r} has no SID in the SID map")
-        profile = first.profile.strip() if cfg.include_profile else ""
-        for start, end, first_loss in sequence_windows(len(items), window):
-            text = prompt_head(profile, cfg)
-            spans = []
-            for pos, j in enumerate(range(start, end), 1):
-                line = format_history_line(pos, items[j], catalog, sid_map, cfg)
-                if flags[j] and j >= first_loss:
-                    at = len(text) + len(next_item_cue(pos))
-                    spans.append((at, at + len(sid_map.sid_string(items[j]))))
-                text += line + "\n"
-            if not spans:
-                continue
-            enc = tokenizer(text, return_offsets_mapping=True)
-            mask = [int(any(a <= s and e <= b for a, b in spans) and e > s) for s, e in enc["offset_mapping"]]
-            rows["input_ids"].append(enc["input_ids"])
-            rows["completion_mask"].append(mask)
-            rows["task"].append("sequence")
+    for user, user_examples in by_user.items():
+        profile = user_examples[0].profile.strip() if cfg.include_profile else ""
+        for items, first_target in reconstruct_sequences(user_examples):
+            rows_for_sequence(items, first_target, user, profile, catalog, sid_map, tokenizer, cfg, rows)
     return rows
+
+
+def rows_for_sequence(items, first_target: int, user: str, profile: str, catalog: Catalog, sid_map: SIDMap,
+                      tokenizer, cfg: PromptConfig, rows: dict[str, list]) -> None:
+    """Append the tokenized windows of one sequence (see `sequence_rows`) to `rows`."""
+    for item in items:
+        if item not in sid_map:
+            raise ValueError(f"user {user!r}: history item {item!r} has no SID in the SID map")
+    # Windows of at most prompt_max_history + 1 lines; the loss is on targets lo..hi (each trained once).
+    for offset, lo, hi in sequence_windows(len(items), first_target, cfg.prompt_max_history):
+        text, spans = prompt_head(profile, cfg), []
+        for pos, j in enumerate(range(max(offset, 0), hi + 1), 1):
+            if j >= lo:
+                at = len(text) + len(next_item_cue(pos))
+                spans.append((at, at + len(sid_map.sid_string(items[j]))))
+            text += format_history_line(pos, items[j], catalog, sid_map, cfg) + "\n"
+        enc = tokenizer(text, return_offsets_mapping=True)
+        mask = [int(e > s and any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
+        rows["input_ids"].append(enc["input_ids"])
+        rows["completion_mask"].append(mask)
+        rows["task"].append("sequence")
 
 
 def tokenize_prompt_completion(rows: dict[str, list], tokenizer) -> dict[str, list]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eval.baselines import MostPop, RecentItems, SASRec, SASRecConfig, fill_ranked, train_popularity
-from eval.baselines.sasrec import reconstruct_sequences, sequence_windows
+from genrec.data.sequences import reconstruct_sequences, sequence_windows
 from eval.harness import evaluate_methods, evaluate_ranker, validate_examples
 from eval.protocols import select_examples
 from genrec.data.schema import Catalog, Example

@@ -185,7 +185,8 @@ def test_sequence_rows_loss_mask_on_hand_built_history():
     """The `sequence` task: one row per user window, loss exactly on the SID tokens of target items, and the text
     before each target's SID is token for token the inference prompt of that (history, target)."""
     from genrec.data.schema import Example
-    from genrec.sft import sequence_rows, sequence_windows, user_sequences
+    from genrec.data.sequences import reconstruct_sequences
+    from genrec.sft import sequence_rows
 
     _, tok = load_model_and_tokenizer(tiny_model_dir())
     cat = REC.catalog
@@ -193,9 +194,7 @@ def test_sequence_rows_loss_mask_on_hand_built_history():
     # Leave-one-out style rows of one user (histories grow), then a second user whose only row is independent.
     examples = [Example("u1", tuple(items[:i]), items[i], "Skills: sql.") for i in range(1, 4)]
     examples.append(Example("u2", ("j006",), "j007", ""))
-    seqs = user_sequences(examples)
-    assert [s[1] for s in seqs] == [items, ["j006", "j007"]]
-    assert [s[2] for s in seqs] == [[False, True, True, True], [False, True]]
+    assert reconstruct_sequences(examples) == [(tuple(items), 1), (("j006", "j007"), 1)]
     for fmt in ("sid", "both"):
         cfg = PromptConfig(history_format=fmt, reasoning=False)
         rows = sequence_rows(cat, SIDS, examples, tok, cfg)
@@ -209,11 +208,15 @@ def test_sequence_rows_loss_mask_on_hand_built_history():
             n = len(SIDS.tokens(ex.target))
             assert ids[len(prompt_ids): len(prompt_ids) + n] == tok.convert_tokens_to_ids(SIDS.tokens(ex.target))
             assert mask[len(prompt_ids) - 1] == 0 and all(mask[len(prompt_ids): len(prompt_ids) + n])
-    # Long sequences: half-overlapping windows, every position trained exactly once.
-    wins = sequence_windows(25, 11)
-    assert wins[0] == (0, 11, 0) and all(e - s == 11 for s, e, _ in wins) and wins[-1][1] == 25
-    trained = [j for s, e, f in wins for j in range(max(s, f), e)]
-    assert trained == list(range(25))
+    # A long sequence: windows of at most prompt_max_history + 1 lines, every target's SID trained exactly once.
+    long_items = [f"j{i:03d}" for i in range(12)] + ["j100", "j101", "j102"]
+    long = [Example("u3", tuple(long_items[max(0, i - 10):i]), long_items[i], "") for i in range(1, len(long_items))]
+    rows = sequence_rows(cat, SIDS, long, tok, PromptConfig(history_format="sid", reasoning=False))
+    assert len(rows["input_ids"]) > 1
+    import re
+    assert all(len(re.findall(r"^\d+\. <a_", tok.decode(ids), re.M)) <= 11 for ids in rows["input_ids"])
+    masked = sum(sum(m) for m in rows["completion_mask"])
+    assert masked == (len(long_items) - 1) * SIDS.num_levels
     with pytest.raises(ValueError, match="plain prompts"):
         sequence_rows(cat, SIDS, examples, tok, PromptConfig(use_chat_template=True))
 
