@@ -21,10 +21,9 @@ from typing import Iterable, Sequence
 
 import torch
 
+from genrec.response import THINK_CLOSE, THINK_OPEN
 from sid_tokenizer.sidmap import SID_TOKEN_RE, SIDMap, atomic_write_text, parse_sid_token, sid_token
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 THINK_TOKENS = (THINK_OPEN, THINK_CLOSE)
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "</s>"

@@ -307,10 +307,6 @@ class SIDTrie:
             return []
         return self.children(node)[0]
 
-    def allowed_token_lists(self, nodes: Sequence[int] | torch.Tensor) -> list[list[int]]:
-        nodes = nodes.tolist() if isinstance(nodes, torch.Tensor) else list(nodes)
-        return [self.allowed_tokens(int(n)) for n in nodes]
-
     def node_for_tokens(self, tokens: Sequence[int]) -> int:
         """Node of a SID prefix given as token ids (levels 0..d-1), -1 when it is not a catalog prefix."""
         node = self.root

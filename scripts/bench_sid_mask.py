@@ -6,8 +6,8 @@ log-softmax restricted to the allowed children at those positions, forward and f
 
 - `legacy`: the implementation before it used `genrec.trie.SIDTrie` (a Python dict prefix -> children, a Python walk
   over every SID token, an (M, V) bool mask and `masked_fill`), copied here verbatim as the baseline.
-- `lists`: the current `SIDTable.sid_positions` + `masked_token_logps` (the list API).
-- `nodes`: the current tensor API, `SIDTable.sid_nodes` + `SIDTable.masked_logps`.
+- `grammar`: the current code, `genrec.grammar.ResponseGrammar.positions` + `rl.sid_mask.masked_logps` (the
+  list and SIDTable APIs measured in docs/bench/sid_mask.md were removed with issue 11).
 
 Batch: 16 constrained interleaved completions x 200 tokens (4 blocks of ~40 text tokens), a 3000-item catalog,
 4 levels x codebook 32, M = 64 SID positions; vocabularies of the tiny model (~2.2k) and of Qwen3 (151,936).
@@ -29,7 +29,9 @@ import numpy as np
 import torch
 
 from genrec.response import ResponseSpec
-from rl.sid_mask import SIDTable, masked_token_logps
+from genrec.grammar import ResponseGrammar
+from genrec.trie import SIDTrie
+from rl.sid_mask import masked_logps
 from sid_tokenizer.sidmap import SIDMap
 
 PAD, EOS, OPEN, CLOSE = 0, 1, 2, 3
@@ -128,7 +130,7 @@ def run_case(vocab: int, args) -> dict:
     legacy = LegacySIDTable(sid_map, spec)
     build_legacy = time.perf_counter() - t0
     t0 = time.perf_counter()
-    table = SIDTable.build(sid_map, spec)
+    grammar = ResponseGrammar(spec, SIDTrie.from_spec(sid_map, spec), 64)
     build_new = time.perf_counter() - t0
 
     rows, cols, allowed = legacy.sid_positions(ids, mask)
@@ -138,12 +140,12 @@ def run_case(vocab: int, args) -> dict:
     tokens = ids[rows, cols]
 
     # identical positions / allowed sets, equal log-probs and gradients
-    r2, c2, a2 = table.sid_positions(ids, mask)
-    assert (r2, c2, a2) == (rows, cols, allowed), "sid_positions differs from the legacy walk"
-    rn, cn, nodes = table.sid_nodes(ids, mask)
+    rn, cn, nodes = grammar.positions(ids, mask).sid()
+    assert (rn.tolist(), cn.tolist()) == (rows, cols), "SID positions differ from the legacy walk"
+    assert [grammar.trie.children(n)[0] for n in nodes.tolist()] == allowed, "allowed sets differ"
     ref = legacy_masked_token_logps(logits, tokens, allowed)
     (g_ref,) = torch.autograd.grad(ref.sum(), logits)
-    new = table.masked_logps(logits, tokens, nodes)
+    new = masked_logps(grammar.trie, logits, tokens, nodes)
     (g_new,) = torch.autograd.grad(new.sum(), logits)
     max_diff = max(float((ref - new).detach().abs().max()), float((g_ref - g_new).abs().max()))
     assert max_diff < 1e-5, max_diff
@@ -152,24 +154,19 @@ def run_case(vocab: int, args) -> dict:
         r, c, a = legacy.sid_positions(ids, mask)
         return legacy_masked_token_logps(logits, ids[r, c], a)
 
-    def lists_fwd():
-        r, c, a = table.sid_positions(ids, mask)
-        return masked_token_logps(logits, ids[r, c], a)
-
-    def nodes_fwd():
-        r, c, n = table.sid_nodes(ids, mask)
-        return table.masked_logps(logits, ids[r, c], n)
+    def grammar_fwd():
+        r, c, n = grammar.positions(ids, mask).sid()
+        return masked_logps(grammar.trie, logits, ids[r, c], n)
 
     out = {"vocab": vocab, "sid_positions": m, "build_s": {"legacy": build_legacy, "new": build_new},
            "max_abs_diff": max_diff, "median_s": {}}
-    for name, fn in (("legacy", legacy_fwd), ("lists", lists_fwd), ("nodes", nodes_fwd)):
+    for name, fn in (("legacy", legacy_fwd), ("grammar", grammar_fwd)):
         fwd = median_time(lambda: fn().detach(), args.reps)
         bwd = median_time(lambda: torch.autograd.grad(fn().sum(), logits), args.reps)
         out["median_s"][name] = {"forward": fwd, "forward_backward": bwd}
     walk = {
         "legacy": median_time(lambda: legacy.sid_positions(ids, mask), args.reps),
-        "lists": median_time(lambda: table.sid_positions(ids, mask), args.reps),
-        "nodes": median_time(lambda: table.sid_nodes(ids, mask), args.reps),
+        "grammar": median_time(lambda: grammar.positions(ids, mask).sid(), args.reps),
     }
     out["walk_only_s"] = walk
     return out
