@@ -13,11 +13,9 @@ from pathlib import Path
 import torch
 from trl import GRPOConfig
 
+from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models): each step is one SID token
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
 from rl.advantages import ALGORITHMS, STEP_ALGORITHMS, algorithm_reward
-
-LAYOUTS = ("interleaved", "blocks_first", "direct")
-"""`direct` (SID tokens only, stage-1 models): each step is one SID token; the no-reasoning ablation of SAPO."""
 
 
 def _bf16_available() -> bool:
