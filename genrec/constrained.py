@@ -55,10 +55,8 @@ class SIDLogitsProcessor(LogitsProcessor):
     ) -> None:
         if on_invalid not in ("raise", "eos"):
             raise ValueError(f"on_invalid must be 'raise' or 'eos', got {on_invalid!r}")
-        self.grammar = ResponseGrammar(spec, trie, max_block_tokens, min_block_tokens)
-        self.spec = spec
-        self.trie = trie
-        self.layout = spec.layout
+        self.grammar = g = ResponseGrammar(spec, trie, max_block_tokens, min_block_tokens)
+        self.spec, self.trie, self.layout = g.spec, g.trie, g.layout  # read by callers (RL, eval, tests)
         self.on_invalid = on_invalid
         self.fixed_prompt_len = prompt_len
         self.num_invalid_rows = 0
