@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from eval.metrics import DEFAULT_KS, compute_metrics
+import numpy as np
+
+from eval.metrics import DEFAULT_KS, compute_metrics, per_user_ndcg, target_ranks
 from eval.protocols import PROTOCOLS, excludes_history, select_examples
 from genrec.data.schema import Catalog, Example
 from sid_tokenizer.sidmap import SIDMap
@@ -58,8 +60,11 @@ def evaluate_ranker(
     protocol: str = "all",
     ks: Sequence[int] = DEFAULT_KS,
     sid_map: SIDMap | None = None,
+    per_user: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Metrics of one method under one protocol, plus `seconds` and `users_per_second` of the ranking."""
+    """Metrics of one method under one protocol, plus `seconds` and `users_per_second` of the ranking.
+
+    `per_user`, when given, receives each user's NDCG@10 (key "ndcg@10"), for paired comparisons."""
     ks = sorted(set(ks))
     check_k(ks[-1], len(catalog))
     selected = select_examples(examples, protocol)
@@ -74,7 +79,10 @@ def evaluate_ranker(
         leaked = sum(1 for ex, items in zip(selected, ranked) if set(ex.history) & set(items))
         if leaked:
             raise ValueError(f"protocol 'new': {leaked} lists contain history items (ranker ignored exclude_history)")
-    values = compute_metrics(ranked, [ex.target for ex in selected], catalog, ks, sid_map).values
+    targets = [ex.target for ex in selected]
+    values = compute_metrics(ranked, targets, catalog, ks, sid_map).values
+    if per_user is not None:
+        per_user["ndcg@10"] = per_user_ndcg(target_ranks(ranked, targets), 10)
     values["seconds"] = seconds
     values["users_per_second"] = len(selected) / seconds if seconds > 0 else float("inf")
     return values

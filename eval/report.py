@@ -107,6 +107,13 @@ def write_report(out_dir: str | Path, results: Results, meta: Mapping | None = N
            "R = Recall (hit rate), N = NDCG, one held-out item per user; protocol `all`: every item is a "
            "candidate; `new`: history items excluded, repeat targets dropped. invalid must be 0.", "",
            f"![Recall@K]({RECALL_PNG})", f"![NDCG@K]({NDCG_PNG})", ""]
+    paired = meta.get("paired_ndcg10") or {}
+    if paired:
+        md += ["## Paired NDCG@10 differences (same users, 95% bootstrap interval)", "",
+               "| pair | mean diff | 95% interval | P(diff <= 0) | users |", "|---|---|---|---|---|"]
+        md += [f"| {name} | {r['mean_diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_le_0']:.3f} | "
+               f"{r['users']} |" for name, r in paired.items()]
+        md += ["", "An interval that excludes 0 is a difference outside the noise of this user sample.", ""]
     atomic_write_text(paths["md"], "\n".join(md))
     plot_metric(results, "recall", paths["recall"])
     plot_metric(results, "ndcg", paths["ndcg"])

@@ -12,6 +12,7 @@ from eval.baselines import MostPop, RecentItems, SASRec, SASRecConfig
 from eval.config import EvalConfig
 from eval.generative import GenerativeRecommender, load_generative, resolve_sid_map
 from eval.harness import check_k, evaluate_ranker, validate_examples
+from eval.metrics import paired_difference
 from eval.protocols import excludes_history, select_examples
 from eval.report import write_report
 from genrec.data.schema import Example
@@ -67,6 +68,21 @@ def _write_predictions(path: Path, rec: GenerativeRecommender, examples, k: int,
     return [[b.item_id for b in bs] for bs in beams]
 
 
+def paired_comparisons(methods: list[str], protocols: list[str], per_user: dict) -> dict[str, dict]:
+    """Paired per-user NDCG@10 differences on the same users: each generative model minus the one before it
+    (stage 1 -> stage 2 -> RL in `genrec run`) and minus each baseline."""
+    models = [m for m in methods if m.startswith("genrec")]
+    baselines = [m for m in methods if not m.startswith("genrec")]
+    pairs = list(zip(models[1:], models[:-1])) + [(m, b) for m in models for b in baselines]
+    out: dict[str, dict] = {}
+    for p in protocols:
+        for a, b in pairs:
+            ua, ub = per_user[(a, p)].get("ndcg@10"), per_user[(b, p)].get("ndcg@10")
+            if ua is not None and ub is not None:
+                out[f"{a} - {b} [{p}]"] = paired_difference(ua, ub, seed=0)
+    return out
+
+
 def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path]]:
     """Evaluate the configured models and baselines; returns (results, written paths)."""
     from genrec.data.loader import load_data
@@ -89,6 +105,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         raise ValueError(f"no protocol leaves examples to evaluate ({', '.join(skipped)})")
     out_dir = Path(cfg.output_dir)
     results: dict[str, dict[str, dict[str, float]]] = {}
+    per_user: dict[tuple[str, str], dict] = {}  # (method, protocol) -> per-user NDCG@10, for paired intervals
     meta: dict = {
         "data": str(cfg.data), "dataset": data.name, "split": cfg.eval_split, "num_examples": len(examples),
         "catalog_size": len(data.catalog), "topk": ks, "protocols": protocols, "data_summary": data.summary,
@@ -122,7 +139,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
                 return _rec.recommend(exs, k, exclude)
 
             filled0 = rec.stats["filled"]
-            metrics = evaluate_ranker(ranker, examples, data.catalog, protocol=protocol, ks=ks, sid_map=rec.sid_map)
+            metrics = evaluate_ranker(ranker, examples, data.catalog, protocol=protocol, ks=ks, sid_map=rec.sid_map,
+                                      per_user=per_user.setdefault((name, protocol), {}))
             metrics["filled"] = float(rec.stats["filled"] - filled0)
             results[name][protocol] = metrics
             _log(f"{name} [{protocol}]: ndcg@10={metrics.get('ndcg@10', float('nan')):.4f} "
@@ -144,7 +162,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             method.fit(data.train, data.catalog, data.valid)
         fit_s = time.perf_counter() - t0
         results[base] = {
-            p: evaluate_ranker(method.recommend, examples, data.catalog, protocol=p, ks=ks) for p in protocols
+            p: evaluate_ranker(method.recommend, examples, data.catalog, protocol=p, ks=ks,
+                               per_user=per_user.setdefault((base, p), {})) for p in protocols
         }
         meta["methods"][base] = {"fit_seconds": fit_s}
         if base == "sasrec":
@@ -155,6 +174,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         raise ValueError("nothing to evaluate: pass --model and/or --baselines")
     meta["protocol_users"] = {p: len(select_examples(examples, p)) for p in protocols}
     meta["excludes_history"] = {p: excludes_history(p) for p in protocols}
+    meta["paired_ndcg10"] = paired_comparisons(list(results), protocols, per_user)
     paths = write_report(out_dir, results, meta)
     _log(f"report written to {paths['md']}")
     return results, paths

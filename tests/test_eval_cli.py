@@ -58,6 +58,16 @@ def test_evaluate_writes_complete_report(setup, tmp_path, capsys):
         assert len(p["reasoning"]) == 2
     assert "| genrec-interleaved |" in capsys.readouterr().out
     assert not list(out.glob(".*tmp*")), "no temp files left behind"
+    # Paired intervals on the same users: the per-user NDCG@10 differences recomputed from the saved predictions.
+    paired = report["meta"]["paired_ndcg10"]
+    assert set(paired) == {f"genrec-interleaved - {b} [{p}]" for b in ("mostpop", "recent") for p in ("all", "new")}
+    from eval.metrics import per_user_ndcg, target_ranks
+    gen_user = per_user_ndcg(target_ranks([p["items"] for p in preds], [p["target"] for p in preds]), 10)
+    assert gen_user.mean() == pytest.approx(gen["ndcg@10"])
+    r = paired["genrec-interleaved - mostpop [all]"]
+    assert r["users"] == 12 and r["ci_low"] <= r["mean_diff"] <= r["ci_high"]
+    assert r["mean_diff"] == pytest.approx(gen["ndcg@10"] - results["mostpop"]["all"]["ndcg@10"])
+    assert "## Paired NDCG@10 differences" in md and "genrec-interleaved - recent [new]" in md
 
 
 def test_evaluate_direct_layout_and_subset(setup, tmp_path):

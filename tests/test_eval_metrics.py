@@ -106,3 +106,18 @@ def test_bootstrap_ci_brackets_mean_and_is_seeded():
     lo, hi = bootstrap_ci(x, seed=3)
     assert lo < 0.5 < hi
     assert (lo, hi) == bootstrap_ci(x, seed=3)
+
+
+def test_paired_difference_interval():
+    from eval.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    a = rng.random(400)
+    same = paired_difference(a, a)
+    assert same["mean_diff"] == 0 and same["ci_low"] == same["ci_high"] == 0
+    better = paired_difference(a + 0.02 + 0.01 * rng.standard_normal(400), a)
+    assert better["ci_low"] > 0 and better["p_le_0"] == 0 and better["users"] == 400
+    noisy = paired_difference(a, rng.permutation(a))  # same mean, unpaired noise: the interval covers 0
+    assert noisy["ci_low"] < 0 < noisy["ci_high"]
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_difference(a, a[:3])
