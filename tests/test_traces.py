@@ -26,12 +26,43 @@ CAT = REC.catalog
 _, TOK = load_model_and_tokenizer(tiny_model_dir())
 
 
+POINTER = GroundedConfig(style="pointer")
+
+
+def test_grounded_evidence_blocks_depend_only_on_the_prompt_and_the_prefix_written():
+    """Default style: block k is what the shown history says about the codes already written (levels < k); two
+    targets with the same prefix get the same block k, so a model can write it exactly before the SID token."""
+    for ex in REC.train + REC.valid:
+        blocks = grounded_blocks(ex, CAT, SIDS)
+        assert len(blocks) == SIDS.num_levels
+        tgt = SIDS.codes(ex.target)
+        last = ex.history[-1]
+        assert blocks[0].startswith(f'Last viewed: job {len(ex.history)} "{CAT.record(last)["title"]}"')
+        shared = [pos for pos, h in enumerate(ex.history, 1) if SIDS.codes(h)[:1] == tgt[:1]]
+        assert SIDS.label(tgt[:1]) in blocks[1]
+        if shared:
+            assert str(shared[-1]) in blocks[1] and "in this area" in blocks[1]
+        else:
+            assert "no past job is in this area" in blocks[1]
+        for b in blocks:
+            assert b and not SID_TOKEN_RE.search(b) and "<think>" not in b
+        other = next((i for i in SIDS.item_to_codes if i != ex.target and SIDS.codes(i)[:1] == tgt[:1]), None)
+        if other is not None:  # same level-0 code: identical blocks 0 and 1 whatever the rest of the target
+            twin = grounded_blocks(Example(ex.user_id, ex.history, other, ex.profile), CAT, SIDS)
+            assert twin[:2] == blocks[:2]
+    ex = Example("u9", ("j000", "j001", "j002", "j003"), "j002", "")
+    blocks = grounded_blocks(ex, CAT, SIDS, GroundedConfig(history_lines=2, cite_titles=False))
+    assert blocks[0] == "Last viewed: job 2; 2 of the 2 past jobs are in its area."
+    with pytest.raises(ValueError, match="grounded style"):
+        GroundedConfig(style="free")
+
+
 def test_grounded_blocks_point_to_prompt_lines_and_never_name_the_target_first():
     """Each block is writable from the prompt: it cites the most recent shown history line sharing the target's
     level-k prefix (line number and title as the prompt shows them), and names only labels of prefixes already
     generated (levels < k), never the target's own level-k label or title."""
     for ex in REC.train + REC.valid:
-        blocks = grounded_blocks(ex, CAT, SIDS)
+        blocks = grounded_blocks(ex, CAT, SIDS, POINTER)
         assert len(blocks) == SIDS.num_levels
         tgt = SIDS.codes(ex.target)
         for k, b in enumerate(blocks):
@@ -53,21 +84,23 @@ def test_grounded_is_deterministic_and_follows_the_prompt_settings():
     a = [grounded_blocks(ex, CAT, SIDS) for ex in REC.train]
     assert a == [grounded_blocks(ex, CAT, SIDS) for ex in REC.train]
     ex = Example("u9", ("j000", "j001", "j002", "j003"), "j002", "")
-    full = grounded_blocks(ex, CAT, SIDS)
+    full = grounded_blocks(ex, CAT, SIDS, POINTER)
     assert full[-1].endswith(': job 3 "' + CAT.record("j002")["title"] + '" again.')  # a repeat view
-    two = grounded_blocks(ex, CAT, SIDS, GroundedConfig(history_lines=2, cite_titles=False))
+    two = grounded_blocks(ex, CAT, SIDS, GroundedConfig(history_lines=2, cite_titles=False, style="pointer"))
     assert two[-1].endswith(": job 1 again.")  # the prompt shows j002, j003 as lines 1, 2
     assert '"' not in " ".join(two)
     assert grounded_blocks(Example("u9", (), "j002", ""), CAT, SIDS)[0] == "No past jobs to go by."
+    assert grounded_blocks(Example("u9", (), "j002", ""), CAT, SIDS, POINTER)[0] == "No past jobs to go by."
 
 
 def test_grounded_cleans_tags_from_evidence_and_handles_missing_labels():
     cat = Catalog(["x", "y"], {"title": ["Nurse <a_1> <think>lead</think>", "Chef"]})
     sm = SIDMap({"x": (0, 0), "y": (0, 1)}, [1, 2])  # no labels
-    blocks = grounded_blocks(Example("u", ("x",), "y", ""), cat, sm)
+    blocks = grounded_blocks(Example("u", ("x",), "y", ""), cat, sm, POINTER)
     assert all(not SID_TOKEN_RE.search(b) and "think>" not in b for b in blocks)
     assert blocks == ['Area of job 1 "Nurse lead".', "In this group: a job not viewed before."]  # K = 2: block 1
     # is also the last
+    assert grounded_blocks(Example("u", ("x",), "y", ""), cat, sm)[0] == 'Last viewed: job 1 "Nurse lead".'
     with pytest.raises(ValueError, match="target 'zz' has no SID"):
         grounded_blocks(Example("u", ("x",), "zz", ""), cat, sm)
 

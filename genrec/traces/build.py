@@ -42,6 +42,9 @@ class TraceConfig:
     """Comma-separated splits to build traces for."""
     max_examples: int = 0
     """Per split; 0 = all."""
+    grounded_style: str = "evidence"
+    """Grounded teacher: 'evidence' (blocks state what the prompt says given the codes already written; no
+    decision) or 'pointer' (blocks name the history line the target follows at each level)."""
     max_titles: int = 2
     max_profile_words: int = 12
     trace_seed: int = 0
@@ -69,7 +72,7 @@ def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prom
     """Build and save the trace dataset for the requested splits; returns the output folder."""
     grounded_cfg = GroundedConfig(max_titles=cfg.max_titles, max_profile_words=cfg.max_profile_words,
                                   seed=cfg.trace_seed, history_lines=prompt_cfg.prompt_max_history,
-                                  cite_titles=prompt_cfg.history_format != "sid")
+                                  cite_titles=prompt_cfg.history_format != "sid", style=cfg.grounded_style)
     if cfg.teacher == "grounded":
         def teacher(batch):
             return [grounded_blocks(ex, rec.catalog, sid_map, grounded_cfg) for ex in batch]

@@ -18,6 +18,9 @@ from sid_tokenizer.sidmap import SID_TOKEN_RE, SIDMap
 _TAG_RE = re.compile(r"</?think>")
 
 
+GROUNDED_STYLES = ("evidence", "pointer")
+
+
 @dataclass
 class GroundedConfig:
     """Options of the grounded teacher."""
@@ -32,6 +35,14 @@ class GroundedConfig:
     """History lines the prompt shows (PromptConfig.prompt_max_history): blocks cite these line numbers."""
     cite_titles: bool = True
     """Quote the cited job's title (only when the prompt shows item text, so the model can copy it)."""
+    style: str = "evidence"
+    """'evidence': each block states what the prompt says about the level given the prefix already written (which
+    history lines share it), no decision; 'pointer': each block names the line the target follows at that level
+    (the teacher's decision, made before the SID token). docs/bench/learning.md compares them."""
+
+    def __post_init__(self) -> None:
+        if self.style not in GROUNDED_STYLES:
+            raise ValueError(f"grounded style must be one of {GROUNDED_STYLES}, got {self.style!r}")
 
 
 def clean_text(text: str) -> str:
@@ -59,7 +70,14 @@ def _cite(pos: int, item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
     return f'job {pos} "{_title(item_id, catalog, cfg)}"' if cfg.cite_titles else f"job {pos}"
 
 
-# Fixed wording of the blocks ({...} filled in by grounded_blocks).
+# Fixed wording of the blocks ({...} filled in by grounded_blocks). Evidence style:
+LAST_VIEWED = "Last viewed: {cite}; {n} of the {h} past jobs are in its area."
+LAST_VIEWED_ONE = "Last viewed: {cite}."
+IN_AREA = "{jobs} {are} in this area."
+IN_GROUP = "{jobs} {are} in this group."
+NONE_IN_AREA = "No past job is in this area."
+NONE_IN_GROUP = "No past job is in this group."
+# Pointer style:
 AREA_MATCH = "Area of {cite}, like {n} of the {h} past jobs."
 AREA_MATCH_ONE = "Area of {cite}."
 AREA_NEW = "A new area, unlike the {h} past jobs."
@@ -73,8 +91,45 @@ JOB_NEW = "a job not viewed before."
 
 def template_corpus() -> list[str]:
     """All fixed wording (to train the tiny model's tokenizer on)."""
-    words = [AREA_MATCH, AREA_MATCH_ONE, AREA_NEW, AREA_EMPTY, AREA_NAMED, GROUP_MATCH, GROUP_NEW, JOB_REPEAT, JOB_NEW]
-    return [re.sub(r"\{[a-z]+\}", " ", t) for t in words] + ["job this group"]
+    words = [LAST_VIEWED, LAST_VIEWED_ONE, IN_AREA, IN_GROUP, NONE_IN_AREA, NONE_IN_GROUP,
+             AREA_MATCH, AREA_MATCH_ONE, AREA_NEW, AREA_EMPTY, AREA_NAMED, GROUP_MATCH, GROUP_NEW, JOB_REPEAT, JOB_NEW]
+    return [re.sub(r"\{[a-z]+\}", " ", t) for t in words] + ["Job Jobs and is are job this group"]
+
+
+def _jobs(positions: list[int], limit: int = 3) -> str:
+    """'Job 9', 'Jobs 9 and 6', 'Jobs 9, 6 and 2' (most recent first, at most `limit`)."""
+    nums = [str(p) for p in positions[:limit]]
+    if len(nums) == 1:
+        return f"Job {nums[0]}"
+    return "Jobs " + ", ".join(nums[:-1]) + " and " + nums[-1]
+
+
+def evidence_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[int, ...]]], catalog: Catalog,
+                    sid_map: SIDMap, cfg: GroundedConfig) -> list[str]:
+    """Evidence style: block k is a function of the prompt and of the codes already written (levels < k) only."""
+    blocks = []
+    for level in range(sid_map.num_levels):
+        if level == 0:
+            if not lines:
+                blocks.append(AREA_EMPTY)
+                continue
+            pos, item, codes = lines[-1]
+            n = sum(c[:1] == codes[:1] for _, _, c in lines)
+            cite = _cite(pos, item, catalog, cfg)
+            blocks.append(LAST_VIEWED.format(cite=cite, n=n, h=len(lines)) if len(lines) > 1
+                          else LAST_VIEWED_ONE.format(cite=cite))
+            continue
+        prefix = target[:level]
+        shared = [pos for pos, _, c in reversed(lines) if c[:level] == prefix]
+        if level == 1:
+            text = (IN_AREA.format(jobs=_jobs(shared), are="is" if len(shared) == 1 else "are") if shared
+                    else NONE_IN_AREA)
+            text = AREA_NAMED.format(label=_label(sid_map, target[:1])) + text[0].lower() + text[1:]
+        else:
+            text = (IN_GROUP.format(jobs=_jobs(shared), are="is" if len(shared) == 1 else "are") if shared
+                    else NONE_IN_GROUP)
+        blocks.append(text)
+    return blocks
 
 
 def grounded_blocks(
@@ -96,6 +151,8 @@ def grounded_blocks(
     target = sid_map.codes(example.target)
     history = [h for h in example.history if h in sid_map][-cfg.history_lines:]
     lines = [(pos, item, sid_map.codes(item)) for pos, item in enumerate(history, 1)]
+    if cfg.style == "evidence":
+        return evidence_blocks(target, lines, catalog, sid_map, cfg)
     num_levels = sid_map.num_levels
     blocks = []
     for level in range(num_levels):
