@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "recommend": "genrec.commands.recommend",
     "run": "genrec.commands.run",
     "demo": "genrec.commands.demo",
+    "explore": "genrec.commands.explore",
 }
 
 

@@ -369,6 +369,7 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
     if md.exists():
         print(md.read_text(encoding="utf-8"))
     print(f"outputs under {out}; TensorBoard: tensorboard --logdir {out}")
+    print(f"explore it in a browser: genrec explore --run {shlex.quote(str(out))}")
     return summary
 
 
