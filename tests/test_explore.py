@@ -238,7 +238,7 @@ def _browser_or_skip():
     return sync_playwright
 
 
-def test_page_in_headless_chromium(server, tmp_path):
+def test_page_in_headless_chromium(server, run_dir, tmp_path):
     sync_playwright = _browser_or_skip()
     url = f"http://127.0.0.1:{server[0].server_address[1]}/"
     shots = Path(__file__).resolve().parents[1] / "runs" / "explore_screenshots"
@@ -276,6 +276,8 @@ def test_page_in_headless_chromium(server, tmp_path):
             page.screenshot(path=str(shots / "user.png"), full_page=False)
             page.click("a[data-tab=rollouts]")
             page.wait_for_selector(".rollout-group")
+            assert page.locator(".rollout-group").count() == 2  # two groups per logged step
+            page.screenshot(path=str(shots / "rollouts.png"), full_page=False)
             # try it: the user's history through `genrec recommend`'s code on CPU
             page.go_back()
             page.wait_for_selector(".steps .step")
@@ -285,6 +287,12 @@ def test_page_in_headless_chromium(server, tmp_path):
             page.click("#try-go")
             page.wait_for_selector(".try-rec", timeout=60_000)
             assert page.locator(".try-rec").count() == 10
+            # the --static export opens from disk (file://) with the same views
+            site = tmp_path / "site"
+            assert main(["explore", "--run", str(run_dir), "--static", str(site)]) == 0
+            page.goto((site / "index.html").as_uri() + "#users")
+            page.click(".user-row >> nth=0")
+            page.wait_for_selector(".steps .step")
             assert errors == [], errors
         finally:
             browser.close()
