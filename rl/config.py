@@ -75,6 +75,11 @@ class SAPOConfig(GRPOConfig):
         metadata={"help": "grpo_prefix: reward bonus for a SID that is a catalog item (constant under constrained "
                   "rollouts)."},
     )
+    log_rollout_groups: int = field(
+        default=2,
+        metadata={"help": "Prompt groups (of G rollouts each) appended to <output_dir>/rollouts.jsonl at every logging "
+                  "step, for `genrec explore` (text, SIDs, per-step rewards and advantages). 0 = off."},
+    )
     adv_eps: float | None = field(
         default=None,
         metadata={"help": "Floor / offset of the group std in the advantage normalisation. Default: 1e-6 as the "
@@ -128,6 +133,8 @@ class SAPOConfig(GRPOConfig):
         if self.max_block_tokens_auto:
             self.max_block_tokens = DEFAULT_MAX_BLOCK_TOKENS
         algorithm_reward(self.algorithm, self.reward)  # a bad name or path fails here, not at the first step
+        if self.log_rollout_groups < 0:
+            raise ValueError(f"log_rollout_groups must be >= 0 (0 = off), got {self.log_rollout_groups}")
         if self.adv_eps is not None and self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
         if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":

@@ -14,23 +14,27 @@ Three overrides, everything else is TRL's:
 
 (B, T) advantages flow through TRL's loss unchanged: `_compute_loss` only unsqueezes 1-D advantages, and
 `get_off_policy_mask` broadcasts `advantages >= 0` per token. The completions table keeps one scalar advantage per
-rollout (the mean over steps) plus a `step_advantages` column.
+rollout (the mean over steps) plus a `step_advantages` column. With `log_rollout_groups` > 0, every logging step
+also appends that many prompt groups of the latest generation batch to `<output_dir>/rollouts.jsonl` (rl/rollout_log.py,
+read by `genrec explore`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather
+from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
 from rl.advantages import (
     algorithm_advantages,
     algorithm_reward,
     algorithm_rewards,
+    group_normalize,
     token_advantages,
     zero_std_groups,
 )
@@ -43,6 +47,7 @@ from rl.reward_funcs import (
     reward_weights_for,
 )
 from rl.rewards import match_matrix, outcome_reward
+from rl.rollout_log import ROLLOUT_FILE, ROLLOUT_FORMAT, append_records, clean_number, clean_numbers
 from rl.sid_mask import exclude_text_from_correction, masked_logps
 from sid_tokenizer.sidmap import SIDMap, sid_string
 
@@ -124,6 +129,7 @@ class SAPOTrainer(GRPOTrainer):
                 processing_class=processing_class,
                 **kwargs,
             )
+        self._rollout_sample: list[dict] | None = None  # groups of the latest train batch, written at the next log
         policy = self.accelerator.unwrap_model(self.model)
         self._masked = bool(args.masked_logprobs and args.constrained_rollouts)
         if self._masked:
@@ -253,6 +259,9 @@ class SAPOTrainer(GRPOTrainer):
         )
         if self._trl_advantages:  # TRL's advantages from the user's reward_funcs stay
             self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, None, num_generations)
+            if mode == "train" and self.args.log_rollout_groups > 0:
+                used = gather(output["advantages"].detach()).cpu()  # TRL's, all processes
+                self._keep_rollout_sample(inputs, rows, parsed, all_codes, all_targets, rewards, used, num_generations)
             return
         process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
         local_adv = advantages[process_slice].to(device)
@@ -266,6 +275,68 @@ class SAPOTrainer(GRPOTrainer):
             output["advantages"] = local_adv
 
         self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, advantages, num_generations)
+        if mode == "train" and self.args.log_rollout_groups > 0:
+            self._keep_rollout_sample(inputs, rows, parsed, all_codes, all_targets, rewards, advantages, num_generations)
+
+    # ------------------------------------------------------------------ rollout log (genrec explore)
+
+    def _keep_rollout_sample(self, inputs, rows, parsed, all_codes, all_targets, rewards, advantages, g) -> None:
+        """Keep the first `log_rollout_groups` groups of this batch for the next log (collective: every process calls
+        it; each sends the text of its rows in those groups, the main process assembles the records)."""
+        n_groups = min(self.args.log_rollout_groups, len(all_codes) // g)
+        n_local = len(rows)
+        start = self.accelerator.process_index * n_local
+        tokenizer = _tokenizer_of(self.processing_class)
+        local = []
+        for i in range(max(0, min(n_local, n_groups * g - start))):
+            ids = rows[i]
+            blocks = [tokenizer.decode(ids[s.block_start + 1 : s.block_end - 1]) for s in parsed[i].steps
+                      if s.block_end - s.block_start >= 2]
+            x = inputs[i]
+            prompt = x.get("prompt")
+            local.append({"completion": tokenizer.decode(ids), "blocks": blocks,
+                          "prompt": prompt if isinstance(prompt, str) else str(prompt),
+                          "user_id": x.get("user_id"), "target": x.get("target")})
+        texts = gather_object(local)
+        if not self.accelerator.is_main_process or n_groups == 0:
+            return
+        k = self.num_levels
+        n = n_groups * g
+        outcome = torch.tensor([outcome_reward(c, t) for c, t in zip(all_codes[:n], all_targets[:n])])
+        outcome_adv = group_normalize(outcome, g, eps=self.args.adv_eps, denominator="add")
+        matches = match_matrix(all_codes[:n], all_targets[:n])
+        adv = advantages[:n].float()
+        step_adv = adv if adv.dim() == 2 else adv.view(-1, 1).expand(n, k)
+        groups = []
+        for j in range(n_groups):
+            head = texts[j * g]
+            group = {"format": ROLLOUT_FORMAT, "group": j, "user_id": head["user_id"], "prompt": head["prompt"],
+                     "target": head["target"], "target_sid": sid_string(all_targets[j * g]),
+                     "algorithm": self.args.algorithm, "num_generations": g, "rollouts": []}
+            for i in range(j * g, (j + 1) * g):
+                codes = all_codes[i]
+                reward = rewards[i]
+                group["rollouts"].append({
+                    "completion": texts[i]["completion"],
+                    "sid": sid_string(codes) if codes is not None else None,
+                    "item_id": self.sid_map.item_for_codes(codes) if codes is not None else None,
+                    "blocks": texts[i]["blocks"],
+                    "step_rewards": clean_numbers(matches[i].tolist()),
+                    "step_advantages": clean_numbers(step_adv[i].tolist()),
+                    "reward": clean_numbers(reward.tolist()) if reward.dim() else clean_number(reward),
+                    "outcome_reward": clean_number(outcome[i]),
+                    "outcome_advantage": clean_number(outcome_adv[i]),
+                })
+            groups.append(group)
+        self._rollout_sample = groups
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)
+        sample, self._rollout_sample = self._rollout_sample, None
+        if sample and self.accelerator.is_main_process:
+            step = self.state.global_step
+            append_records(Path(self.args.output_dir) / ROLLOUT_FILE, ({"format": r["format"], "step": step, **r}
+                                                                       for r in sample))
 
     def _log_step_metrics(self, mode, all_codes, all_targets, all_ok, all_block_len, rewards, advantages, g) -> None:
         metrics = self._metrics[mode]

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rl.rollout_log import ROLLOUT_FILE, ROLLOUT_FORMAT  # noqa: F401 - written by `genrec rl` (rl/rollout_log.py)
+
 EVAL_DIR = "eval"
-ROLLOUT_FILE = "rollouts.jsonl"  # written by `genrec rl` beside its TensorBoard logs (docs/explore.md)
-ROLLOUT_FORMAT = "genrec-rollouts/1"
 MAX_ROLLOUT_GROUPS = 2000
 SERVED_SUFFIXES = (".png", ".svg", ".jpg", ".json", ".jsonl", ".md", ".txt")
 
