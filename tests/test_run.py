@@ -89,7 +89,8 @@ def test_auto_codebook_size_and_budget_checks():
         RunConfig(rl_steps=0)
     with pytest.raises(ValueError, match="baselines"):
         RunConfig(baselines="mostpop,bogus")
-    assert RunConfig(sft1_steps=0).sft1_epochs == 3.0  # 0 steps = train by epochs
+    with pytest.raises(ValueError, match="sft1_epochs"):
+        RunConfig(sft1_steps=0, sft1_epochs=0)  # 0 steps = train by epochs, which must then be > 0
 
 
 def test_run_yaml_parses():
