@@ -39,7 +39,8 @@ class EvalConfig:
     max_block_tokens: int = field(
         default=0,
         metadata={"help": "Free-text budget per thinking block. 0 = auto: with --traces, the largest per-level 95th "
-                          f"percentile of the traces' block lengths; else {DEFAULT_MAX_BLOCK_TOKENS}."},
+                          "percentile of the traces' block lengths; else each model folder's budget (its RL rollouts' "
+                          f"or its traces', genrec_model.json); else {DEFAULT_MAX_BLOCK_TOKENS}."},
     )
     traces: str = field(
         default="", metadata={"help": "Trace folder of `genrec traces` (sets the auto block budget; see max_block_tokens)."}
@@ -78,6 +79,8 @@ class EvalConfig:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_block_tokens < 0:
             raise ValueError(f"--max_block_tokens must be >= 1, or 0 for auto, got {self.max_block_tokens}")
+        # auto without traces: each model folder's budget (`model_block_budget`); the default meanwhile
+        self.max_block_tokens_auto = self.max_block_tokens == 0 and not self.traces
         if self.max_block_tokens == 0:  # auto
             self.max_block_tokens = DEFAULT_MAX_BLOCK_TOKENS
             if self.traces:
@@ -89,6 +92,10 @@ class EvalConfig:
         layouts, models = self.layout_list(), self.model_list()
         if len(layouts) not in (1, len(models) or 1):
             raise ValueError(f"--layout: give one layout or one per model ({len(models)}), got {self.layout!r}")
+
+    def model_block_budget(self) -> int:
+        """The `max_block_tokens` to load a model with: 0 (the folder's budget) when auto without traces."""
+        return 0 if getattr(self, "max_block_tokens_auto", False) else self.max_block_tokens
 
     def topk_list(self) -> list[int]:
         try:

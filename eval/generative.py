@@ -1,7 +1,7 @@
 """The generative recommender behind the common `Recommender` interface: prompts -> SID beam search -> items.
 
-Loading a model folder (the layout `genrec sft` / `genrec rl` write: weights, tokenizer, sid_map.json,
-prompt_config.json, genrec_model.json) and choosing its response layout also live here, so
+Loading a model folder (written and read through genrec/model_folder.py: weights, tokenizer, sid_map.json,
+prompt_config.json, genrec_model.json, which also give its response layout and block budget) lives here, so
 `genrec evaluate` and `genrec recommend` behave identically.
 """
 
@@ -17,29 +17,10 @@ from tqdm.auto import tqdm
 from eval.baselines.base import Recommender, train_popularity
 from eval.beam import Beam, SIDBeamSearch
 from genrec.data.schema import Catalog, Example
-from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED, LAYOUTS
+from genrec.model_folder import AUTO, resolve_layout, resolve_sid_map  # noqa: F401 - re-exported
+from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED
+from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS
 from sid_tokenizer.sidmap import SIDMap
-
-AUTO = "auto"
-
-
-def resolve_layout(layout: str, info: dict, reasoning_prompt: bool) -> str:
-    """The response layout to decode with: an explicit one, else what the model folder says.
-
-    auto: the RL layout if the model went through `genrec rl`; `direct` for a stage-1 model or one whose
-    prompt asks for the SID only; otherwise `interleaved`.
-    """
-    if layout != AUTO:
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}")
-        return layout
-    if info.get("rl_layout") in LAYOUTS:
-        return str(info["rl_layout"])
-    if info.get("layout") in LAYOUTS:
-        return str(info["layout"])
-    if info.get("sft_stage") == 1 or not reasoning_prompt:
-        return DIRECT
-    return INTERLEAVED
 
 
 def resolve_device(device: str) -> torch.device:
@@ -79,7 +60,7 @@ class GenerativeRecommender(Recommender):
         *,
         layout: str = INTERLEAVED,
         num_beams: int = 20,
-        max_block_tokens: int | Sequence[int] = 48,
+        max_block_tokens: int | Sequence[int] = DEFAULT_MAX_BLOCK_TOKENS,
         min_block_tokens: int | Sequence[int] = 0,
         batch_size: int = 8,
         progress: bool = False,
@@ -93,6 +74,7 @@ class GenerativeRecommender(Recommender):
         self.tokenizer = tokenizer
         self.prompt_cfg = prompt_cfg or PromptConfig()
         self.layout = layout
+        self.max_block_tokens = max_block_tokens
         self.batch_size = batch_size
         self.progress = progress
         self.search = SIDBeamSearch(
@@ -151,14 +133,6 @@ class GenerativeRecommender(Recommender):
         return [[b.item_id for b in beams] for beams in self.recommend_beams(examples, k, exclude_history)]
 
 
-def resolve_sid_map(model_dir: str | Path, sid_map_path: str | Path | None = None) -> SIDMap:
-    """The SID map given, else the one saved in the model folder."""
-    sid_path = Path(sid_map_path) if sid_map_path else Path(model_dir) / "sid_map.json"
-    if not sid_path.exists():
-        raise FileNotFoundError(f"{sid_path}: SID map not found; pass --sid_map (sid_map.json or the fit-tokenizer folder)")
-    return SIDMap.load(sid_path)
-
-
 def load_generative(
     model_dir: str | Path,
     catalog: Catalog,
@@ -166,22 +140,29 @@ def load_generative(
     sid_map_path: str | Path | None = None,
     layout: str = AUTO,
     num_beams: int = 20,
-    max_block_tokens: int | Sequence[int] = 48,
+    max_block_tokens: int | Sequence[int] = 0,
     min_block_tokens: int | Sequence[int] = 0,
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = False,
 ) -> GenerativeRecommender:
-    """A `GenerativeRecommender` from a model folder (its sid_map.json and prompt_config.json unless overridden)."""
-    from genrec.modeling import check_model_tokens, load_model_and_tokenizer, model_info
-    from genrec.prompts import PromptConfig
+    """A `GenerativeRecommender` from a model folder (its sid_map.json and prompt_config.json unless overridden).
+
+    `layout` auto: the folder's; an explicit layout that contradicts the folder is a one-line error.
+    `max_block_tokens` 0 (auto): the folder's block budget (its RL rollouts' or its traces'), else the default.
+    """
+    from genrec.model_folder import load_info, load_prompt_config, resolve_block_budget
+    from genrec.modeling import check_model_tokens, load_model_and_tokenizer
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir}: model folder not found")
     sid_map = resolve_sid_map(model_dir, sid_map_path)
-    prompt_cfg = PromptConfig.load_or_default(model_dir)
-    chosen = resolve_layout(layout, model_info(model_dir), prompt_cfg.reasoning)
+    prompt_cfg = load_prompt_config(model_dir)
+    info = load_info(model_dir)
+    chosen = resolve_layout(model_dir, info, layout, prompt_cfg.reasoning)
+    if isinstance(max_block_tokens, int):
+        max_block_tokens = resolve_block_budget(info, max_block_tokens)
     dev = resolve_device(device)
     model, tokenizer = load_model_and_tokenizer(model_dir, device=dev)
     check_model_tokens(tokenizer, sid_map, model, where=str(model_dir), think=chosen != DIRECT)

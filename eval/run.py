@@ -10,12 +10,13 @@ from pathlib import Path
 
 from eval.baselines import MostPop, RecentItems, SASRec, SASRecConfig
 from eval.config import EvalConfig
-from eval.generative import GenerativeRecommender, load_generative, resolve_sid_map
+from eval.generative import GenerativeRecommender, load_generative
 from eval.harness import check_k, evaluate_ranker, validate_examples
 from eval.metrics import paired_difference
 from eval.protocols import excludes_history, select_examples
 from eval.report import write_report
 from genrec.data.schema import Example
+from genrec.model_folder import load_info, resolve_layout, resolve_sid_map
 from sid_tokenizer.sidmap import atomic_write_text
 
 
@@ -114,18 +115,19 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     if data_cfg is not None:
         meta["data_config"] = {k: v for k, v in vars(data_cfg).items()}
 
-    # Generative models: check every test item has a SID before loading any model.
-    for model_dir in cfg.model_list():
+    # Generative models: check every test item has a SID and every layout fits its folder before loading any model.
+    layouts = cfg.layout_list()
+    for i, model_dir in enumerate(cfg.model_list()):
         validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data),
                           sid_map=resolve_sid_map(model_dir, cfg.sid_map or None))
-    layouts = cfg.layout_list()
+        resolve_layout(model_dir, load_info(model_dir), layouts[i] if len(layouts) > 1 else layouts[0])
     labels = model_labels(cfg.model_list())
     for i, model_dir in enumerate(cfg.model_list()):
         layout = layouts[i] if len(layouts) > 1 else layouts[0]
         t0 = time.perf_counter()
         rec = load_generative(
             model_dir, data.catalog, sid_map_path=cfg.sid_map or None, layout=layout, num_beams=cfg.num_beams,
-            max_block_tokens=cfg.max_block_tokens, min_block_tokens=cfg.min_block_tokens,
+            max_block_tokens=cfg.model_block_budget(), min_block_tokens=cfg.min_block_tokens,
             batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress,
         ).fit(data.train, data.catalog)
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
@@ -147,7 +149,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
                  f"recall@10={metrics.get('recall@10', float('nan')):.4f} invalid={int(metrics['invalid'])} "
                  f"({metrics['users_per_second']:.2f} users/s)")
         meta["methods"][name] = {"model": model_dir, "layout": rec.layout, "num_beams": cfg.num_beams,
-                                 "max_block_tokens": cfg.max_block_tokens, "load_and_eval_seconds": time.perf_counter() - t0}
+                                 "max_block_tokens": rec.max_block_tokens, "load_and_eval_seconds": time.perf_counter() - t0}
 
     # Baselines, through the same harness.
     for base in cfg.baseline_list():

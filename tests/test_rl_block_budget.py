@@ -134,7 +134,11 @@ def test_rl_command_uses_the_traces_budget(traces, tmp_path, capsys):
     assert main(argv) == 0
     budget = traces_block_budget(traces)[0]
     info = json.loads((tmp_path / "out" / "final" / "genrec_model.json").read_text())
-    assert info["rl_max_block_tokens"] == budget
+    assert info["max_block_tokens"] == budget and info["stage"] == "rl" and info["layout"] == "interleaved"
+    # ... and evaluation with the auto budget and no --traces reads it from the folder
+    from genrec.model_folder import load_info, resolve_block_budget
+
+    assert resolve_block_budget(load_info(tmp_path / "out" / "final"), 0) == budget
     assert f"max_block_tokens {budget} (auto" in capsys.readouterr().err
     bad = argv[:argv.index("--traces") + 1] + [str(tmp_path / "missing")] + argv[argv.index("--traces") + 2:]
     assert main(bad) == 1

@@ -75,17 +75,18 @@ def test_rl_command_errors_are_one_line(tmp_path, capsys):
     # a model trained on another layout
     model = copy_tiny_model(tmp_path / "model")
     info = json.loads((model / "genrec_model.json").read_text())
-    (model / "genrec_model.json").write_text(json.dumps({**info, "layout": "blocks_first"}))
+    assert info["stage"] == "base" and "layout" not in info  # build-model output: any layout
+    (model / "genrec_model.json").write_text(json.dumps({**info, "stage": "sft2", "layout": "blocks_first"}))
     write_tiny_tokenizer_dir(tmp_path / "tok")
     assert main(["rl", "--model", str(model), "--data", "x", "--sid_map", str(tmp_path / "tok"),
                  "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]) == 1
     assert "trained on the 'blocks_first' layout" in capsys.readouterr().err
     # a stage-1 model (SID tokens only) needs --layout direct, a stage-2 model must not get it
-    (model / "genrec_model.json").write_text(json.dumps({**info, "sft_stage": 1}))
+    (model / "genrec_model.json").write_text(json.dumps({**info, "stage": "sft1", "layout": "direct"}))
     assert main(["rl", "--model", str(model), "--data", "x", "--sid_map", str(tmp_path / "tok"),
                  "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]) == 1
     assert "needs --layout direct" in capsys.readouterr().err
-    (model / "genrec_model.json").write_text(json.dumps({**info, "sft_stage": 2}))
+    (model / "genrec_model.json").write_text(json.dumps({**info, "stage": "sft2", "layout": "interleaved"}))
     assert main(["rl", "--model", str(model), "--data", "x", "--sid_map", str(tmp_path / "tok"), "--layout", "direct",
                  "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]) == 1
     assert "--layout direct is for stage-1 models" in capsys.readouterr().err

@@ -254,6 +254,14 @@ def test_stage2_from_a_real_stage1_output_replays_and_keeps_settings(tmp_path, c
     n_traces = len(load_traces(tmp_path / "tr", SIDS))
     info = json.loads((final / "genrec_model.json").read_text())
     assert info["sft_stage"] == 2 and info["train_rows"] > n_traces  # trace rows + replayed sequence rows
+    # genrec_model.json (genrec/model_folder.py): stage 1 says direct, stage 2 its traces' layout and budget
+    from genrec.traces.budget import traces_block_budget
+
+    info1 = json.loads((stage1 / "genrec_model.json").read_text())
+    assert (info1["stage"], info1["layout"], info1["base"]) == ("sft1", "direct", str(tiny_model_dir()))
+    assert (info["stage"], info["layout"], info["base"]) == ("sft2", "interleaved", str(stage1))
+    assert info["max_block_tokens"] == traces_block_budget(tmp_path / "tr")[0]
+    assert not list(tmp_path.glob("sft*/.final*")), "no temporary folder left behind"
     assert PromptConfig.load(final) == PromptConfig.load(tmp_path / "tr")
     assert PromptConfig.load(final).history_format == PromptConfig.load(stage1).history_format == "sid"
     assert SIDMap.load(final).item_to_codes == SIDS.item_to_codes
@@ -267,3 +275,23 @@ def test_stage2_from_a_real_stage1_output_replays_and_keeps_settings(tmp_path, c
                  "--output_dir", str(tmp_path / "sft2b")] + common) == 1
     err = capsys.readouterr().err
     assert "history_format: model 'sid' vs traces 'both'" in err and not (tmp_path / "sft2b" / "final").exists()
+
+    # A real SFT output given the wrong layout: `genrec rl` and `genrec evaluate` stop with a one-line error before
+    # loading the model.
+    def one_line_error(argv: list[str], expected: str) -> None:
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 2 and expected in err[0] and err[1].startswith("(set GENREC_DEBUG=1"), err
+
+    rl_common = ["--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--output_dir",
+                 str(tmp_path / "rl"), "--use_cpu", "true", "--report_to", "none"]
+    one_line_error(["rl", "--model", str(stage1), *rl_common], "a stage-1 model (layout 'direct' in genrec_model.json)")
+    one_line_error(["rl", "--model", str(final), "--layout", "blocks_first", *rl_common],
+                   "the model was trained on the 'interleaved' layout")
+    one_line_error(["rl", "--model", str(final), "--layout", "direct", *rl_common], "--layout direct is for stage-1")
+    ev_common = ["--data", str(data), "--output_dir", str(tmp_path / "ev"), "--baselines", "", "--progress", "false"]
+    one_line_error(["evaluate", "--model", str(stage1), "--layout", "interleaved", *ev_common],
+                   "it needs --layout direct (got 'interleaved')")
+    one_line_error(["evaluate", "--model", f"{stage1},{final}", "--layout", "direct,blocks_first", *ev_common],
+                   "the model was trained on the 'interleaved' layout")
+    assert not (tmp_path / "rl").exists() and not (tmp_path / "ev" / "eval_report.json").exists()

@@ -32,7 +32,9 @@ class RecommendConfig:
     topk: int = field(default=10, metadata={"help": "Number of jobs to list."})
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
     layout: str = field(default="auto", metadata={"help": "auto, interleaved, blocks_first or direct."})
-    max_block_tokens: int = field(default=48, metadata={"help": "Free-text budget per thinking block."})
+    max_block_tokens: int = field(
+        default=0, metadata={"help": "Free-text budget per thinking block; 0 = the model folder's (genrec_model.json), "
+                             "else genrec.traces.budget.DEFAULT_MAX_BLOCK_TOKENS."})
     exclude_history: bool = field(default=False, metadata={"help": "Only recommend jobs not in the history."})
     item_template: str = field(default="", metadata={"help": "How to print a job, e.g. '{title} at {company}, {city}'."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})

@@ -2,23 +2,23 @@
 
     genrec rl --config configs/rl_sapo.yaml [--algorithm grpo] [--output_dir runs/rl-grpo] ...
 
-Writes the trained model (safetensors + tokenizer + sid_map.json + prompt_config.json + genrec_model.json) into
-<output_dir>/final (the layout of `genrec sft`), checkpoints into <output_dir>/checkpoint-*, TensorBoard logs into
-<output_dir>/runs. Re-running the same command resumes from the latest checkpoint (--resume auto).
+Writes the trained model folder (genrec/model_folder.py: weights, tokenizer, sid_map.json, prompt_config.json,
+genrec_model.json with stage rl, its layout, algorithm and block budget) into <output_dir>/final, checkpoints into
+<output_dir>/checkpoint-*, TensorBoard logs into <output_dir>/runs and sampled rollouts into
+<output_dir>/rollouts.jsonl. Re-running the same command resumes from the latest checkpoint (--resume auto).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrec.data.config import DataConfig
+from genrec.model_folder import FINAL_DIR
 from rl.config import SAPOConfig
 
-FINAL_DIR = "final"
 HELP = "RL from a stage-2 checkpoint: SAPO (step-aligned GRPO), outcome GRPO, prefix-reward GRPO or an ablation."
 
 
@@ -46,17 +46,6 @@ class RLScriptConfig:
     )
 
 
-def _resolve_sid_map(script: RLScriptConfig):
-    from sid_tokenizer.sidmap import SIDMap
-
-    path = Path(script.sid_map) if script.sid_map else Path(script.model) / "sid_map.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: SID map not found; pass --sid_map (sid_map.json or the fit-tokenizer folder)"
-        )
-    return SIDMap.load(path)
-
-
 def _resume_point(script: RLScriptConfig, output_dir: str) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -71,9 +60,15 @@ def _resume_point(script: RLScriptConfig, output_dir: str) -> str | None:
 
 def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     from genrec.data.loader import load_data
-    from genrec.modeling import MODEL_INFO_FILE, load_model_and_tokenizer, model_info
-    from genrec.prompts import PROMPT_CONFIG_FILE, PromptConfig
-    from sid_tokenizer.sidmap import atomic_write_text
+    from genrec.model_folder import (
+        check_layout,
+        load_info,
+        load_prompt_config,
+        resolve_sid_map,
+        save_model_folder,
+        staging_dir,
+    )
+    from genrec.modeling import load_model_and_tokenizer
     from rl.data import build_rl_dataset
     from rl.trainer import SAPOTrainer
 
@@ -83,24 +78,13 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         raise ValueError("--data is required: the dataset the SFT stages used")
     if not Path(script.model).is_dir():
         raise FileNotFoundError(f"{script.model}: model folder not found (--model)")
-    sid_map = _resolve_sid_map(script)
+    sid_map = resolve_sid_map(script.model, script.sid_map or None)
+    info = load_info(script.model)
+    check_layout(script.model, info, args.layout)
     budget = args.resolve_block_budget(script.traces or None, sid_map.num_levels)
-    info = model_info(script.model)
-    trained_layout = info.get("layout")
-    if info.get("sft_stage") == 1 and args.layout != "direct":
-        raise ValueError(f"{script.model}: a stage-1 model writes SID tokens only; RL on it needs --layout direct "
-                         f"(got {args.layout!r}), or start from a stage-2 checkpoint")
-    if info.get("sft_stage") == 2 and args.layout == "direct":
-        raise ValueError(f"{script.model}: a stage-2 model writes reasoning blocks; --layout direct is for "
-                         "stage-1 models (pass the layout of its traces)")
-    if trained_layout in ("interleaved", "blocks_first") and trained_layout != args.layout:
-        raise ValueError(
-            f"{script.model}: the model was trained on the {trained_layout!r} layout (genrec_model.json) but "
-            f"--layout is {args.layout!r}; pass --layout {trained_layout}"
-        )
     model, tokenizer = load_model_and_tokenizer(script.model)
     tokenizer.padding_side = "left"
-    prompt_cfg = PromptConfig.load_or_default(script.model)
+    prompt_cfg = load_prompt_config(script.model)
     data = load_data(script.data, data_cfg)
     examples = {"train": data.train, "valid": data.valid, "test": data.test}[script.rl_split]
     dataset = build_rl_dataset(
@@ -116,19 +100,19 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     trainer = SAPOTrainer(model, args, sid_map, train_dataset=dataset, processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=resume)
     out = Path(args.output_dir) / FINAL_DIR
-    trainer.save_model(str(out))
+    staged = staging_dir(out)  # every process takes part in saving the weights (sharded/distributed models)
+    if trainer.accelerator.is_main_process and staged.exists():
+        shutil.rmtree(staged)  # left by a crash
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staged))
+    trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(out)
-        sid_map.save(out / "sid_map.json")
-        info = {**model_info(script.model), "rl_algorithm": args.algorithm, "rl_layout": args.layout,
-                "rl_base": str(script.model), "rl_steps": trainer.state.global_step, "rl_prompts": len(dataset),
-                "rl_max_block_tokens": args.max_block_tokens}
-        atomic_write_text(out / MODEL_INFO_FILE, json.dumps(info, indent=1))
-        src_prompt = Path(script.model) / PROMPT_CONFIG_FILE
-        if src_prompt.is_file():
-            shutil.copyfile(src_prompt, out / PROMPT_CONFIG_FILE)
-        else:
-            prompt_cfg.save(out)
+        rl_info = info.derive(
+            stage="rl", layout=args.layout, rl_algorithm=args.algorithm, base=str(script.model),
+            max_block_tokens=None if args.layout == "direct" else args.max_block_tokens,
+            extra={"rl_steps": trainer.state.global_step, "rl_prompts": len(dataset)},
+        )
+        save_model_folder(out, rl_info, tokenizer=tokenizer, sid_map=sid_map, prompt_cfg=prompt_cfg, staged=staged)
         print(f"[rl] model written to {out}", file=sys.stderr)
 
 
