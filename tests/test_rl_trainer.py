@@ -181,7 +181,7 @@ def test_end_to_end_run_logs_and_updates_weights(tmp_path):
 
     trainer, _ = _make_trainer(
         tmp_path, report_to=["tensorboard"], num_iterations=2, beta=0.01,
-        off_policy_mask_threshold=0.5, max_steps=3, log_completions=True,
+        off_policy_mask_threshold=0.5, max_steps=3, log_completions=True, per_device_train_batch_size=4 * G,
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
