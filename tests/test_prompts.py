@@ -15,10 +15,12 @@ CAT, SIDS = tiny_catalog(), tiny_sid_map()
 _, TOK = load_model_and_tokenizer(tiny_model_dir())
 HIST = ("j000", "j001", "j002", "j105", "j006", "j007")
 EX = Example("u1", HIST, "j008", "Skills: python, sql. Location: Boston.")
+PROF = PromptConfig(include_profile=True)
 
 
 def test_both_format_shows_sids_and_titles_not_target():
-    p = build_prompt(EX, CAT, SIDS, TOK)
+    assert "Skills" not in build_prompt(EX, CAT, SIDS, TOK)  # the profile is off by default
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(include_profile=True))
     for item in HIST:
         assert SIDS.sid_string(item) in p
         assert CAT.record(item)["title"] in p
@@ -52,17 +54,17 @@ def test_max_history_keeps_most_recent():
 
 
 def test_budget_drops_oldest_items_first():
-    full = build_prompt(EX, CAT, SIDS, TOK)
+    full = build_prompt(EX, CAT, SIDS, TOK, PROF)
     n_full = count_tokens(full, TOK)
     budget = n_full - 12
-    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_prompt_tokens=budget))
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_prompt_tokens=budget, include_profile=True))
     assert count_tokens(p, TOK) <= budget
     assert "Database Administrator" in p and "Data Analyst" not in p  # newest kept, oldest gone
     assert "Skills: python, sql" in p  # profile kept while history can shrink
     # Budgets only one item fits: then the profile is shortened.
-    one = build_prompt(Example("u1", HIST[-1:], "j008", EX.profile), CAT, SIDS, TOK)
+    one = build_prompt(Example("u1", HIST[-1:], "j008", EX.profile), CAT, SIDS, TOK, PROF)
     tight = count_tokens(one, TOK) - 4
-    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_prompt_tokens=tight))
+    p = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(max_prompt_tokens=tight, include_profile=True))
     assert count_tokens(p, TOK) <= tight and "Database Administrator" in p and "Statistician" not in p
     assert "Location: Boston" not in p
 
