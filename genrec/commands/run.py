@@ -60,6 +60,8 @@ class RunConfig:
                 "in the genrec checkout."})
     eval_users: int = field(default=0, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
+    protocols: str = field(default="all,new", metadata={
+        "help": "Evaluation protocols (`genrec evaluate --protocols`): all items, and/or new items only."})
     baselines: str = field(default="mostpop,recent,sasrec", metadata={
         "help": "Baselines evaluated beside the models, comma-separated ('' for none)."})
     sasrec_epochs: int = field(default=200, metadata={"help": "SASRec epoch cap (early stopping on valid NDCG@10)."})
@@ -228,7 +230,8 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                          "--model", ",".join(map(str, models)), "--layout", ",".join(layouts),
                          *(["--traces", str(traces)] if reasoning else []),
                          "--baselines", ",".join(cfg.baseline_list()), "--sasrec_max_epochs", str(cfg.sasrec_epochs),
-                         "--max_users", str(cfg.eval_users), "--num_beams", str(cfg.num_beams), "--seed", seed],
+                         "--max_users", str(cfg.eval_users), "--num_beams", str(cfg.num_beams),
+                         "--protocols", cfg.protocols, "--seed", seed],
                         ev / "eval_report.json"))
     return [Stage(s.key, s.title, s.command, stage_flags(s.command, s.argv, data_cfg, prompt_cfg), s.marker,
                   s.fresh_flags) for s in stages]
