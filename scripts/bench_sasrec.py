@@ -27,9 +27,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 from eval.baselines import SASRec, SASRecConfig  # noqa: E402
 from eval.harness import evaluate_ranker  # noqa: E402
+from bench_datasets import dataset_path  # noqa: E402
 from genrec.data.config import DataConfig  # noqa: E402
 from genrec.data.loader import load_data  # noqa: E402
 
@@ -72,17 +74,9 @@ def main() -> None:
 
     rows = []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        if name == "jobs-synth":
-            path = Path(args.synth_dir)
-            if not (path / "jobs-synth.inter").exists():
-                from genrec.data.synth import SynthConfig, generate_market, write_market
-
-                write_market(generate_market(SynthConfig(out=str(path))), path)
-        else:
-            path = Path(args.data_root) / name
-            if not path.exists():
-                print(f"skip {name}: {path} not found", file=sys.stderr)
-                continue
+        path = dataset_path(name, args.data_root, args.synth_dir)
+        if path is None:
+            continue
         data = load_data(path, DataConfig(**DATA_CONFIGS[name]), verbose=False)
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
             for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:

@@ -25,7 +25,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_datasets import dataset_path  # noqa: E402
 from eval.config import EvalConfig  # noqa: E402
 from eval.run import run_evaluation  # noqa: E402
 from genrec.data.config import DataConfig  # noqa: E402
@@ -58,17 +60,9 @@ def main() -> None:
 
     rows = []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        if name == "jobs-synth":
-            path = Path(args.synth_dir)
-            if not (path / "jobs-synth.inter").exists():
-                from genrec.data.synth import SynthConfig, generate_market, write_market
-
-                write_market(generate_market(SynthConfig(out=str(path))), path)
-        else:
-            path = Path(args.data_root) / name
-            if not path.exists():
-                print(f"skip {name}: {path} not found", file=sys.stderr)
-                continue
+        path = dataset_path(name, args.data_root, args.synth_dir)
+        if path is None:
+            continue
         for variant, overrides in VARIANTS[name].items():
             out_dir = Path(args.out).parent / "baselines" / f"{name}-{variant}"
             cfg = EvalConfig(data=str(path), output_dir=str(out_dir), baselines="mostpop,recent" + ("" if args.no_sasrec else ",sasrec"),
