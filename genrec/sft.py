@@ -8,9 +8,7 @@ the loss on completion tokens only and appends EOS.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from trl import SFTConfig
 
 from genrec.data.schema import Catalog, Example
 from genrec.data.sequences import reconstruct_sequences, sequence_windows
-from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_tokenizer, model_info
+from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_tokenizer
 from genrec.prompts import (
     PROMPT_CONFIG_FILE,
     PromptConfig,
@@ -34,13 +32,12 @@ from genrec.prompts import (
     wrap_prompt,
 )
 from genrec.response import DIRECT, render_response
-from sid_tokenizer.sidmap import SIDMap, atomic_write_text
+from sid_tokenizer.sidmap import SIDMap
 
 log = logging.getLogger(__name__)
 STAGE1_TASKS = ("item2sid", "sid2item", "history2sid", "sequence")
 # Tasks whose rows are pre-tokenized (input_ids + completion_mask) because the loss is not one contiguous completion.
 TOKENIZED_TASKS = ("sequence",)
-FINAL_DIR = "final"
 
 
 @dataclass
