@@ -12,7 +12,7 @@ completions still show the SIDs and the thinking tags.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -34,16 +34,17 @@ SMOLLM2_ALIAS = "smollm2-135m-gguf"
 class TinyModelConfig:
     """Shape of the built-in offline model: a small Llama plus a byte-level BPE tokenizer."""
 
-    hidden_size: int = 128
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    intermediate_size: int = 384
-    max_position_embeddings: int = 2048
-    bpe_vocab_size: int = 2048
-    bpe_min_frequency: int = 2
-    tie_word_embeddings: bool = True
-    seed: int = 0
+    hidden_size: int = field(default=128, metadata={"help": "Hidden size of the tiny Llama."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Transformer layers."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads."})
+    num_key_value_heads: int = field(default=4, metadata={"help": "Key/value heads (GQA when < heads)."})
+    intermediate_size: int = field(default=384, metadata={"help": "MLP inner size."})
+    max_position_embeddings: int = field(default=2048, metadata={"help": "Longest sequence the model accepts."})
+    bpe_vocab_size: int = field(default=2048, metadata={
+        "help": "Byte-level BPE vocabulary trained on the catalog and profile text."})
+    bpe_min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency of a BPE merge."})
+    tie_word_embeddings: bool = field(default=True, metadata={"help": "Share input and output embeddings."})
+    seed: int = field(default=0, metadata={"help": "Seed of the weight initialisation."})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from genrec.data.schema import Catalog, Example
@@ -32,23 +32,23 @@ SYSTEM_PROMPT = "You are a job recommender. Jobs are written as semantic IDs, co
 class PromptConfig:
     """How a prompt is built (stored with each trained model so later stages reuse it)."""
 
-    history_format: str = "both"
-    """'sid': SID tokens only; 'text': item text only; 'both': SID then text on each line."""
-    item_template: str = ""
-    """str.format template over catalog fields, e.g. '{title} at {company}, {city}'. Empty: '{title}'
-    when the catalog has a title field, else every non-empty field as 'name: value'."""
-    prompt_max_history: int = 10
-    """Keep at most this many of the most recent history items."""
-    include_profile: bool = False
-    """Show the user's profile text. Off by default: on the synthetic market it lowered stage-1 NDCG@10 from 0.089
-    to 0.069 and made SFT 1.8x slower (docs/bench/learning.md, session 4)."""
-    max_prompt_tokens: int = 512
-    """Token budget: the oldest history items are dropped first, then the profile is shortened."""
-    use_chat_template: bool = False
-    """Wrap the prompt in the tokenizer's chat template (instruct models); off for the tiny model."""
-    system_prompt: str = SYSTEM_PROMPT
-    reasoning: bool = True
-    """True: ask for step-by-step reasoning (stage 2, RL, eval); False: ask for the SID only (stage 1)."""
+    history_format: str = field(default="both", metadata={
+        "help": "'sid': SID tokens only; 'text': item text only; 'both': SID then text on each line."})
+    item_template: str = field(default="", metadata={
+        "help": "str.format template over catalog fields, e.g. '{title} at {company}, {city}'. Empty: '{title}' when "
+                "the catalog has a title field, else every non-empty field as 'name: value'."})
+    prompt_max_history: int = field(default=10, metadata={
+        "help": "Keep at most this many of the most recent history items."})
+    include_profile: bool = field(default=False, metadata={
+        "help": "Show the user's profile text. Off by default: on the synthetic market it lowered stage-1 NDCG@10 "
+                "from 0.089 to 0.069 and made SFT 1.8x slower (docs/bench/learning.md, session 4)."})
+    max_prompt_tokens: int = field(default=512, metadata={
+        "help": "Token budget: the oldest history items are dropped first, then the profile is shortened."})
+    use_chat_template: bool = field(default=False, metadata={
+        "help": "Wrap the prompt in the tokenizer's chat template (instruct models); off for the tiny model."})
+    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System turn of chat prompts."})
+    reasoning: bool = field(default=True, metadata={
+        "help": "True: ask for step-by-step reasoning (stage 2, RL, eval); False: ask for the SID only (stage 1)."})
 
     def __post_init__(self) -> None:
         if self.history_format not in HISTORY_FORMATS:

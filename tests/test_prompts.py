@@ -102,3 +102,19 @@ def test_reasoning_switch_and_config_roundtrip(tmp_path):
     assert PromptConfig.load(tmp_path) == cfg
     with pytest.raises(ValueError, match="history_format"):
         PromptConfig(history_format="titles")
+
+
+@pytest.mark.parametrize("command, texts", [
+    ("traces", ["Keep at most this many of the most recent history items", "Per split; 0 = all",
+                "Grounded teacher: 'evidence'"]),
+    ("build-model", ["Hidden size of the tiny Llama", "Byte-level BPE vocabulary"]),
+])
+def test_config_fields_have_help_text(command, texts, capsys):
+    """PromptConfig, TraceConfig and TinyModelConfig carry their help in field metadata, so `--help` shows it."""
+    from genrec.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in texts:
+        assert text in out, text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genrec.data.schema import RecData
@@ -22,32 +22,30 @@ TEACHERS = ("grounded", "llm")
 class TraceConfig:
     """Flags of `genrec traces`."""
 
-    data: str = ""
-    """Data folder (any format genrec.data.load_data reads)."""
-    sid_map: str = ""
-    """Tokenizer folder holding sid_map.json (or the sid_map.json file)."""
-    model: str = ""
-    """Model folder whose tokenizer measures the prompt token budget (the model SFT will train)."""
-    output_dir: str = "out/traces"
-    teacher: str = "grounded"
-    """'grounded' (built-in, offline, deterministic) or 'llm' (teacher_model writes the rationale)."""
-    teacher_model: str = ""
-    teacher_max_new_tokens: int = 160
-    teacher_temperature: float = 0.0
-    teacher_batch_size: int = 8
-    teacher_backend: str = "auto"
-    layout: str = "interleaved"
-    """Response layout: 'interleaved' or 'blocks_first'."""
-    splits: str = "train,valid"
-    """Comma-separated splits to build traces for."""
-    max_examples: int = 0
-    """Per split; 0 = all."""
-    grounded_style: str = "evidence"
-    """Grounded teacher: 'evidence' (blocks state what the prompt says given the codes already written; no
-    decision) or 'pointer' (blocks name the history line the target follows at each level)."""
-    max_titles: int = 2
-    max_profile_words: int = 12
-    trace_seed: int = 0
+    data: str = field(default="", metadata={"help": "Data folder (any format genrec.data.load_data reads)."})
+    sid_map: str = field(default="", metadata={
+        "help": "Tokenizer folder holding sid_map.json (or the sid_map.json file)."})
+    model: str = field(default="", metadata={
+        "help": "Model folder whose tokenizer measures the prompt token budget (the model SFT will train)."})
+    output_dir: str = field(default="runs/traces", metadata={"help": "Folder the trace dataset is written to."})
+    teacher: str = field(default="grounded", metadata={
+        "help": "'grounded' (built-in, offline, deterministic) or 'llm' (teacher_model writes the rationale)."})
+    teacher_model: str = field(default="", metadata={
+        "help": "LLM teacher: a model folder, a .gguf file or 'smollm2-135m-gguf'."})
+    teacher_max_new_tokens: int = field(default=160, metadata={"help": "LLM teacher: longest rationale in tokens."})
+    teacher_temperature: float = field(default=0.0, metadata={"help": "LLM teacher: 0 = greedy."})
+    teacher_batch_size: int = field(default=8, metadata={"help": "LLM teacher: prompts per generation batch."})
+    teacher_backend: str = field(default="auto", metadata={
+        "help": "LLM teacher: auto (vLLM when installed and a GPU is present), hf or vllm."})
+    layout: str = field(default="interleaved", metadata={"help": "Response layout: 'interleaved' or 'blocks_first'."})
+    splits: str = field(default="train,valid", metadata={"help": "Comma-separated splits to build traces for."})
+    max_examples: int = field(default=0, metadata={"help": "Per split; 0 = all."})
+    grounded_style: str = field(default="evidence", metadata={
+        "help": "Grounded teacher: 'evidence' (blocks state what the prompt says given the codes already written; no "
+                "decision) or 'pointer' (blocks name the history line the target follows at each level)."})
+    max_titles: int = field(default=2, metadata={"help": "LLM teacher prompt: history titles shown per level."})
+    max_profile_words: int = field(default=12, metadata={"help": "LLM teacher prompt: profile words shown."})
+    trace_seed: int = field(default=0, metadata={"help": "Seed of the teachers (LLM sampling)."})
 
     def __post_init__(self) -> None:
         if self.teacher not in TEACHERS:
