@@ -1,6 +1,6 @@
 """Tiny shared fixtures: a 48-job catalog, a 2-level SID map with labels, examples, and a tiny model folder.
 
-Import from any test (`from tests.helpers_tiny import ...` or `from helpers_tiny import ...`).
+Import from any test as `from tests.helpers_tiny import ...` (one module name, so the tiny model is built once).
 Everything is deterministic and built in well under a second, except `tiny_model_dir()` (a few
 seconds, built once per process and cached; treat the folder as read-only, copy it before changing it).
 
@@ -153,3 +153,33 @@ def write_tiny_data_dir(dest: str | Path, n_users: int = 24, seed: int = 0) -> P
         write_atomic(dest / f"tiny-jobs.{split}.inter", ["user_id:token", "item_id_list:token_seq", "item_id:token"],
                      [[e.user_id, list(e.history), e.target] for e in getattr(rd, split)])
     return dest
+
+
+# Shared by the beam-search tests (test_eval_beam.py, test_beam_mask.py).
+@functools.lru_cache(maxsize=None)
+def perturbed_tiny_model():
+    """Tiny model with larger random weights, so greedy text and SID choices depend on the prompt, and a
+    boosted </think> embedding, so blocks end at different lengths in different rows."""
+    import torch
+
+    from genrec.modeling import load_model_and_tokenizer
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model, tok = load_model_and_tokenizer(tiny_model_dir())
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+        close = tok.convert_tokens_to_ids("</think>")
+        model.get_input_embeddings().weight[close] *= 6.0
+    model.eval()
+    return model, tok
+
+
+def tiny_prompts(n: int = 5) -> list[str]:
+    _, tok = perturbed_tiny_model()
+    from genrec.prompts import PromptConfig, build_prompt
+
+    rd = tiny_recdata()
+    return [build_prompt(ex, rd.catalog, tiny_sid_map(), tok, PromptConfig()) for ex in rd.test[:n]]

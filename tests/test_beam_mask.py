@@ -11,7 +11,8 @@ from genrec.constrained import SIDLogitsProcessor
 from genrec.response import ResponseSpec, parse_response
 from genrec.trie import SIDTrie
 from tests.helpers_tiny import tiny_sid_map
-from tests.test_eval_beam import _model, _prompts
+from tests.helpers_tiny import perturbed_tiny_model as _model
+from tests.helpers_tiny import tiny_prompts as _prompts
 
 MIN_BLOCK, MAX_BLOCK = 3, 6
 

@@ -7,43 +7,18 @@ keep every prefix.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
 from eval.beam import SIDBeamSearch
 from genrec.constrained import SIDLogitsProcessor
-from genrec.modeling import load_model_and_tokenizer
-from genrec.prompts import PromptConfig, build_prompt
 from genrec.response import ResponseSpec, parse_response
 from genrec.trie import SIDTrie
-from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map
+from tests.helpers_tiny import perturbed_tiny_model as _model
+from tests.helpers_tiny import tiny_prompts as _prompts
+from tests.helpers_tiny import tiny_sid_map
 
 MAX_BLOCK = 5
-
-
-@functools.lru_cache(maxsize=None)
-def _model():
-    """Tiny model with larger random weights, so greedy text and SID choices depend on the prompt, and a
-    boosted </think> embedding, so blocks end at different lengths in different rows."""
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model, tok = load_model_and_tokenizer(tiny_model_dir())
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.3)
-        close = tok.convert_tokens_to_ids("</think>")
-        model.get_input_embeddings().weight[close] *= 6.0
-    model.eval()
-    return model, tok
-
-
-def _prompts(n: int = 5) -> list[str]:
-    _, tok = _model()
-    rd = tiny_recdata()
-    return [build_prompt(ex, rd.catalog, tiny_sid_map(), tok, PromptConfig()) for ex in rd.test[:n]]
 
 
 def _hf_greedy(layout: str, prompts: list[str]) -> list[list[int]]:

@@ -15,7 +15,7 @@ from genrec.modeling import load_model_and_tokenizer
 from genrec.prompts import PromptConfig
 from genrec.traces.build import TraceConfig, make_traces
 from genrec.traces.dataset import load_traces
-from helpers_tiny import (copy_tiny_model, tiny_model_dir, tiny_recdata, tiny_sid_map, write_tiny_data_dir,
+from tests.helpers_tiny import (copy_tiny_model, tiny_model_dir, tiny_recdata, tiny_sid_map, write_tiny_data_dir,
                           write_tiny_tokenizer_dir)
 from rl.config import DEFAULT_MAX_BLOCK_TOKENS, SAPOConfig, traces_block_budget
 

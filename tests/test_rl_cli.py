@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_tiny import copy_tiny_model, write_tiny_data_dir, write_tiny_tokenizer_dir
+from tests.helpers_tiny import copy_tiny_model, write_tiny_data_dir, write_tiny_tokenizer_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

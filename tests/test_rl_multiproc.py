@@ -24,7 +24,7 @@ REPO = HERE.parent
 def _trainer(model_dir: str, out_dir: str, g: int, per_device: int, replay: list[list[int]] | None):
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(HERE))
-    from helpers_tiny import tiny_recdata, tiny_sid_map
+    from tests.helpers_tiny import tiny_recdata, tiny_sid_map
 
     from genrec.modeling import load_model_and_tokenizer
     from rl.config import SAPOConfig
@@ -112,7 +112,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("g,per_device", [(4, 2), (2, 4)], ids=["group-spans-processes", "groups-local"])
 def test_two_processes_match_one(tmp_path, g, per_device):
-    from helpers_tiny import copy_tiny_model
+    from tests.helpers_tiny import copy_tiny_model
 
     model_dir = copy_tiny_model(tmp_path / "model")
     me = str(Path(__file__).resolve())
@@ -153,7 +153,7 @@ if __name__ == "__main__":
 def test_two_process_training_through_the_cli(tmp_path):
     """`torchrun --nproc_per_node 2 -m genrec.cli rl ...` trains (DDP on gloo, masked log-probs through the wrapped
     model, KL reference, a group spanning the processes) and writes the final model once."""
-    from helpers_tiny import copy_tiny_model, write_tiny_data_dir, write_tiny_tokenizer_dir
+    from tests.helpers_tiny import copy_tiny_model, write_tiny_data_dir, write_tiny_tokenizer_dir
 
     copy_tiny_model(tmp_path / "model")
     write_tiny_data_dir(tmp_path / "data")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_tiny import copy_tiny_model, tiny_recdata, tiny_sid_map
+from tests.helpers_tiny import copy_tiny_model, tiny_recdata, tiny_sid_map
 
 G = 4
 

@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from helpers_tiny import tiny_model_dir, tiny_sid_map
+from tests.helpers_tiny import tiny_model_dir, tiny_sid_map
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_vllm_constrained_generation_fixed_weights(tmp_path, monkeypatch):
 
     from genrec.modeling import TinyModelConfig, build_tiny_model
     from genrec.response import ResponseSpec, parse_response
-    from helpers_tiny import tiny_corpus
+    from tests.helpers_tiny import tiny_corpus
     from rl.vllm_processor import vllm_processor_class, write_constraint_file
 
     monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "0")
