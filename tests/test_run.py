@@ -84,7 +84,7 @@ def test_stage_flags_forward_shared_configs_generically():
 
 
 def test_auto_codebook_size_and_budget_checks():
-    assert [auto_codebook_size(n) for n in (50, 600, 3000, 7000, 100_000, 10**7)] == [8, 16, 32, 64, 256, 256]
+    assert [auto_codebook_size(n) for n in (50, 600, 3000, 7047, 100_000, 10**7, 10**9)] == [8, 8, 16, 16, 64, 256, 256]
     with pytest.raises(ValueError, match="rl_steps"):
         RunConfig(rl_steps=0)
     with pytest.raises(ValueError, match="baselines"):
