@@ -43,9 +43,13 @@ class TraceConfig:
     grounded_style: str = field(default="evidence", metadata={
         "help": "Grounded teacher: 'evidence' (blocks state what the prompt says given the codes already written; no "
                 "decision) or 'pointer' (blocks name the history line the target follows at each level)."})
-    max_titles: int = field(default=2, metadata={"help": "LLM teacher prompt: history titles shown per level."})
-    max_profile_words: int = field(default=12, metadata={"help": "LLM teacher prompt: profile words shown."})
-    trace_seed: int = field(default=0, metadata={"help": "Seed of the teachers (LLM sampling)."})
+    max_titles: int = field(default=2, metadata={
+        "help": "Ignored since session 4 (the grounded teacher no longer quotes several titles); kept so older "
+                "configs still parse."})
+    max_profile_words: int = field(default=12, metadata={
+        "help": "Ignored since session 4 (the grounded teacher no longer quotes the profile); kept so older configs "
+                "still parse."})
+    trace_seed: int = field(default=0, metadata={"help": "Seed of the LLM teacher's sampling."})
 
     def __post_init__(self) -> None:
         if self.teacher not in TEACHERS:
@@ -68,8 +72,7 @@ def block_token_stats(all_blocks: list[list[str]], tokenizer) -> list[dict[str, 
 
 def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prompt_cfg: PromptConfig) -> Path:
     """Build and save the trace dataset for the requested splits; returns the output folder."""
-    grounded_cfg = GroundedConfig(max_titles=cfg.max_titles, max_profile_words=cfg.max_profile_words,
-                                  seed=cfg.trace_seed, history_lines=prompt_cfg.prompt_max_history,
+    grounded_cfg = GroundedConfig(history_lines=prompt_cfg.prompt_max_history,
                                   cite_titles=prompt_cfg.history_format != "sid", style=cfg.grounded_style)
     if cfg.teacher == "grounded":
         def teacher(batch):

@@ -2,9 +2,9 @@
 
 Why: stage-2 SFT needs K reasoning blocks per example and most users have no LLM teacher at hand. Each block
 is written from what the prompt shows (the numbered history lines, their titles when the prompt has them, the
-label of the SID prefix already generated), so a model can produce it at inference before its SID token: it
-points to the history job the next job follows at that level, or says the level is new. The SID tokens
-themselves never appear in the text.
+label of the area already generated), so a model can produce it at inference before its SID token. Two styles:
+'evidence' (default) states which history lines share the prefix written so far; 'pointer' names the history
+line the next job follows at that level, or says the level is new. The SID tokens never appear in the text.
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ GROUNDED_STYLES = ("evidence", "pointer")
 class GroundedConfig:
     """Options of the grounded teacher."""
 
-    max_titles: int = 2
-    """LLM-teacher fallback only (kept for its config)."""
-    max_profile_words: int = 12
     title_field: str = "title"
     """Catalog field cited as the item's title (falls back to the rendered item text)."""
-    seed: int = 0
     history_lines: int = 10
     """History lines the prompt shows (PromptConfig.prompt_max_history): blocks cite these line numbers."""
     cite_titles: bool = True
@@ -132,27 +128,10 @@ def evidence_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[i
     return blocks
 
 
-def grounded_blocks(
-    example: Example, catalog: Catalog, sid_map: SIDMap, cfg: GroundedConfig | None = None
-) -> list[str]:
-    """K = sid_map.num_levels blocks for `example`, each writable from the prompt before its SID token.
-
-    Block k says which shown history line (if any) the next job follows at level k: "Area of job 5 ...", "In
-    '<label of the area just chosen>': the group of job 5.", "Job 5 again." at the last level. The line numbers
-    and titles are those of the prompt, and the only label named is that of the area already generated (in
-    block 1; deeper labels are too many for a small model to learn to write), so a model can write the block from what it sees; the block's choice of line (or "new") is the
-    decision, and the SID token that follows copies that line's code. The target's own level-k label never
-    appears before its SID token (a block that names it teaches "label -> code", which a small model cannot use
-    at inference, measured in docs/bench/learning.md).
-    """
-    cfg = cfg or GroundedConfig()
-    if example.target not in sid_map:
-        raise ValueError(f"user {example.user_id!r}: target {example.target!r} has no SID in the SID map")
-    target = sid_map.codes(example.target)
-    history = [h for h in example.history if h in sid_map][-cfg.history_lines:]
-    lines = [(pos, item, sid_map.codes(item)) for pos, item in enumerate(history, 1)]
-    if cfg.style == "evidence":
-        return evidence_blocks(target, lines, catalog, sid_map, cfg)
+def pointer_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[int, ...]]], catalog: Catalog,
+                   sid_map: SIDMap, cfg: GroundedConfig) -> list[str]:
+    """Pointer style: block k names the most recent shown line sharing the target's first k+1 codes, or says the
+    level is new (the teacher's decision, made before the SID token, which then copies that line's code)."""
     num_levels = sid_map.num_levels
     blocks = []
     for level in range(num_levels):
@@ -179,3 +158,23 @@ def grounded_blocks(
             text = text[0].upper() + text[1:]
         blocks.append(text)
     return blocks
+
+
+def grounded_blocks(
+    example: Example, catalog: Catalog, sid_map: SIDMap, cfg: GroundedConfig | None = None
+) -> list[str]:
+    """K = sid_map.num_levels blocks for `example`, each writable from the prompt before its SID token.
+
+    Line numbers and titles are those of the prompt (its last `history_lines` items); the only label named is that
+    of the area already generated (block 1). The target's own level-k label never appears before its SID token: a
+    block that names it teaches "label -> code", which a small model cannot use at inference (measured in
+    docs/bench/learning.md).
+    """
+    cfg = cfg or GroundedConfig()
+    if example.target not in sid_map:
+        raise ValueError(f"user {example.user_id!r}: target {example.target!r} has no SID in the SID map")
+    target = sid_map.codes(example.target)
+    history = [h for h in example.history if h in sid_map][-cfg.history_lines:]
+    lines = [(pos, item, sid_map.codes(item)) for pos, item in enumerate(history, 1)]
+    style = evidence_blocks if cfg.style == "evidence" else pointer_blocks
+    return style(target, lines, catalog, sid_map, cfg)
