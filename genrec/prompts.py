@@ -24,6 +24,8 @@ REASON_INSTRUCTION = (
     "the job's semantic ID, each followed by that level's ID token."
 )
 DIRECT_INSTRUCTION = "Recommend the next job for this candidate. Answer with its semantic ID only."
+# The plain prompts' former answer cue: no prompt uses it now, it stays in template_corpus so the tiny model's
+# tokenizer (trained on that corpus) keeps the same vocabulary.
 ANSWER_CUE = "Answer:"
 SYSTEM_PROMPT = "You are a job recommender. Jobs are written as semantic IDs, coarse to fine."
 
@@ -137,9 +139,8 @@ def _plain(history_lines: list[str], profile: str, cfg: PromptConfig) -> str:
 
 
 def wrap_prompt(body: str, tokenizer, cfg: PromptConfig) -> str:
-    """Plain prompts end with the answer cue; chat prompts end with the assistant turn opener."""
-    if not cfg.use_chat_template:
-        return f"{body}\n{ANSWER_CUE}"
+    """A chat prompt: `body` as the user turn (after the system turn), ending with the assistant turn opener.
+    Plain prompts are not wrapped (they end with `next_item_cue`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("use_chat_template is on but the tokenizer has no chat template (set use_chat_template=false)")
     messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
