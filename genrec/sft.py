@@ -214,6 +214,25 @@ def tokenize_prompt_completion(rows: dict[str, list], tokenizer) -> dict[str, li
     return out
 
 
+def stage1_tokenized_rows(
+    catalog: Catalog,
+    sid_map: SIDMap,
+    examples: list[Example],
+    tokenizer,
+    prompt_cfg: PromptConfig,
+    tasks: list[str] | tuple[str, ...],
+) -> dict[str, list]:
+    """Every row of `tasks` tokenized (input_ids, completion_mask, task), so tokenized tasks and prompt/completion
+    tasks share one dataset (stage 1 with `sequence`, and the rows stage 2 replays)."""
+    rows = stage1_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, [t for t in tasks if t not in TOKENIZED_TASKS])
+    tokenized = tokenize_prompt_completion(rows, tokenizer)
+    if "sequence" in tasks:
+        seq = sequence_rows(catalog, sid_map, examples, tokenizer, prompt_cfg)
+        for key in tokenized:
+            tokenized[key] += seq[key]
+    return tokenized
+
+
 def stage1_dataset(
     catalog: Catalog,
     sid_map: SIDMap,
@@ -222,15 +241,11 @@ def stage1_dataset(
     prompt_cfg: PromptConfig,
     tasks: list[str] | tuple[str, ...],
 ) -> Dataset:
-    """The stage-1 training set: prompt/completion rows, or (with a tokenized task) every row tokenized."""
-    rows = stage1_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, [t for t in tasks if t not in TOKENIZED_TASKS])
-    if not any(t in TOKENIZED_TASKS for t in tasks):
-        return Dataset.from_dict(rows)
-    tokenized = tokenize_prompt_completion(rows, tokenizer)
-    seq = sequence_rows(catalog, sid_map, examples, tokenizer, prompt_cfg)
-    for key in tokenized:
-        tokenized[key] += seq[key]
-    return Dataset.from_dict(tokenized)
+    """The stage-1 training set: prompt/completion rows (TRL tokenizes them), or every row tokenized here when a
+    tokenized task is among `tasks`."""
+    if any(t in TOKENIZED_TASKS for t in tasks):
+        return Dataset.from_dict(stage1_tokenized_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, tasks))
+    return Dataset.from_dict(stage1_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, tasks))
 
 
 def _shuffle_cap(ds: Dataset, cap: int, seed: int) -> Dataset:
@@ -386,12 +401,10 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
             rec = load_data(stage.data, data_cfg, verbose=False)
             tokenizer = load_tokenizer(stage.model)
             traces = tokenize_prompt_completion({**train.to_dict(), "task": ["traces"] * len(train)}, tokenizer)
-            replay = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay())
-            if "input_ids" not in replay.column_names:
-                replay = Dataset.from_dict(tokenize_prompt_completion(replay.to_dict(), tokenizer))
-            train = Dataset.from_dict({k: traces[k] + list(replay[k]) for k in ("input_ids", "completion_mask", "task")})
-            log.info("stage 2: %d trace rows + %d replayed stage-1 rows (%s)", len(traces["task"]), len(replay),
-                     ",".join(stage.replay()))
+            replay = stage1_tokenized_rows(rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay())
+            train = Dataset.from_dict({k: traces[k] + replay[k] for k in traces})
+            log.info("stage 2: %d trace rows + %d replayed stage-1 rows (%s)", len(traces["task"]),
+                     len(replay["task"]), ",".join(stage.replay()))
         elif stage.replay():
             log.info("stage 2: no --data, so no stage-1 rows are replayed (replay_tasks=%s)", stage.replay_tasks)
     train = _shuffle_cap(train, stage.max_train_examples, seed)
