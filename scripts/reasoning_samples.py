@@ -1,22 +1,51 @@
-"""Print the first N users' top-1 reasoning from an evaluation's predictions as markdown (docs/bench/reasoning_samples.md).
+"""The first N users' top-1 reasoning from an evaluation's predictions, as markdown (docs/bench/reasoning_samples.md).
+
+Unedited: each step's block as the model wrote it, the SID token it chose, then the top item, the target and the
+target's rank.
 
     python scripts/reasoning_samples.py PREDICTIONS.jsonl DATA_DIR SID_MAP N
 """
-import json, sys
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from genrec.data.loader import load_catalog
-from sid_tokenizer.sidmap import SIDMap
-pred, data, tok, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-cat = load_catalog(data); sm = SIDMap.load(tok)
-def title(i):
-    r = cat.record(i); return r.get('title') or cat.render(i)
-rows = [json.loads(l) for l in open(pred)][:n]
-out = []
-for r in rows:
-    top = r['items'][0]
-    hist = "; ".join(f"{k+1}. {title(h)}" for k, h in enumerate(r['history']))
-    out.append(f"- user {r['user_id']}, history: {hist}")
-    for k, (b, tokn) in enumerate(zip(r['reasoning'], sm.tokens(top))):
-        out.append(f"  - step {k+1}: `<think> {b}</think>{tokn}`")
-    out.append(f"  - top-1: {title(top)} ({sm.sid_string(top)}); target: {title(r['target'])} ({sm.sid_string(r['target'])}); target rank: {r['items'].index(r['target'])+1 if r['target'] in r['items'] else 'not in top 20'}")
-print("\n".join(out))
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from genrec.data.loader import load_catalog  # noqa: E402
+from sid_tokenizer.sidmap import SIDMap  # noqa: E402
+
+
+def sample_lines(predictions: Path, catalog, sid_map: SIDMap, n: int) -> list[str]:
+    def title(item: str) -> str:
+        return catalog.record(item).get("title") or catalog.render(item)
+
+    out: list[str] = []
+    for line in predictions.read_text(encoding="utf-8").splitlines()[:n]:
+        row = json.loads(line)
+        top, target = row["items"][0], row["target"]
+        history = "; ".join(f"{k + 1}. {title(h)}" for k, h in enumerate(row["history"]))
+        out.append(f"- user {row['user_id']}, history: {history}")
+        for k, (block, token) in enumerate(zip(row["reasoning"], sid_map.tokens(top))):
+            out.append(f"  - step {k + 1}: `<think> {block}</think>{token}`")
+        rank = row["items"].index(target) + 1 if target in row["items"] else "not in top 20"
+        out.append(f"  - top-1: {title(top)} ({sid_map.sid_string(top)}); target: {title(target)} "
+                   f"({sid_map.sid_string(target)}); target rank: {rank}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("predictions")
+    ap.add_argument("data")
+    ap.add_argument("sid_map")
+    ap.add_argument("n", type=int)
+    args = ap.parse_args()
+    print("\n".join(sample_lines(Path(args.predictions), load_catalog(args.data), SIDMap.load(args.sid_map), args.n)))
+
+
+if __name__ == "__main__":
+    main()
