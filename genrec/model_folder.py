@@ -212,28 +212,15 @@ def sft_info(base: str | os.PathLike, sft_stage: int, traces: str | os.PathLike 
              extra: dict | None = None) -> ModelInfo:
     """The info of an SFT output trained from `base`: stage 1 writes `direct`; stage 2 the layout of its traces
     and their auto block budget (largest per-level p95, when traces_config.json records the statistics)."""
-    from genrec.traces.budget import traces_block_budget
+    from genrec.traces.budget import traces_block_budget, traces_layout
 
     layout, budget = DIRECT, None
     if sft_stage == 2:
         layout = traces_layout(traces) if traces else None
+        layout = layout if layout in LAYOUTS else None
         try:
             budget = traces_block_budget(traces)[0] if traces else None
         except (FileNotFoundError, ValueError):
             budget = None
     return load_info(base).derive(stage=f"sft{sft_stage}", sft_stage=sft_stage, layout=layout, max_block_tokens=budget,
                                   rl_algorithm=None, base=str(base), extra=extra or {})
-
-
-def traces_layout(traces: str | os.PathLike) -> str | None:
-    """The response layout of a `genrec traces` folder (traces_config.json), None when it does not say."""
-    from genrec.traces.budget import TRACES_CONFIG_FILE
-
-    path = Path(traces) / TRACES_CONFIG_FILE
-    if not path.is_file():
-        return None
-    try:
-        layout = json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("layout")
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    return layout if layout in LAYOUTS else None

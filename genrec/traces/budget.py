@@ -1,6 +1,7 @@
-"""The thinking-block token budget that rollouts (`genrec rl`) and beam search (`genrec evaluate`) allow, read from
-the block-length statistics `genrec traces` records. One reader for both, beside the traces' folder layout; json
-only, so configs can import it without loading `datasets` or torch.
+"""What other stages read from a traces folder's traces_config.json: the thinking-block token budget that rollouts
+(`genrec rl`) and beam search (`genrec evaluate`) allow, from the block-length statistics `genrec traces` records,
+and the traces' response layout (which a stage-2 model folder records). One reader of that file; json only, so
+configs can import it without loading `datasets` or torch.
 """
 
 from __future__ import annotations
@@ -50,3 +51,15 @@ def traces_block_budget(traces: str | Path, num_levels: int | None = None) -> tu
             "(traces built with another SID map?)"
         )
     return max(1, max(p95)), p95
+
+
+def traces_layout(traces: str | Path) -> str | None:
+    """The response layout recorded in a `genrec traces` folder's traces_config.json; None when it does not say."""
+    path = Path(traces) / TRACES_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        layout = json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("layout")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return layout if isinstance(layout, str) else None
