@@ -449,23 +449,25 @@ def _parse_into(ids: list[int], spec: ResponseSpec, steps: list[Step], codes: li
     return eos_pos
 
 
-def step_index_per_token(parsed: ParsedResponse, length: int) -> list[int]:
+def step_index_per_token(parsed: ParsedResponse, length: int, blocks: bool = True) -> list[int]:
     """Step index of each of `length` completion tokens: k for the tokens of block k (tags included) and for
-    SID token k, -1 for glue (EOS, pads, anything outside a parsed step).
+    SID token k, -1 for glue (EOS, pads, anything outside a parsed step). `blocks=False` maps SID token k only
+    (block tokens count as glue).
 
     For a failed parse only the steps parsed before the error are mapped; gate on `parsed.ok` for rewards.
     """
     out = [-1] * length
     for s in parsed.steps:
-        for p in range(s.block_start, min(s.block_end, length)):
+        for p in range(s.block_start, min(s.block_end, length)) if blocks else ():
             out[p] = s.level
         if s.sid_pos < length:
             out[s.sid_pos] = s.level
     return out
 
 
-def step_index_tensor(parsed: Sequence[ParsedResponse], length: int, device: torch.device | str | None = None) -> torch.Tensor:
+def step_index_tensor(parsed: Sequence[ParsedResponse], length: int, device: torch.device | str | None = None,
+                      blocks: bool = True) -> torch.Tensor:
     """Batched `step_index_per_token`: a (B, length) long tensor."""
-    return torch.tensor([step_index_per_token(p, length) for p in parsed], dtype=torch.long, device=device).view(
+    return torch.tensor([step_index_per_token(p, length, blocks) for p in parsed], dtype=torch.long, device=device).view(
         len(parsed), length
     )

@@ -5,7 +5,8 @@ across processes. Every function here is pure tensor math, so it is tested again
 
 Algorithms (see docs/rl.md) are a reward of the registry (rl/rewards.py) plus how its advantage reaches the tokens:
 - `sapo`: per-step reward m[i,k] (level match); A[i,k] = (m[i,k] - mean_j m[j,k]) / max(std_j m[j,k], eps) per group
-  and step; block-k and SID-k tokens get A[i,k], glue tokens 0, per-step length normalisation.
+  and step; block-k and SID-k tokens get A[i,k], glue tokens 0, per-step length normalisation
+  (`step_tokens="sid"`: SID-k tokens only, block tokens 0).
 - `grpo`: outcome reward (exact SID match), A[i] = (r - mean) / (std + eps), broadcast to every token.
 - `grpo_prefix`: prefix reward 2^-(L-p), same normalisation and broadcast as `grpo`.
 - `step_reward_broadcast` (ablation): the per-step reward reduced to one scalar (mean over the K steps), then
@@ -45,6 +46,9 @@ ALGORITHMS: dict[str, Algorithm] = {
     "outcome_step_adv": Algorithm("exact_match", step_aligned=True),
 }
 STEP_ALGORITHMS = tuple(name for name, a in ALGORITHMS.items() if a.step_aligned)
+# Which tokens of step k carry A[i,k] (`SAPOConfig.step_tokens`): block k and SID token k (the paper), or SID token k
+# only (block tokens are then glue, advantage 0; with per-step length normalisation each step is its one SID token).
+STEP_TOKENS = ("step", "sid")
 EPS = 1e-6  # the per-step rule's std floor (SAPO)
 OUTCOME_EPS = 1e-4  # the outcome rule's std offset (TRL's GRPO)
 

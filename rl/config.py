@@ -15,7 +15,7 @@ from trl import GRPOConfig
 
 from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models): each step is one SID token
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
-from rl.advantages import ALGORITHMS, STEP_ALGORITHMS, algorithm_reward
+from rl.advantages import ALGORITHMS, STEP_ALGORITHMS, STEP_TOKENS, algorithm_reward
 
 
 def _bf16_available() -> bool:
@@ -69,6 +69,12 @@ class SAPOConfig(GRPOConfig):
         default=True,
         metadata={"help": "Step algorithms: divide each step's token losses by the step's length and average over "
                   "steps (SAPO), instead of TRL's average over all tokens. Needs loss_type='grpo'."},
+    )
+    step_tokens: str = field(
+        default="step",
+        metadata={"help": "Step algorithms: which tokens of step k carry its advantage A[i,k]. 'step': thinking block "
+                  "k and SID token k (the paper's mapping); 'sid': SID token k only (block tokens get 0, so the "
+                  "update moves the decisions, not the wording of the evidence; docs/bench/learning.md)."},
     )
     valid_bonus: float = field(
         default=0.0,
@@ -135,6 +141,8 @@ class SAPOConfig(GRPOConfig):
         algorithm_reward(self.algorithm, self.reward)  # a bad name or path fails here, not at the first step
         if self.log_rollout_groups < 0:
             raise ValueError(f"log_rollout_groups must be >= 0 (0 = off), got {self.log_rollout_groups}")
+        if self.step_tokens not in STEP_TOKENS:
+            raise ValueError(f"step_tokens must be one of {', '.join(STEP_TOKENS)}, got {self.step_tokens!r}")
         if self.adv_eps is not None and self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
         if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":

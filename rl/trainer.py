@@ -267,7 +267,7 @@ class SAPOTrainer(GRPOTrainer):
         local_adv = advantages[process_slice].to(device)
 
         if self.args.is_step_algorithm:
-            step_index = step_index_tensor(parsed, length, device=device)
+            step_index = step_index_tensor(parsed, length, device=device, blocks=self.args.step_tokens == "step")
             output["advantages"] = token_advantages(
                 local_adv, step_index, loss_mask, ok_local.to(device), step_length_norm=self.args.step_length_norm
             )

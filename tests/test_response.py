@@ -149,6 +149,8 @@ def test_parse_interleaved_spans_and_step_index():
     assert step_index_per_token(p, len(ids)) == [0] * 5 + [1] * 3 + [2] * 4 + [-1] * 3
     # a shorter window cuts the map
     assert step_index_per_token(p, 3) == [0, 0, 0]
+    # SID tokens only (SAPO with step_tokens='sid'): block tokens are glue
+    assert step_index_per_token(p, len(ids), blocks=False) == [-1] * 4 + [0] + [-1] * 2 + [1] + [-1] * 3 + [2] + [-1] * 3
 
 
 def test_parse_blocks_first_and_direct_spans():

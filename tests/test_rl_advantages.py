@@ -215,6 +215,21 @@ def test_token_map_both_layouts(step_index):
     assert trl_mean.item() == pytest.approx((2.0 + -1.0) / 2)
 
 
+def test_sid_only_step_tokens_put_each_step_on_its_sid_token():
+    """step_tokens='sid': the parser's SID-only map leaves block tokens at 0, and the per-step normalisation still
+    gives TRL's token mean = SAPO's per-step average, each step now being its one SID token."""
+    from genrec.response import parse_response, step_index_tensor
+
+    ids = [1, 5, 2, 10, 1, 5, 6, 2, 13, 3, 0]  # the interleaved layout above: <a_1> at 3, <b_2> at 8
+    sid_only = step_index_tensor([parse_response(ids, _spec("interleaved"))], len(ids), blocks=False)
+    assert sid_only.tolist() == [[-1, -1, -1, 0, -1, -1, -1, -1, 1, -1, -1]]
+    adv = torch.tensor([[2.0, -1.0]])
+    tok = token_advantages(adv, sid_only, MASK, torch.tensor([True]))
+    assert torch.count_nonzero(tok).item() == 2
+    assert tok[0, 3].item() == pytest.approx(2.0 * 10 / 2) and tok[0, 8].item() == pytest.approx(-1.0 * 10 / 2)
+    assert ((tok * MASK).sum() / MASK.sum()).item() == pytest.approx((2.0 + -1.0) / 2)
+
+
 def test_token_advantages_malformed_rollout_gets_broadcast_mean():
     adv = torch.tensor([[2.0, -1.0], [-0.5, -1.5]])
     step_index = torch.cat([INTERLEAVED, INTERLEAVED])

@@ -136,6 +136,32 @@ def test_token_advantages_follow_the_steps(rollout):
         assert torch.all(adv[i, length:] == 0)
 
 
+def test_sid_only_step_tokens_leave_blocks_at_zero(rollout):
+    """step_tokens='sid': the same rollouts' advantage sits on each step's SID token only (block tokens 0)."""
+    from genrec.response import parse_response
+
+    trainer, inputs, out = rollout
+    paper = out["advantages"].clone()
+    trainer.args.step_tokens = "sid"
+    try:
+        trainer.apply_step_advantages(out, inputs)
+        sid_only = out["advantages"].clone()
+    finally:
+        trainer.args.step_tokens = "step"
+        trainer.apply_step_advantages(out, inputs)
+    assert torch.equal(out["advantages"], paper)
+    for i, (ids, m) in enumerate(zip(out["completion_ids"], out["completion_mask"])):
+        pr = parse_response(ids[m.bool()].tolist(), trainer.spec)
+        length = int(m.sum())
+        sids = [s.sid_pos for s in pr.steps]
+        others = [t for t in range(sids[-1] + 2) if t not in sids]
+        assert torch.all(sid_only[i, others] == 0)
+        for s in pr.steps:  # each step is one token: the per-step mean gives it L / K times the step advantage
+            assert sid_only[i, s.sid_pos].item() == pytest.approx(paper[i, s.sid_pos].item() * (
+                (s.block_end - s.block_start + 1) if trainer.args.step_length_norm else 1), abs=1e-4)
+        assert length > 0
+
+
 def test_loss_gradient_equals_hand_written_sapo_loss(rollout):
     """TRL's grpo loss on our scaled token advantages == mean_i (1/K) sum_k (1/|y_ik|) sum_t -A_ik * logp_t."""
     from genrec.response import parse_response
