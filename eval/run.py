@@ -17,6 +17,7 @@ from eval.protocols import excludes_history, select_examples
 from eval.report import write_report
 from genrec.data.schema import Example
 from genrec.model_folder import load_info, resolve_layout, resolve_sid_map
+from genrec.stage_output import begin_writing, end_writing
 from sid_tokenizer.sidmap import atomic_write_text
 
 
@@ -122,6 +123,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
                           sid_map=resolve_sid_map(model_dir, cfg.sid_map or None))
         resolve_layout(model_dir, load_info(model_dir), layouts[i] if len(layouts) > 1 else layouts[0])
     labels = model_labels(cfg.model_list())
+    begin_writing(out_dir)  # until the report is written, readers and `genrec run` see the folder as incomplete
     for i, model_dir in enumerate(cfg.model_list()):
         layout = layouts[i] if len(layouts) > 1 else layouts[0]
         t0 = time.perf_counter()
@@ -178,5 +180,6 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     meta["excludes_history"] = {p: excludes_history(p) for p in protocols}
     meta["paired_ndcg10"] = paired_comparisons(list(results), protocols, per_user)
     paths = write_report(out_dir, results, meta)
+    end_writing(out_dir)
     _log(f"report written to {paths['md']}")
     return results, paths

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
 
 COMMANDS: dict[str, str] = {
@@ -106,8 +107,12 @@ def run_command(name: str, argv: list[str]) -> None:
     """Run one subcommand in-process, exactly as `genrec <name> <argv>` would (errors propagate)."""
     if name not in COMMANDS:
         raise ValueError(f"unknown command '{name}' (known: {', '.join(COMMANDS)})")
+    from genrec.stage_output import running
+
     module = importlib.import_module(COMMANDS[name])
-    module.run(*parse_command(name, argv))
+    configs = parse_command(name, argv)
+    with running(shlex.join(["genrec", name, *argv])):  # named by the incomplete-output note, to rerun
+        module.run(*configs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,6 +120,10 @@ def save_model_folder(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(staged) if staged is not None else Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
+        if staged is None:  # mkdtemp makes the folder private (0700); give it the ordinary permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)
         if model is not None:
             model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:

@@ -16,6 +16,7 @@ import torch
 from datasets import Dataset
 from trl import SFTConfig
 
+from genrec import stage_output
 from genrec.data.schema import Catalog, Example
 from genrec.data.sequences import reconstruct_sequences, sequence_windows
 from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_tokenizer
@@ -300,12 +301,15 @@ def train_sft(
     out_dir = Path(args.output_dir)
     resume = None
     if stage.resume:
-        ckpts = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-        resume = True if ckpts else None
-        if not ckpts:
-            log.warning("resume requested but %s has no checkpoint; starting from the model", out_dir)
+        # the newest *complete* checkpoint: one a kill cut short during its save is removed, never loaded
+        last = stage_output.latest_checkpoint(out_dir, log=log.warning)
+        resume = str(last) if last else None
+        if not last:
+            log.warning("resume requested but %s has no complete checkpoint; starting from the model", out_dir)
     elif args.resume_from_checkpoint:
         resume = args.resume_from_checkpoint
+    else:
+        stage_output.clear_checkpoints(out_dir, log=log.warning)
     if stage.use_lora:
         model = apply_lora(model, stage)
     if "input_ids" in train_ds.column_names:
@@ -317,20 +321,21 @@ def train_sft(
         eval_dataset=eval_ds,
         processing_class=tokenizer,
     )
-    trainer.train(resume_from_checkpoint=resume)
-    eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     from genrec import model_folder
 
     final = out_dir / model_folder.FINAL_DIR
-    trained = trainer.model
-    if stage.use_lora:
-        trained = trained.merge_and_unload()
-    if trainer.is_world_process_zero():
-        info = model_folder.sft_info(model_path, stage.stage, stage.traces or None, extra={
-            "train_rows": len(train_ds), "final_train_loss": _last_loss(trainer), "eval_loss": eval_loss})
-        model_folder.save_model_folder(final, info, model=trained, tokenizer=tokenizer, sid_map=sid_map,
-                                       prompt_cfg=prompt_cfg)
-    trainer.accelerator.wait_for_everyone()
+    with stage_output.writing(out_dir):  # `genrec run` redoes the stage if a kill leaves the note (stage_output.py)
+        stage_output.train(trainer, resume)  # a checkpoint saved at the end of training is loaded, not trained on
+        eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
+        trained = trainer.model
+        if stage.use_lora:
+            trained = trained.merge_and_unload()
+        if trainer.is_world_process_zero():
+            info = model_folder.sft_info(model_path, stage.stage, stage.traces or None, extra={
+                "train_rows": len(train_ds), "final_train_loss": _last_loss(trainer), "eval_loss": eval_loss})
+            model_folder.save_model_folder(final, info, model=trained, tokenizer=tokenizer, sid_map=sid_map,
+                                           prompt_cfg=prompt_cfg)
+        trainer.accelerator.wait_for_everyone()
     return final
 
 

@@ -142,7 +142,10 @@ class SIDMap:
 
     @classmethod
     def load(cls, path: str | Path) -> "SIDMap":
+        from genrec.stage_output import check_complete_for
+
         path = Path(path)
+        check_complete_for(path)  # a fit-tokenizer folder an interrupted run left half-written is refused
         if path.is_dir():
             path = path / "sid_map.json"
         try:

@@ -362,7 +362,10 @@ class SIDTokenizer:
         """Load a tokenizer saved by `save` (the folder written by `genrec fit-tokenizer`)."""
         from safetensors.torch import load_file
 
+        from genrec.stage_output import check_complete
+
         path = Path(path)
+        check_complete(path)  # half-written by an interrupted `genrec fit-tokenizer`: refused in one line
         cfg_path, w_path = path / CONFIG_NAME, path / WEIGHTS_NAME
         for p in (cfg_path, w_path):
             if not p.is_file():

@@ -53,7 +53,7 @@ def run(cfg: DemoConfig) -> None:
     synth = Stage("synth", "synthetic job market", "synth",
                   ["--out", str(data), "--seed", str(cfg.seed), "--num_jobs", str(cfg.num_jobs),
                    "--num_users", str(cfg.num_users)],
-                  data / "jobs-synth.inter")
+                  data / "synth_config.json")  # written last by write_market
     run_cfg = RunConfig(
         data=str(data), out=cfg.out, seed=cfg.seed, codebook_size=cfg.codebook_size, sft1_epochs=cfg.sft1_epochs,
         sft2_steps=cfg.sft2_steps, rl_steps=cfg.rl_steps, rl_prompts=cfg.rl_prompts,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrec.data.config import DataConfig
+from genrec.stage_output import is_complete, writing
 from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.sidmap import atomic_write_text
 
@@ -45,18 +46,20 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
         raise ValueError("--data is required (a dataset folder, e.g. the output of `genrec synth`)")
     cfg.validate()
     out = Path(args.out)
-    if (out / "sid_map.json").exists() and not args.overwrite:
+    # a folder an interrupted fit left half-written is replaced without --overwrite (it holds no finished SID map)
+    if (out / "sid_map.json").exists() and not args.overwrite and is_complete(out):
         raise FileExistsError(f"{out / 'sid_map.json'} already exists: pass --overwrite true to replace it")
     catalog = load_catalog(args.data, data_cfg)
     print(f"[fit-tokenizer] {len(catalog)} items from {args.data}; encoder {cfg.encoder}, method {cfg.method}, "
           f"{cfg.levels} x {cfg.codebook_size} + dedup", file=sys.stderr, flush=True)
     tok = SIDTokenizer(cfg)
-    sid_map = tok.fit_catalog(catalog, log_dir=out / "tb")
-    tok.save(out)
-    sid_map.save(out / "sid_map.json")
-    atomic_write_text(out / "sid_labels.json", json.dumps(sid_map.labels, indent=1, ensure_ascii=False))
-    report = dict(tok.report, data=str(args.data), template=cfg.template)
-    atomic_write_text(out / "tokenizer_report.json", json.dumps(report, indent=1))
+    with writing(out):  # readers refuse the folder until every file below is written (genrec/stage_output.py)
+        sid_map = tok.fit_catalog(catalog, log_dir=out / "tb")
+        tok.save(out)
+        sid_map.save(out / "sid_map.json")
+        atomic_write_text(out / "sid_labels.json", json.dumps(sid_map.labels, indent=1, ensure_ascii=False))
+        report = dict(tok.report, data=str(args.data), template=cfg.template)
+        atomic_write_text(out / "tokenizer_report.json", json.dumps(report, indent=1))
     print(
         f"wrote {len(sid_map)} SIDs ({sid_map.num_levels} levels, codebooks {sid_map.codebook_sizes}) to {out}\n"
         f"  collisions before dedup {report['collision_rate_before_dedup']:.4f} "

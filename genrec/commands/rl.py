@@ -17,6 +17,7 @@ from pathlib import Path
 
 from genrec.data.config import DataConfig
 from genrec.model_folder import FINAL_DIR
+from genrec.stage_output import train, writing
 from rl.config import SAPOConfig
 
 HELP = "RL from a stage-2 checkpoint: SAPO (step-aligned GRPO), outcome GRPO, prefix-reward GRPO or an ablation."
@@ -47,15 +48,25 @@ class RLScriptConfig:
 
 
 def _resume_point(script: RLScriptConfig, output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The checkpoint to resume from: the newest complete one in output_dir (auto; checkpoints a kill cut short
+    during their save are removed), a given one, or none (never: checkpoints of an earlier run are removed)."""
+    from genrec.stage_output import checkpoint_complete, clear_checkpoints, latest_checkpoint
+
+    def note(message: str) -> None:
+        print(f"[rl] {message}", file=sys.stderr)
 
     if script.resume == "never":
+        clear_checkpoints(output_dir, log=note)
         return None
     if script.resume != "auto":
         if not Path(script.resume).is_dir():
             raise FileNotFoundError(f"{script.resume}: checkpoint folder not found (--resume)")
+        if not checkpoint_complete(script.resume):
+            raise ValueError(f"{script.resume}: incomplete checkpoint (no readable trainer_state.json; its save was "
+                             "interrupted); pass --resume auto to use the newest complete one")
         return script.resume
-    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    last = latest_checkpoint(output_dir, log=note)
+    return str(last) if last else None
 
 
 def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
@@ -98,22 +109,25 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         file=sys.stderr,
     )
     trainer = SAPOTrainer(model, args, sid_map, train_dataset=dataset, processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=resume)
     out = Path(args.output_dir) / FINAL_DIR
-    staged = staging_dir(out)  # every process takes part in saving the weights (sharded/distributed models)
-    if trainer.accelerator.is_main_process and staged.exists():
-        shutil.rmtree(staged)  # left by a crash
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staged))
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        rl_info = info.derive(
-            stage="rl", layout=args.layout, rl_algorithm=args.algorithm, base=str(script.model),
-            max_block_tokens=None if args.layout == "direct" else args.max_block_tokens,
-            extra={"rl_steps": trainer.state.global_step, "rl_prompts": len(dataset)},
-        )
-        save_model_folder(out, rl_info, tokenizer=tokenizer, sid_map=sid_map, prompt_cfg=prompt_cfg, staged=staged)
-        print(f"[rl] model written to {out}", file=sys.stderr)
+    with writing(args.output_dir):  # `genrec run` redoes the stage if a kill leaves the note (stage_output.py)
+        train(trainer, resume)  # a checkpoint saved at the end of training is loaded, not trained on
+        staged = staging_dir(out)  # every process takes part in saving the weights (sharded/distributed models)
+        if trainer.accelerator.is_main_process and staged.exists():
+            shutil.rmtree(staged)  # left by a crash
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(staged))
+        trainer.accelerator.wait_for_everyone()
+        if trainer.accelerator.is_main_process:
+            rl_info = info.derive(
+                stage="rl", layout=args.layout, rl_algorithm=args.algorithm, base=str(script.model),
+                max_block_tokens=None if args.layout == "direct" else args.max_block_tokens,
+                extra={"rl_steps": trainer.state.global_step, "rl_prompts": len(dataset)},
+            )
+            save_model_folder(out, rl_info, tokenizer=tokenizer, sid_map=sid_map, prompt_cfg=prompt_cfg,
+                              staged=staged)
+            print(f"[rl] model written to {out}", file=sys.stderr)
+        trainer.accelerator.wait_for_everyone()
 
 
 CONFIG_CLASSES = (RLScriptConfig, DataConfig, SAPOConfig)

@@ -22,7 +22,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from genrec.data.config import DataConfig
+from genrec.model_folder import FINAL_DIR
 from genrec.prompts import PromptConfig
+from genrec.stage_output import is_complete
 from sid_tokenizer.sidmap import atomic_write_text
 
 HELP = ("The recommended recipe on any dataset: tokenizer, model, traces, SFT 1+2, SAPO, evaluation against "
@@ -119,6 +121,17 @@ class Stage:
 
     def command_line(self) -> str:
         return shlex.join(["genrec", self.command, *self.argv])
+
+    def finished(self) -> bool:
+        """Its marker file exists and its folder does not carry the note of an interrupted command (a stage killed
+        mid-way is run again, never skipped as finished; genrec/stage_output.py)."""
+        return self.marker.exists() and is_complete(self.folder)
+
+    @property
+    def folder(self) -> Path:
+        """The stage's output folder under --out (tokenizer, model, traces, sft1, ...): its marker's folder, or the
+        folder above for `<output_dir>/final/config.json`."""
+        return self.marker.parent.parent if self.marker.parent.name == FINAL_DIR else self.marker.parent
 
 
 def _flag_values(value) -> list[str] | None:
@@ -323,7 +336,7 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
         nonlocal upstream_ran
         head = f"[{label} {i}/{total}] {s.title}"
         fresh = cfg.force or upstream_ran
-        if s.marker.exists() and not fresh:
+        if s.finished() and not fresh:
             note, earlier = "", done.get(s.key, {})
             if earlier and earlier.get("argv") != s.argv:
                 note = " -- NOTE: it ran with other flags than this call's; pass --force true to re-run"
@@ -356,7 +369,7 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
     print(f"[{label}] {cfg.data}: {len(rec.catalog)} items, {len(rec.train)}/{len(rec.valid)}/{len(rec.test)} "
           f"train/valid/test examples; SIDs {codebook_size} codes per level"
           + ("" if cfg.codebook_size else " (auto)"), file=sys.stderr)
-    first = next((j for j, s in enumerate(stages) if cfg.force or upstream_ran or not s.marker.exists()), len(stages))
+    first = next((j for j, s in enumerate(stages) if cfg.force or upstream_ran or not s.finished()), len(stages))
     _preflight(stages[first:])  # the stages that will run
     for i, s in enumerate(stages, len(before) + 1):
         run_stage(i, s)

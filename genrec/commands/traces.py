@@ -24,7 +24,10 @@ def run(cfg: TraceConfig, prompt_cfg: PromptConfig, data_cfg: DataConfig) -> Non
     tokenizer = load_tokenizer(cfg.model)
     check_model_tokens(tokenizer, sid_map, where=cfg.model)
     rec = load_data(cfg.data, data_cfg, verbose=False)
-    out = make_traces(rec, sid_map, tokenizer, cfg, prompt_cfg)
+    from genrec.stage_output import writing
+
+    with writing(cfg.output_dir):  # readers refuse the folder until every split and config file is written
+        out = make_traces(rec, sid_map, tokenizer, cfg, prompt_cfg)
     from genrec.traces.budget import TRACES_CONFIG_FILE
 
     info = json.loads((out / TRACES_CONFIG_FILE).read_text())

@@ -22,8 +22,10 @@ def traces_block_budget(traces: str | Path, num_levels: int | None = None) -> tu
     folder or its traces_config.json; `num_levels`, when given, must match the number of levels recorded.
     """
     from genrec.data.errors import DataFormatError
+    from genrec.stage_output import check_complete_for
 
     path = Path(traces)
+    check_complete_for(path)  # half-written by an interrupted `genrec traces`: refused in one line
     if path.is_dir():
         path = path / TRACES_CONFIG_FILE
     if not path.is_file():

@@ -18,6 +18,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from genrec.data.errors import DataFormatError
 from genrec.data.schema import Catalog, Example
 from genrec.prompts import PromptConfig, build_prompt
+from genrec.stage_output import check_complete
 from genrec.traces.budget import TRACES_CONFIG_FILE
 from genrec.response import INTERLEAVED, render_response
 from sid_tokenizer.sidmap import LEVEL_LETTERS, SID_TOKEN_RE, SIDMap, atomic_write_text, sid_string, sid_token
@@ -99,6 +100,7 @@ def save_traces(out_dir: str | os.PathLike, splits: dict[str, dict[str, list]], 
 def load_traces(path: str | os.PathLike, sid_map: SIDMap, split: str = "train") -> Dataset:
     """Load one split and check every row against the SID map (DataFormatError naming row and field)."""
     path = Path(path)
+    check_complete(path)  # half-written by an interrupted `genrec traces`: refused in one line
     folder = path / split
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: trace split '{split}' not found (run `genrec traces` first)")
