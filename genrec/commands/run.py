@@ -4,8 +4,10 @@ fit-tokenizer -> build-model -> traces -> SFT stage 1 -> SFT stage 2 -> SAPO -> 
 SAPO models against MostPop, recent-items and SASRec in one evaluation run, with eval/report.md).
 
 Each stage is the same command a user runs (`genrec.cli.run_command`), writes into its own folder under `--out`,
-and is skipped when its finished marker exists, so an interrupted run resumes where it stopped (`--force` re-runs
-every stage). Data-loading flags (DataConfig) and prompt flags (PromptConfig) are given once and forwarded to every
+and is skipped when its finished marker exists and its folder carries no note of an interrupted command
+(genrec/stage_output.py), so an interrupted run resumes where it stopped: a stage killed mid-way runs again, the SFT
+and RL stages from their newest complete checkpoint (`--force`, or a stage before them that ran again, starts them
+afresh). Data-loading flags (DataConfig) and prompt flags (PromptConfig) are given once and forwarded to every
 stage whose command accepts them (`stage_flags`). `genrec demo` is this code after `genrec synth`.
 """
 
@@ -220,15 +222,15 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                         ["--config", str(CONFIGS / "sft_stage1.yaml"), "--stage", "1", "--model", str(model),
                          "--sid_map", str(tok), "--data", data, "--output_dir", str(sft1),
                          "--num_train_epochs", str(cfg.sft1_epochs), "--max_steps", str(cfg.sft1_steps or -1),
-                         "--stage1_tasks", cfg.sft1_tasks, "--seed", seed],
-                        sft1 / "final" / "config.json"))
+                         "--stage1_tasks", cfg.sft1_tasks, "--seed", seed, "--resume", "true"],
+                        sft1 / "final" / "config.json", fresh_flags=("--resume", "false")))
     models, layouts = [sft1 / "final"], ["direct"]
     if reasoning:
         stages.append(Stage("sft2", "SFT stage 2 (reasoning)", "sft",
                             ["--config", str(CONFIGS / "sft_stage2.yaml"), "--stage", "2", "--model", str(sft1 / "final"),
                              "--sid_map", str(tok), "--traces", str(traces), "--data", data, "--output_dir", str(sft2),
-                             "--max_steps", str(cfg.sft2_steps), "--seed", seed],
-                            sft2 / "final" / "config.json"))
+                             "--max_steps", str(cfg.sft2_steps), "--seed", seed, "--resume", "true"],
+                            sft2 / "final" / "config.json", fresh_flags=("--resume", "false")))
         models.append(sft2 / "final")
         layouts.append("auto")
     if do_rl:
