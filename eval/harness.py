@@ -49,7 +49,8 @@ def check_k(k: int, catalog_size: int) -> None:
     if k < 1:
         raise ValueError(f"top-k must be >= 1, got {k}")
     if k > catalog_size:
-        raise ValueError(f"top-k {k} is larger than the catalog ({catalog_size} items)")
+        raise ValueError(f"top-k {k} is larger than the catalog ({catalog_size} items); every K of --topk must be at "
+                         f"most {catalog_size}")
 
 
 def evaluate_ranker(

@@ -24,17 +24,35 @@ class HistoryMatch:
     exact: bool
 
 
+def _id_like(part: str) -> bool:
+    return bool(part) and not any(c.isspace() for c in part) and any(c.isdigit() for c in part)
+
+
 def split_history(text: str, catalog: Catalog) -> list[str]:
-    """Entries separated by ';' or newlines; a single line of comma/space-separated known ids is a list of ids."""
-    text = text.strip()
-    if not text:
-        return []
-    if ";" in text or "\n" in text:
-        return [p.strip() for p in text.replace("\n", ";").split(";") if p.strip()]
+    """Entries separated by ';' or newlines; a single line of comma/space-separated known ids is a list of ids.
+
+    ValueError (one line) when there is no entry at all, or when a list of id-like tokens (no spaces, a digit)
+    holds ids that are not in the catalog: they are named, never matched to some job as free text.
+    """
+    entries = [p.strip() for p in text.replace("\n", ";").split(";")] if (";" in text or "\n" in text) else [text.strip()]
+    entries = [e for e in entries if e.strip(" ,")]
+    if not entries:
+        raise ValueError(f"history {text!r} has no entries: give item ids (comma- or space-separated) or free-text "
+                         "entries separated by ';'")
+    if len(entries) > 1:
+        return entries
+    text = entries[0]
     for sep in (",", None):
         parts = [p.strip() for p in text.split(sep) if p.strip()]
         if len(parts) > 1 and all(p in catalog for p in parts):
             return parts
+        if len(parts) > 1 and all(_id_like(p) for p in parts):
+            unknown = [p for p in parts if p not in catalog]
+            raise ValueError(
+                f"history: {len(unknown)} of {len(parts)} ids are not items of the catalog: "
+                f"{', '.join(repr(u) for u in unknown[:5])}{' ...' if len(unknown) > 5 else ''} (its ids look like "
+                f"{catalog.item_ids[0]!r}; free-text entries are separated by ';')"
+            )
     return [text]
 
 

@@ -16,7 +16,7 @@ from eval.metrics import paired_difference
 from eval.protocols import excludes_history, select_examples
 from eval.report import write_report
 from genrec.data.schema import Example
-from genrec.model_folder import load_info, resolve_layout, resolve_sid_map
+from genrec.model_folder import load_info, resolve_layout
 from genrec.stage_output import begin_writing, end_writing
 from sid_tokenizer.sidmap import atomic_write_text
 
@@ -87,6 +87,7 @@ def paired_comparisons(methods: list[str], protocols: list[str], per_user: dict)
 
 def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path]]:
     """Evaluate the configured models and baselines; returns (results, written paths)."""
+    from genrec.checks import check_output_dir, load_checked_sid_map
     from genrec.data.loader import load_data
 
     if not cfg.data:
@@ -96,6 +97,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data))
     ks = cfg.topk_list()
     check_k(ks[-1], len(data.catalog))
+    check_output_dir(cfg.output_dir)
     protocols, skipped = [], {}
     for p in cfg.protocol_list():
         if select_examples(examples, p):
@@ -119,8 +121,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     # Generative models: check every test item has a SID and every layout fits its folder before loading any model.
     layouts = cfg.layout_list()
     for i, model_dir in enumerate(cfg.model_list()):
-        validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data),
-                          sid_map=resolve_sid_map(model_dir, cfg.sid_map or None))
+        sid_map = load_checked_sid_map(model_dir, cfg.sid_map or None, data.catalog, cfg.data, command="evaluate")
+        validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data), sid_map=sid_map)
         resolve_layout(model_dir, load_info(model_dir), layouts[i] if len(layouts) > 1 else layouts[0])
     labels = model_labels(cfg.model_list())
     begin_writing(out_dir)  # until the report is written, readers and `genrec run` see the folder as incomplete

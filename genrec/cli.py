@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         # Our own errors carry file/line/field; print them without a library stack trace.
         if os.environ.get("GENREC_DEBUG"):
             raise
-        print(f"genrec {name}: error: {e}", file=sys.stderr)
+        from genrec.data.errors import one_line
+
+        print(f"genrec {name}: error: {one_line(str(e))}", file=sys.stderr)
         print("(set GENREC_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 1
     return 0

@@ -215,6 +215,18 @@ def resolve_model_source(name_or_path: str | os.PathLike) -> tuple[str, str | No
     return name, None
 
 
+def _check_local_source(source: str, gguf: str | None) -> None:
+    """A local model path that is missing, a file or not a model folder: one line, before transformers tries it."""
+    from genrec.checks import require_model_folder
+
+    local = (Path(source).exists() or source.startswith((".", "/", "~")) or Path(source).is_absolute()
+             or source.count("/") > 1)  # a hub name is "org/name"
+    if local and gguf is None:
+        require_model_folder(source)
+    elif local and not Path(source).exists():
+        raise FileNotFoundError(f"{source}: model folder not found")
+
+
 def load_model_and_tokenizer(
     path: str | os.PathLike,
     *,
@@ -231,8 +243,7 @@ def load_model_and_tokenizer(
 
     source, gguf = resolve_model_source(path)
     gguf = gguf_file or gguf
-    if not Path(source).exists() and (source.startswith((".", "/", "~")) or Path(source).is_absolute()):
-        raise FileNotFoundError(f"{source}: model folder not found")
+    _check_local_source(source, gguf)
     kwargs = {"trust_remote_code": False}
     if gguf is not None:
         kwargs["gguf_file"] = gguf
@@ -243,6 +254,11 @@ def load_model_and_tokenizer(
         )
     except OSError as e:
         raise FileNotFoundError(f"{source}: cannot load a causal LM from here ({str(e).splitlines()[0]})") from None
+    except RuntimeError as e:  # e.g. model.safetensors of another architecture than config.json (size mismatch)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = "tensor sizes differ" if "mismatched_sizes" in first else first
+        raise ValueError(f"{source}: its weights do not fit its config.json ({why}): a checkpoint of another model "
+                         "size or architecture? rebuild or retrain the folder") from None
     if gguf is not None:
         _drop_gguf_quantizer(model)
     if tokenizer.pad_token is None:
@@ -426,8 +442,7 @@ def load_tokenizer(path: str | os.PathLike):
     from transformers import AutoTokenizer
 
     source, gguf = resolve_model_source(path)
-    if not Path(source).exists() and (source.startswith((".", "/", "~")) or Path(source).is_absolute()):
-        raise FileNotFoundError(f"{source}: model folder not found")
+    _check_local_source(source, gguf)
     kwargs = {"trust_remote_code": False}
     if gguf is not None:
         kwargs["gguf_file"] = gguf

@@ -373,14 +373,13 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
     if stage.stage == 1:
         if not stage.data:
             raise ValueError("--data is required for stage 1")
+        from genrec.checks import check_sid_map_catalog
         from genrec.data.loader import load_data
 
         rec = load_data(stage.data, data_cfg, verbose=False)
         tokenizer = load_tokenizer(stage.model)
         check_model_tokens(tokenizer, sid_map, where=stage.model)
-        missing = [i for i in rec.catalog.item_ids if i not in sid_map]
-        if len(missing) == len(rec.catalog):
-            raise ValueError(f"{stage.sid_map}: no catalog item of {stage.data} has a SID (SID map from another data set?)")
+        check_sid_map_catalog(sid_map, rec.catalog, stage.sid_map, stage.data, command="sft")
         train = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg, stage.tasks())
         eval_ds = None
         if stage.eval_valid and rec.valid and "history2sid" in stage.tasks():

@@ -6,6 +6,7 @@ makes every SID unique. Level k's code c is written as the token `<{letter_k}_{c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -77,6 +78,33 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8", newline="\n")
 
 
+def catalog_fingerprint(item_ids: list[str], fields: dict[str, list[str]], source: str = "") -> dict:
+    """What a SID map records about the catalog it was fitted on (`SIDMap.catalog`): its item count, text fields
+    and a SHA-256 over (item id, field values) sorted by id, so a SID map fitted on another catalog with the same
+    ids (e.g. another synthetic market) is told apart from the right one."""
+    names = sorted(fields)
+    return {"source": source, "items": len(item_ids), "fields": names,
+            "sha256": _catalog_sha256(item_ids, {n: fields[n] for n in names})}
+
+
+def _catalog_sha256(item_ids: list[str], fields: dict[str, list[str]]) -> str:
+    h = hashlib.sha256()
+    cols = [fields[n] for n in sorted(fields)]
+    for i in sorted(range(len(item_ids)), key=item_ids.__getitem__):
+        h.update("\x1f".join([item_ids[i], *(c[i] for c in cols)]).encode("utf-8") + b"\x1e")
+    return h.hexdigest()
+
+
+def catalog_matches(fingerprint: dict, item_ids: list[str], fields: dict[str, list[str]]) -> bool | None:
+    """Whether a catalog is the one of `fingerprint` (None: cannot tell, it lacks some of the recorded fields)."""
+    names = fingerprint.get("fields") or []
+    if any(n not in fields for n in names):
+        return None
+    if len(item_ids) != fingerprint.get("items"):
+        return False
+    return _catalog_sha256(item_ids, {n: fields[n] for n in names}) == fingerprint.get("sha256")
+
+
 @dataclass
 class SIDMap:
     """item_id -> SID codes (all of the same length, all distinct), plus per-level codebook sizes and labels.
@@ -87,6 +115,8 @@ class SIDMap:
     item_to_codes: dict[str, tuple[int, ...]]
     codebook_sizes: list[int]
     labels: dict[str, str] = field(default_factory=dict)
+    # the catalog it was fitted on (`catalog_fingerprint`); None for maps built otherwise or before it was recorded
+    catalog: dict | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.item_to_codes = {k: tuple(int(c) for c in v) for k, v in self.item_to_codes.items()}
@@ -138,6 +168,8 @@ class SIDMap:
             "items": {item: sid_string(codes) for item, codes in self.item_to_codes.items()},
             "labels": self.labels,
         }
+        if self.catalog is not None:
+            payload["catalog"] = self.catalog
         atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False))
 
     @classmethod
@@ -163,4 +195,4 @@ class SIDMap:
                 items[item] = parse_sid_string(text)
             except ValueError as e:
                 raise ValueError(f"{path}: item {item!r}: {e}") from None
-        return cls(items, list(payload["codebook_sizes"]), dict(payload.get("labels", {})))
+        return cls(items, list(payload["codebook_sizes"]), dict(payload.get("labels", {})), payload.get("catalog"))

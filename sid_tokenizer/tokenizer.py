@@ -30,7 +30,7 @@ from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
 from sid_tokenizer.rqkmeans import RQKMeans
 from sid_tokenizer.rqvae import RQVAE, train_rqvae
-from sid_tokenizer.sidmap import SIDMap, atomic_write_text
+from sid_tokenizer.sidmap import SIDMap, atomic_write_text, catalog_fingerprint
 from sid_tokenizer.spread import spread_last_level, unit_keys_of
 
 WEIGHTS_NAME = "tokenizer.safetensors"
@@ -233,9 +233,12 @@ class SIDTokenizer:
             writer.close()
         return sid_map
 
-    def fit_catalog(self, catalog, log_dir: str | Path | None = None) -> SIDMap:
-        """Fit on a `genrec.data.schema.Catalog`, rendering item texts with `cfg.template`."""
-        return self.fit(catalog.texts(self.cfg.template), list(catalog.item_ids), log_dir=log_dir)
+    def fit_catalog(self, catalog, log_dir: str | Path | None = None, source: str = "") -> SIDMap:
+        """Fit on a `genrec.data.schema.Catalog`, rendering item texts with `cfg.template`; the SID map records
+        the catalog's fingerprint (`source`: where it came from), checked by the stages that read both."""
+        sid_map = self.fit(catalog.texts(self.cfg.template), list(catalog.item_ids), log_dir=log_dir)
+        sid_map.catalog = catalog_fingerprint(list(catalog.item_ids), catalog.fields, source)
+        return sid_map
 
     # ------------------------------------------------------------------------------------ cold start
     def _check_fitted(self) -> None:

@@ -71,6 +71,11 @@ def test_rl_command_errors_are_one_line(tmp_path, capsys):
     assert main(["rl", "--model", str(tmp_path / "m"), "--data", "x", "--output_dir", str(tmp_path / "o"),
                  "--use_cpu", "true"]) == 1
     err = capsys.readouterr().err
+    assert "not a model folder, it has no config.json" in err  # an empty folder (genrec.checks.require_model_folder)
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert main(["rl", "--model", str(tmp_path / "m"), "--data", "x", "--output_dir", str(tmp_path / "o"),
+                 "--use_cpu", "true"]) == 1
+    err = capsys.readouterr().err
     assert "sid_map.json" in err and "SID map not found" in err
     # a model trained on another layout
     model = copy_tiny_model(tmp_path / "model")

@@ -39,13 +39,14 @@ CONFIG_CLASSES = (FitTokenizerArgs, TokenizerConfig, DataConfig)
 
 def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | None = None) -> dict:
     """Fit, save everything, print a short summary; returns the report dict."""
+    from genrec.checks import check_output_dir
     from genrec.data.loader import load_catalog
     from sid_tokenizer.tokenizer import SIDTokenizer
 
     if not args.data:
         raise ValueError("--data is required (a dataset folder, e.g. the output of `genrec synth`)")
     cfg.validate()
-    out = Path(args.out)
+    out = check_output_dir(args.out, "--out")
     # a folder an interrupted fit left half-written is replaced without --overwrite (it holds no finished SID map)
     if (out / "sid_map.json").exists() and not args.overwrite and is_complete(out):
         raise FileExistsError(f"{out / 'sid_map.json'} already exists: pass --overwrite true to replace it")
@@ -54,7 +55,7 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
           f"{cfg.levels} x {cfg.codebook_size} + dedup", file=sys.stderr, flush=True)
     tok = SIDTokenizer(cfg)
     with writing(out):  # readers refuse the folder until every file below is written (genrec/stage_output.py)
-        sid_map = tok.fit_catalog(catalog, log_dir=out / "tb")
+        sid_map = tok.fit_catalog(catalog, log_dir=out / "tb", source=Path(args.data).resolve().name)
         tok.save(out)
         sid_map.save(out / "sid_map.json")
         atomic_write_text(out / "sid_labels.json", json.dumps(sid_map.labels, indent=1, ensure_ascii=False))

@@ -62,6 +62,7 @@ def run(cfg: RecommendConfig) -> None:
     from eval.generative import load_generative
     from eval.interactive import explain, format_recommendations, resolve_history, split_history
     from eval.harness import check_k
+    from genrec.checks import load_checked_sid_map
     from genrec.data.schema import Example
 
     if not cfg.model:
@@ -87,9 +88,10 @@ def run(cfg: RecommendConfig) -> None:
         catalog = load_catalog(cfg.data)
         entries = split_history(cfg.history, catalog)
     check_k(cfg.topk, len(catalog))
+    sid_map = load_checked_sid_map(cfg.model, cfg.sid_map or None, catalog, cfg.data, command="recommend")
+    history = resolve_history(entries, catalog, sid_map)  # before the model loads: bad history fails fast
     rec = load_generative(cfg.model, catalog, sid_map_path=cfg.sid_map or None, layout=cfg.layout,
                           num_beams=cfg.num_beams, max_block_tokens=cfg.max_block_tokens, device=cfg.device)
-    history = resolve_history(entries, catalog, rec.sid_map)
     example = Example(cfg.user or "cli-user", tuple(h.item_id for h in history), "", profile)
     beams = rec.recommend_beams([example], cfg.topk, cfg.exclude_history)[0]
     template = display_template(catalog, cfg.item_template)

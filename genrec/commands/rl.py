@@ -70,6 +70,7 @@ def _resume_point(script: RLScriptConfig, output_dir: str) -> str | None:
 
 
 def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
+    from genrec.checks import check_output_dir, check_sid_map_catalog, require_model_folder
     from genrec.data.loader import load_data
     from genrec.model_folder import (
         check_layout,
@@ -87,8 +88,8 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         raise ValueError("--model is required: the stage-2 checkpoint folder to start RL from")
     if not script.data:
         raise ValueError("--data is required: the dataset the SFT stages used")
-    if not Path(script.model).is_dir():
-        raise FileNotFoundError(f"{script.model}: model folder not found (--model)")
+    require_model_folder(script.model)
+    check_output_dir(args.output_dir)
     sid_map = resolve_sid_map(script.model, script.sid_map or None)
     info = load_info(script.model)
     check_layout(script.model, info, args.layout)
@@ -97,6 +98,8 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     tokenizer.padding_side = "left"
     prompt_cfg = load_prompt_config(script.model)
     data = load_data(script.data, data_cfg)
+    check_sid_map_catalog(sid_map, data.catalog, script.sid_map or Path(script.model) / "sid_map.json", script.data,
+                          command="rl")
     examples = {"train": data.train, "valid": data.valid, "test": data.test}[script.rl_split]
     dataset = build_rl_dataset(
         examples, data.catalog, sid_map, tokenizer, prompt_cfg,

@@ -67,12 +67,17 @@ class DataConfig:
         default=None,
         metadata={"help": "User columns joined into the profile text (default: every column except the user id)."},
     )
+    max_field_chars: int = field(
+        default=100_000,
+        metadata={"help": "Item and user text values longer than this many characters are clipped to it, counted "
+                  "and reported (0 = no limit). Ids longer than 1,000 characters are always an error."},
+    )
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"DataConfig.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         self.ratios()  # validates
-        for name in ("max_history", "min_interactions", "kcore"):
+        for name in ("max_history", "min_interactions", "kcore", "max_field_chars"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"DataConfig.{name} must be an integer >= 0, got {value!r}")

@@ -4,6 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+MAX_MESSAGE_CHARS = 600  # an error is one readable line, even when the bad value is a 1 MB field
+
+
+def short(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to about `limit` characters, saying how long the value was: for quoting input in errors."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    n = len(value) if isinstance(value, (str, bytes)) else len(text)
+    return f"{text[: limit - 5]}...' ({n:,} characters)"
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`message` on one line and at most about `limit` characters (the middle is cut, the expectation kept)."""
+    message = " ".join(message.splitlines())
+    if len(message) <= limit:
+        return message
+    keep = limit // 2
+    return f"{message[:keep]} [... {len(message) - 2 * keep:,} characters cut ...] {message[-keep:]}"
+
 
 class DataFormatError(ValueError):
     """Raised when an input file does not match the expected format.
@@ -22,6 +42,7 @@ class DataFormatError(ValueError):
         self.path = str(path)
         self.line = line
         self.field = field
+        message = one_line(message)
         self.reason = message
         where = self.path
         if line is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from genrec.data import minionerec
 from genrec.data.config import DataConfig
-from genrec.data.errors import DataFormatError
+from genrec.data.errors import DataFormatError, short
 from genrec.data.recbole import AtomicTable, gc_paused, read_atomic, read_items, read_users
 from genrec.data.schema import Catalog, Example, RecData
 from genrec.data.splits import (
@@ -94,23 +94,30 @@ def detect(path: str | Path) -> Source:
     for s in ("valid", "test"):  # a lone valid/test file means the set is incomplete
         presplit |= {p.name[: -len(f".{s}.inter")] for p in path.glob(f"*.{s}.inter")}
     names = sorted(presplit | plain)
-    if len(names) > 1 or (presplit and plain):
-        raise DataFormatError(
-            path,
-            f"several datasets here ({', '.join(sorted(f'{n}.inter' for n in plain) + sorted(f'{n}.train.inter' for n in presplit))}); "
-            "pass the path of the one to load",
-        )
+    try:
+        found = minionerec.find_files(path)
+    except DataFormatError:
+        if not names:
+            raise
+        found = None  # stray CSVs beside RecBole files: not a second complete dataset
+    if len(names) > 1 or (presplit and plain) or (names and found is not None):
+        listed = sorted(f"{n}.inter" for n in plain) + sorted(f"{n}.train.inter" for n in presplit)
+        if found is not None:
+            listed.append(f"MiniOneRec {found[1].name}")
+        raise DataFormatError(path, f"several datasets here ({', '.join(listed)}); pass the path of the one to load")
     if presplit:
         return _atomic_source(path, names[0], "presplit")
     if plain:
         return _atomic_source(path, names[0], "atomic")
-    found = minionerec.find_files(path)
     if found is not None:
         splits, item_json = found
         return Source("minionerec", path.name, path, item_json, dict(splits))
     items = sorted(path.glob("*.item"))
     if len(items) == 1:  # catalog only (enough for load_catalog)
         return Source("items", items[0].name[: -len(".item")], path, items[0])
+    if len(items) > 1:
+        raise DataFormatError(path, f"several item files and no interaction file here ({', '.join(p.name for p in items)}); "
+                              "pass the path of the one to load")
     raise DataFormatError(
         path, "no dataset found: expected <name>.inter + <name>.item, <name>.{train,valid,test}.inter, "
         "or MiniOneRec train/valid/test CSV + item.json"
@@ -122,8 +129,8 @@ def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
     cfg = cfg or DataConfig()
     src = detect(path)
     if src.kind == "minionerec":
-        return minionerec.read_item_json(src.item_file, cfg.item_text_fields)
-    return read_items(src.item_file, cfg.item_text_fields)
+        return minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
+    return read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
 
 
 def load_data(path: str | Path, cfg: DataConfig | None = None, *, verbose: bool = True) -> RecData:
@@ -136,17 +143,20 @@ def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
     src = detect(path)
     if src.kind == "items":
         raise DataFormatError(src.item_file, f"no interaction file: expected {src.name}.inter or pre-split files")
+    stats: dict[str, int] = {"text_values_clipped": 0}
     if src.kind == "minionerec":
-        catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields)
+        catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
         profiles: dict[str, str] = {}
         data = _load_given(src, catalog, profiles, cfg)
     else:
-        catalog = read_items(src.item_file, cfg.item_text_fields)
-        profiles = read_users(src.user_file, cfg.profile_fields) if src.user_file else {}
+        catalog = read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
+        profiles = (read_users(src.user_file, cfg.profile_fields, cfg.max_field_chars, stats)
+                    if src.user_file else {})
         if src.kind == "presplit":
             data = _load_given(src, catalog, profiles, cfg)
         else:
             data = _load_atomic(src, catalog, profiles, cfg)
+    data.summary.update(stats)
     if verbose:
         print(format_summary(data.summary), file=sys.stderr)
     return data
@@ -155,7 +165,7 @@ def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
 def _unknown_error(path: str, line: int, item: str, fld: str) -> DataFormatError:
     return DataFormatError(
         path,
-        f"item {item!r} is not in the item file (set drop_unknown_items=True to drop such interactions)",
+        f"item {short(item)} is not in the item file (set drop_unknown_items=True to drop such interactions)",
         line=line,
         field=fld,
     )
@@ -334,6 +344,7 @@ SUMMARY_LABELS = {
     "test_target_is_last_frac": "test targets = last history item",
     "test_targets_unseen_in_train": "test targets unseen in train",
     "items": "items in catalog",
+    "text_values_clipped": "text values clipped (max_field_chars)",
     "profiles": "user profiles",
 }
 

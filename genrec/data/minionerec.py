@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
-from genrec.data.recbole import _decode
+from genrec.data.recbole import MAX_FIELD_CHARS, _decode, clip_long_values
 from genrec.data.schema import Catalog
 
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
@@ -148,8 +148,10 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def read_item_json(path: str | Path, fields: list[str] | None = None) -> Catalog:
-    """item.json -> Catalog. Lists become ", "-joined text. Duplicate ids and text-less items are errors."""
+def read_item_json(path: str | Path, fields: list[str] | None = None, max_chars: int = MAX_FIELD_CHARS,
+                   stats: dict | None = None) -> Catalog:
+    """item.json -> Catalog. Lists become ", "-joined text. Duplicate ids and text-less items are errors; text
+    values longer than `max_chars` are clipped, counted in `stats["text_values_clipped"]` and reported."""
     path = Path(path)
     text = _decode(path, path.read_bytes())
     if not text.strip():
@@ -200,6 +202,9 @@ def read_item_json(path: str | Path, fields: list[str] | None = None) -> Catalog
                 raise DataFormatError(path, f"requested field {f!r} not found; available: {', '.join(names)}", field=f)
         names = list(fields)
     values = {n: [_text(rec.get(n)) for _, rec in records] for n in names}
+    clipped = clip_long_values(str(path), values, max_chars)
+    if stats is not None:
+        stats["text_values_clipped"] = stats.get("text_values_clipped", 0) + clipped
     for i, (item, _) in enumerate(records):
         if not any(values[n][i] for n in names):
             raise DataFormatError(path, f"item {item!r} has no text: all of {', '.join(names)} are empty", field=names[0] if names else None)

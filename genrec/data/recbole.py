@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 
-from genrec.data.errors import DataFormatError
+from genrec.data.errors import DataFormatError, short
 from genrec.data.schema import Catalog
 from sid_tokenizer.sidmap import atomic_write_text
 
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+MAX_ID_CHARS = 1000  # a longer user/item id is a broken file (a lost TAB or newline), never a real id
+MAX_FIELD_CHARS = 100_000  # default DataConfig.max_field_chars: longer text values are clipped and counted
 
 
 @dataclass
@@ -83,17 +86,23 @@ class AtomicTable:
                 x = float("nan")
             if not math.isfinite(x):
                 raise DataFormatError(
-                    self.path, f"expected a finite number, got {v!r}", line=self.lines[i], field=name
+                    self.path, f"expected a finite number, got {short(v)}", line=self.lines[i], field=name
                 )
             out.append(x)
         return out
 
     def check_nonempty(self, name: str) -> None:
-        """Raise if any value of column `name` (an id column) is empty."""
+        """Raise if any value of column `name` (an id column) is empty or longer than MAX_ID_CHARS."""
         values = self.col(name)
         if "" in values:
             i = values.index("")
             raise DataFormatError(self.path, "empty value (an id is required)", line=self.lines[i], field=name)
+        if values and max(map(len, values)) > MAX_ID_CHARS:
+            i = next(i for i, v in enumerate(values) if len(v) > MAX_ID_CHARS)
+            raise DataFormatError(
+                self.path, f"expected an id of at most {MAX_ID_CHARS:,} characters, got {len(values[i]):,} "
+                f"({short(values[i], 30)}); is a TAB or a newline missing?", line=self.lines[i], field=name,
+            )
 
 
 def parse_header(path: str | Path, header: str) -> tuple[list[str], list[str]]:
@@ -244,6 +253,33 @@ def write_atomic(
     atomic_write_text(path, "\n".join(out))
 
 
+def clip_long_values(path: str, values: dict[str, list[str]], max_chars: int, lines: Sequence[int] | None = None,
+                     what: str = "text") -> int:
+    """Clip every value longer than `max_chars` (0 = no limit) in place; return how many were clipped.
+
+    Clipping is never silent: a one-line note on stderr gives the count and the first clipped line and field,
+    and `load_data` adds the count to its summary (`text_values_clipped`).
+    """
+    if max_chars <= 0:
+        return 0
+    n, first = 0, None
+    for name, col in values.items():
+        if not col or max(map(len, col)) <= max_chars:
+            continue
+        for i, v in enumerate(col):
+            if len(v) > max_chars:
+                if first is None:
+                    first = (name, i, len(v))
+                col[i] = v[:max_chars]
+                n += 1
+    if n:
+        name, i, size = first
+        where = f"line {lines[i]}" if lines is not None else f"record #{i}"
+        print(f"[genrec.data] {path}: {n:,} {what} value(s) longer than max_field_chars={max_chars:,} clipped to it "
+              f"(first: {where}, field {name!r}, {size:,} characters)", file=sys.stderr)
+    return n
+
+
 def _select_fields(table: AtomicTable, id_col: str, wanted: Sequence[str] | None) -> list[str]:
     if wanted is None:
         return [n for n in table.names if n != id_col]
@@ -259,11 +295,13 @@ def _select_fields(table: AtomicTable, id_col: str, wanted: Sequence[str] | None
     return list(wanted)
 
 
-def read_items(path: str | Path, fields: Sequence[str] | None = None) -> Catalog:
+def read_items(path: str | Path, fields: Sequence[str] | None = None, max_chars: int = MAX_FIELD_CHARS,
+               stats: dict | None = None) -> Catalog:
     """The `.item` file as a Catalog (file order). Values are whitespace-stripped.
 
-    Errors: missing `item_id`, empty or duplicate ids (both lines named), an item whose selected text
-    fields are all empty.
+    Errors: missing `item_id`, empty, over-long or duplicate ids (both lines named), an item whose selected text
+    fields are all empty. Text values longer than `max_chars` are clipped, counted in `stats["text_values_clipped"]`
+    and reported on stderr.
     """
     table = read_atomic(path)
     table.require("item_id")
@@ -273,13 +311,16 @@ def read_items(path: str | Path, fields: Sequence[str] | None = None) -> Catalog
     if not names:
         raise DataFormatError(table.path, "no text columns besides 'item_id'", line=1)
     values = {n: [v.strip() for v in table.col(n)] for n in names}
+    clipped = clip_long_values(table.path, values, max_chars, table.lines)
+    if stats is not None:
+        stats["text_values_clipped"] = stats.get("text_values_clipped", 0) + clipped
     seen: dict[str, int] = {}
     if len(set(ids)) != len(ids):
         for i, item in enumerate(ids):
             if item in seen:
                 raise DataFormatError(
                     table.path,
-                    f"duplicate item id {item!r} (first on line {table.lines[seen[item]]})",
+                    f"duplicate item id {short(item)} (first on line {table.lines[seen[item]]})",
                     line=table.lines[i],
                     field="item_id",
                 )
@@ -288,28 +329,35 @@ def read_items(path: str | Path, fields: Sequence[str] | None = None) -> Catalog
         if not any(values[n][i] for n in names):
             raise DataFormatError(
                 table.path,
-                f"item {ids[i]!r} has no text: all of {', '.join(names)} are empty",
+                f"item {short(ids[i])} has no text: all of {', '.join(names)} are empty",
                 line=table.lines[i],
                 field=names[0],
             )
     return Catalog(item_ids=list(ids), fields=values)
 
 
-def read_users(path: str | Path, fields: Sequence[str] | None = None) -> dict[str, str]:
-    """The `.user` file as user_id -> profile text: one "field: value" line per non-empty field."""
+def read_users(path: str | Path, fields: Sequence[str] | None = None, max_chars: int = MAX_FIELD_CHARS,
+               stats: dict | None = None) -> dict[str, str]:
+    """The `.user` file as user_id -> profile text: one "field: value" line per non-empty field.
+
+    Values longer than `max_chars` are clipped, counted in `stats["text_values_clipped"]` and reported."""
     table = read_atomic(path)
     table.require("user_id")
     table.check_nonempty("user_id")
     ids = table.col("user_id")
     names = _select_fields(table, "user_id", fields)
-    cols = [(n, table.col(n)) for n in names]
+    values = {n: table.col(n) for n in names}  # clipped in place: the table is ours
+    clipped = clip_long_values(table.path, values, max_chars, table.lines)
+    if stats is not None:
+        stats["text_values_clipped"] = stats.get("text_values_clipped", 0) + clipped
+    cols = list(values.items())
     profiles: dict[str, str] = {}
     first: dict[str, int] = {}
     for i, user in enumerate(ids):
         if user in first:
             raise DataFormatError(
                 table.path,
-                f"duplicate user id {user!r} (first on line {table.lines[first[user]]})",
+                f"duplicate user id {short(user)} (first on line {table.lines[first[user]]})",
                 line=table.lines[i],
                 field="user_id",
             )
