@@ -73,7 +73,10 @@ def test_fit_tokenizer_cli_rqvae_and_existing_output(tmp_path, data_dir, capsys)
     assert main(args) == 0
     report = json.loads((out / "tokenizer_report.json").read_text())
     assert report["method"] == "rqvae" and report["collision_rate"] == 0.0
-    assert main(args) == 1
+    capsys.readouterr()
+    assert main(args) == 0  # the same command again: the folder is complete, nothing to do
+    assert "nothing to do" in capsys.readouterr().out
+    assert main([*args, "--steps", "31"]) == 1  # other settings: the SID map later stages use is kept
     assert "already exists: pass --overwrite true" in capsys.readouterr().err
     assert main(args + ["--overwrite", "true"]) == 0
 

@@ -102,14 +102,29 @@ def test_latest_checkpoint_skips_and_removes_incomplete_ones(tmp_path):
     assert len(notes) == 2 and not (tmp_path / "checkpoint-12").exists() and not (tmp_path / "checkpoint-14").exists()
 
 
+def test_checkpoint_finished(tmp_path):
+    from genrec.stage_output import checkpoint_finished
+
+    for name, step, total in (("end", 8, 8), ("mid", 6, 8), ("epochs", 5, 0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": total}))
+    assert checkpoint_finished(tmp_path / "end") and not checkpoint_finished(tmp_path / "mid")
+    assert not checkpoint_finished(tmp_path / "end", max_steps=10)  # rerun asked for more steps: train on
+    assert not checkpoint_finished(tmp_path / "epochs") and not checkpoint_finished(tmp_path / "missing")
+
+
 def test_fit_tokenizer_replaces_a_half_written_folder_without_overwrite(tmp_path):
     data, tok = tmp_path / "data", tmp_path / "tok"
     run_command("synth", ["--out", str(data), "--num_jobs", "40", "--num_users", "20", "--seed", "0"])
     _half_written(tok)
     run_command("fit-tokenizer", ["--data", str(data), "--out", str(tok), "--codebook_size", "4"])
     assert is_complete(tok) and (tok / "tokenizer_report.json").exists()
-    with pytest.raises(FileExistsError, match="--overwrite"):  # a complete one still needs --overwrite
-        run_command("fit-tokenizer", ["--data", str(data), "--out", str(tok), "--codebook_size", "4"])
+    before = (tok / "sid_map.json").stat().st_mtime_ns
+    # the same command again (e.g. after a kill that came once it had finished): nothing to do
+    run_command("fit-tokenizer", ["--data", str(data), "--out", str(tok), "--codebook_size", "4"])
+    assert (tok / "sid_map.json").stat().st_mtime_ns == before
+    with pytest.raises(FileExistsError, match="--overwrite"):  # other settings over a complete one: --overwrite
+        run_command("fit-tokenizer", ["--data", str(data), "--out", str(tok), "--codebook_size", "5"])
 
 
 def test_run_redoes_a_stage_whose_folder_carries_the_note(tmp_path, monkeypatch):

@@ -37,6 +37,17 @@ class FitTokenizerArgs:
 CONFIG_CLASSES = (FitTokenizerArgs, TokenizerConfig, DataConfig)
 
 
+def _same_fit(out: Path, args: FitTokenizerArgs, cfg: TokenizerConfig) -> dict | None:
+    """The report of a complete folder fitted with these settings on this --data (None when anything differs)."""
+    try:
+        saved = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))["config"]
+        report = json.loads((out / "tokenizer_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = saved == json.loads(json.dumps(cfg.to_dict())) and report.get("data") == str(args.data)
+    return report if same else None
+
+
 def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | None = None) -> dict:
     """Fit, save everything, print a short summary; returns the report dict."""
     from genrec.checks import check_output_dir
@@ -47,10 +58,22 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
         raise ValueError("--data is required (a dataset folder, e.g. the output of `genrec synth`)")
     cfg.validate()
     out = check_output_dir(args.out, "--out")
-    # a folder an interrupted fit left half-written is replaced without --overwrite (it holds no finished SID map)
+    # a folder an interrupted fit left half-written is replaced without --overwrite (it holds no finished SID map);
+    # a complete one fitted with these settings on this data is kept (rerunning the same command is a no-op)
+    done = None
     if (out / "sid_map.json").exists() and not args.overwrite and is_complete(out):
-        raise FileExistsError(f"{out / 'sid_map.json'} already exists: pass --overwrite true to replace it")
+        done = _same_fit(out, args, cfg)
+        if done is None:
+            raise FileExistsError(f"{out / 'sid_map.json'} already exists: pass --overwrite true to replace it")
     catalog = load_catalog(args.data, data_cfg)
+    if done is not None:
+        from sid_tokenizer.sidmap import SIDMap
+
+        if set(SIDMap.load(out).item_to_codes) != set(catalog.item_ids):
+            raise FileExistsError(f"{out / 'sid_map.json'} already exists (fitted on another catalog): pass "
+                                  "--overwrite true to replace it")
+        print(f"{out}: already fitted with these settings on {args.data}; nothing to do (--overwrite true refits)")
+        return done
     print(f"[fit-tokenizer] {len(catalog)} items from {args.data}; encoder {cfg.encoder}, method {cfg.method}, "
           f"{cfg.levels} x {cfg.codebook_size} + dedup", file=sys.stderr, flush=True)
     tok = SIDTokenizer(cfg)
