@@ -48,7 +48,7 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "Seed for every stage (same seed, same results)."})
     codebook_size: int = field(default=0, metadata={
         "help": "Codes per SID level; 0 = auto from the catalog size (auto_codebook_size: the smallest power of two "
-                "c with c*c >= items/4, within 8..256)."})
+                "c with c**3 >= items/2, within 8..256)."})
     sft1_epochs: float = field(default=10.0, metadata={
         "help": "Stage-1 SFT epochs (used when sft1_steps is 0). On the synthetic market NDCG@10 rose from 0.050 at 5 "
                 "epochs to 0.075 at 10 (docs/bench/learning.md)."})
