@@ -12,10 +12,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from genrec.data.schema import Catalog, Example
+from genrec.response import INTERLEAVED, render_response
+from genrec.traces.grounded import GroundedConfig, grounded_blocks
 from sid_tokenizer.sidmap import SIDMap, atomic_write_text
 
 PROMPT_CONFIG_FILE = "prompt_config.json"
 HISTORY_FORMATS = ("sid", "text", "both")
+HISTORY_REASONING = ("", "evidence", "pointer")
 
 PROFILE_HEADER = "Candidate profile:"
 HISTORY_HEADER = "Jobs viewed, oldest first:"
@@ -51,12 +54,21 @@ class PromptConfig:
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System turn of chat prompts."})
     reasoning: bool = field(default=True, metadata={
         "help": "True: ask for step-by-step reasoning (stage 2, RL, eval); False: ask for the SID only (stage 1)."})
+    history_reasoning: str = field(default="", metadata={
+        "help": "Reasoning prompts only: write every history line as the grounded teacher reasons to it ('evidence' "
+                "or 'pointer': its K thinking blocks interleaved with its SID tokens, from the lines above it), so the "
+                "prompt holds worked examples of the answer and stage 2 can train every line of a user's history in "
+                "one pass (`genrec sft --stage2_tasks sequence`). '' = plain lines. Needs SIDs in the history."})
 
     def __post_init__(self) -> None:
         if self.history_format not in HISTORY_FORMATS:
             raise ValueError(f"history_format must be one of {HISTORY_FORMATS}, got {self.history_format!r}")
         if self.prompt_max_history < 1:
             raise ValueError(f"prompt_max_history must be >= 1, got {self.prompt_max_history}")
+        if self.history_reasoning not in HISTORY_REASONING:
+            raise ValueError(f"history_reasoning must be one of {HISTORY_REASONING}, got {self.history_reasoning!r}")
+        if self.history_reasoning and self.history_format == "text":
+            raise ValueError("history_reasoning needs SID tokens in the history lines: use history_format sid or both")
         if self.max_prompt_tokens < 16:
             raise ValueError(f"max_prompt_tokens must be >= 16, got {self.max_prompt_tokens}")
 
@@ -98,6 +110,37 @@ def format_history_line(pos: int, item_id: str, catalog: Catalog, sid_map: SIDMa
     if cfg.history_format in ("text", "both"):
         parts.append(item_text(item_id, catalog, cfg))
     return " ".join(p for p in parts if p)
+
+
+def reasons_in_history(cfg: PromptConfig) -> bool:
+    """Whether the history lines of this prompt carry thinking blocks (reasoning prompts with history_reasoning)."""
+    return bool(cfg.reasoning and cfg.history_reasoning)
+
+
+def history_answers(items, catalog: Catalog, sid_map: SIDMap, cfg: PromptConfig) -> list[tuple[str, str]]:
+    """(answer, text) of every shown history line: a line reads '{pos}. {answer} {text}'.
+
+    The answer is the item's SID string, or with `history_reasoning` the whole interleaved response the grounded
+    teacher writes for that item given the lines above it: exactly what the model writes after the prompt's cue.
+    """
+    items = list(items)
+    shows_text = cfg.history_format in ("text", "both")
+    texts = [item_text(i, catalog, cfg) if shows_text else "" for i in items]
+    if not reasons_in_history(cfg):
+        answers = [sid_map.sid_string(i) if cfg.history_format != "text" else "" for i in items]
+        return list(zip(answers, texts))
+    teacher = GroundedConfig(history_lines=cfg.prompt_max_history, cite_titles=shows_text, style=cfg.history_reasoning)
+    answers = [render_response(grounded_blocks(Example("", tuple(items[:j]), item, ""), catalog, sid_map, teacher),
+                               sid_map.tokens(item), INTERLEAVED) for j, item in enumerate(items)]
+    return list(zip(answers, texts))
+
+
+def history_lines(items, catalog: Catalog, sid_map: SIDMap, cfg: PromptConfig) -> list[str]:
+    """The prompt's numbered history lines for `items` (oldest first, numbered from 1)."""
+    if not reasons_in_history(cfg):
+        return [format_history_line(i + 1, item, catalog, sid_map, cfg) for i, item in enumerate(items)]
+    return [" ".join(p for p in (f"{pos}.", answer, text) if p)
+            for pos, (answer, text) in enumerate(history_answers(items, catalog, sid_map, cfg), 1)]
 
 
 def instruction(cfg: PromptConfig) -> str:
@@ -170,7 +213,7 @@ def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
     profile = example.profile.strip() if cfg.include_profile else ""
 
     def render(first: int, prof: str) -> str:
-        lines = [format_history_line(i + 1, item, catalog, sid_map, cfg) for i, item in enumerate(history[first:])]
+        lines = history_lines(history[first:], catalog, sid_map, cfg)
         if not cfg.use_chat_template:
             return _plain(lines, prof, cfg)
         return wrap_prompt(_body(lines, prof, cfg), tokenizer, cfg)

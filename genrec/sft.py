@@ -24,11 +24,12 @@ from genrec.prompts import (
     PROMPT_CONFIG_FILE,
     PromptConfig,
     build_prompt,
-    format_history_line,
+    history_answers,
     item_text,
     item_to_sid_prompt,
     next_item_cue,
     prompt_head,
+    reasons_in_history,
     sid_to_item_prompt,
     wrap_prompt,
 )
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 STAGE1_TASKS = ("item2sid", "sid2item", "history2sid", "sequence")
 # Tasks whose rows are pre-tokenized (input_ids + completion_mask) because the loss is not one contiguous completion.
 TOKENIZED_TASKS = ("sequence",)
+STAGE2_TASKS = ("traces", "sequence")
 
 
 @dataclass
@@ -76,6 +78,10 @@ class SFTStageConfig:
     replay_tasks: str = field(default="sequence", metadata={
         "help": "Stage 2: stage-1 tasks whose rows (built from --data) are mixed into the trace rows, so the model keeps "
                 "its no-reasoning skill while it learns to reason ('' = traces only; ignored without --data)."})
+    stage2_tasks: str = field(default="traces", metadata={
+        "help": "Stage 2 rows: 'traces' (one row per trace: prompt -> reasoning + SID), 'sequence' (every line of a "
+                "user's history with its reasoning, one pass per window; needs traces built with --history_reasoning "
+                "and --data), or both, comma-separated."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
     max_eval_examples: int = field(default=256, metadata={"help": "Cap on eval rows (0 = all)."})
@@ -97,12 +103,17 @@ class SFTStageConfig:
         bad = [t for t in self.replay() if t not in STAGE1_TASKS]
         if bad:
             raise ValueError(f"unknown replay_tasks {bad}; expected some of {STAGE1_TASKS}")
+        if not self.stage2() or any(t not in STAGE2_TASKS for t in self.stage2()):
+            raise ValueError(f"stage2_tasks must be some of {STAGE2_TASKS}, got {self.stage2_tasks!r}")
 
     def tasks(self) -> list[str]:
         return [t.strip() for t in self.stage1_tasks.split(",") if t.strip()]
 
     def replay(self) -> list[str]:
         return [t.strip() for t in self.replay_tasks.split(",") if t.strip()]
+
+    def stage2(self) -> list[str]:
+        return [t.strip() for t in self.stage2_tasks.split(",") if t.strip()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,18 +168,23 @@ def sequence_rows(
     examples: list[Example],
     tokenizer,
     prompt_cfg: PromptConfig,
+    reasoning: bool = False,
 ) -> dict[str, list]:
-    """Stage-1 `sequence` rows: a user's items written as the lines of a direct (no-reasoning) prompt, with the loss
-    on the SID tokens of every target item.
+    """`sequence` rows: a user's items written as the lines of a plain prompt, with the loss on the answer of every
+    target item (its SID tokens; with `reasoning`, its thinking blocks and SID tokens, see
+    PromptConfig.history_reasoning).
 
-    The text up to item j's SID is exactly `build_prompt` of the example (history = the window's earlier items),
+    The text up to item j's answer is exactly `build_prompt` of the example (history = the window's earlier items),
     so one forward pass trains every position as the model is asked at inference. Tokenized here (input_ids and
     completion_mask) because the loss spans are not one completion; TRL turns the mask into labels.
     """
     if prompt_cfg.use_chat_template:
         raise ValueError("stage-1 task 'sequence' needs plain prompts (use_chat_template=false); "
                          "use 'history2sid' with a chat template")
-    cfg = replace(prompt_cfg, reasoning=False)
+    cfg = replace(prompt_cfg, reasoning=reasoning)
+    if reasoning and not reasons_in_history(cfg):
+        raise ValueError("stage-2 'sequence' rows need prompts whose history lines carry the reasoning: build the "
+                         "traces with --history_reasoning evidence (or pointer)")
     by_user: dict[str, list[Example]] = {}
     for ex in examples:
         if ex.target in sid_map:
@@ -189,12 +205,14 @@ def rows_for_sequence(items, first_target: int, user: str, profile: str, catalog
             raise ValueError(f"user {user!r}: history item {item!r} has no SID in the SID map")
     # Windows of at most prompt_max_history + 1 lines; the loss is on targets lo..hi (each trained once).
     for offset, lo, hi in sequence_windows(len(items), first_target, cfg.prompt_max_history):
+        start = max(offset, 0)
         text, spans = prompt_head(profile, cfg), []
-        for pos, j in enumerate(range(max(offset, 0), hi + 1), 1):
+        for pos, (j, (answer, item_text_)) in enumerate(
+                zip(range(start, hi + 1), history_answers(items[start:hi + 1], catalog, sid_map, cfg)), 1):
+            cue = next_item_cue(pos)
             if j >= lo:
-                at = len(text) + len(next_item_cue(pos))
-                spans.append((at, at + len(sid_map.sid_string(items[j]))))
-            text += format_history_line(pos, items[j], catalog, sid_map, cfg) + "\n"
+                spans.append((len(text) + len(cue), len(text) + len(cue) + len(answer)))
+            text += cue + " ".join(p for p in (answer, item_text_) if p) + "\n"
         enc = tokenizer(text, return_offsets_mapping=True)
         mask = [int(e > s and any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
         rows["input_ids"].append(enc["input_ids"])
@@ -347,13 +365,16 @@ def _last_loss(trainer) -> float | None:
 def check_prompt_consistency(model_dir: str | Path, traces_dir: str | Path, traces_cfg: PromptConfig) -> None:
     """Stage 2 must read prompts as its stage-1 model learnt them: same history format, profile, history length.
 
-    Only `reasoning` (the instruction line) may differ. A model folder without prompt settings (build-model
+    Only the settings of reasoning prompts may differ (`reasoning`: the instruction line; `history_reasoning`: the
+    blocks in the history lines, which a stage-1 model's direct prompts never show) and the token budget
+    `max_prompt_tokens` (reasoned history lines are longer). A model folder without prompt settings (build-model
     output) is not checked.
     """
     if not (Path(model_dir) / PROMPT_CONFIG_FILE).is_file():
         return
     model_cfg = PromptConfig.load(model_dir)
-    diff = [f.name for f in fields(PromptConfig) if f.name != "reasoning"
+    free = ("reasoning", "history_reasoning", "max_prompt_tokens")
+    diff = [f.name for f in fields(PromptConfig) if f.name not in free
             and getattr(model_cfg, f.name) != getattr(traces_cfg, f.name)]
     if diff:
         shown = ", ".join(f"{n}: model {getattr(model_cfg, n)!r} vs traces {getattr(traces_cfg, n)!r}" for n in diff)
@@ -399,16 +420,27 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         if used_prompt_cfg != prompt_cfg:
             log.info("stage 2 uses the prompt settings stored with the traces (%s)", stage.traces)
         check_prompt_consistency(stage.model, stage.traces, used_prompt_cfg)
-        if stage.replay() and stage.data:
+        needs_data = bool(stage.replay()) or "sequence" in stage.stage2()
+        if "sequence" in stage.stage2() and not stage.data:
+            raise ValueError("--stage2_tasks sequence needs --data (the users' histories)")
+        if needs_data and stage.data:
             from genrec.data.loader import load_data
 
             rec = load_data(stage.data, data_cfg, verbose=False)
             tokenizer = load_tokenizer(stage.model)
-            traces = tokenize_prompt_completion({**train.to_dict(), "task": ["traces"] * len(train)}, tokenizer)
-            replay = stage1_tokenized_rows(rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay())
-            train = Dataset.from_dict({k: traces[k] + replay[k] for k in traces})
-            log.info("stage 2: %d trace rows + %d replayed stage-1 rows (%s)", len(traces["task"]),
-                     len(replay["task"]), ",".join(stage.replay()))
+            parts: dict[str, dict[str, list]] = {}
+            if "traces" in stage.stage2():
+                parts["trace"] = tokenize_prompt_completion({**train.to_dict(), "task": ["traces"] * len(train)},
+                                                            tokenizer)
+            if "sequence" in stage.stage2():
+                parts["reasoned sequence"] = sequence_rows(rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg,
+                                                           reasoning=True)
+            if stage.replay():
+                parts["replayed stage-1"] = stage1_tokenized_rows(rec.catalog, sid_map, rec.train, tokenizer,
+                                                                  used_prompt_cfg, stage.replay())
+            train = Dataset.from_dict({k: [v for part in parts.values() for v in part[k]]
+                                       for k in ("input_ids", "completion_mask", "task")})
+            log.info("stage 2 rows: %s", ", ".join(f"{len(p['task'])} {name}" for name, p in parts.items()))
         elif stage.replay():
             log.info("stage 2: no --data, so no stage-1 rows are replayed (replay_tasks=%s)", stage.replay_tasks)
     train = _shuffle_cap(train, stage.max_train_examples, seed)

@@ -221,6 +221,79 @@ def test_sequence_rows_loss_mask_on_hand_built_history():
         sequence_rows(cat, SIDS, examples, tok, PromptConfig(use_chat_template=True))
 
 
+def test_reasoned_sequence_rows_carry_the_teachers_answers():
+    """history_reasoning: every history line is the grounded teacher's answer for that item (blocks + SID), so a
+    stage-2 `sequence` row is the user's reasoning prompts written out: the text before each target's answer is token
+    for token its inference prompt, the loss covers exactly the blocks and SID tokens of the target lines, and the
+    answer equals the trace completion of that (history, target)."""
+    from genrec.data.schema import Example
+    from genrec.response import INTERLEAVED
+    from genrec.sft import sequence_rows
+    from genrec.traces.dataset import render_completion
+    from genrec.traces.grounded import GroundedConfig, grounded_blocks
+
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    cat = REC.catalog
+    items = ["j000", "j001", "j002", "j000"]
+    examples = [Example("u1", tuple(items[:i]), items[i], "") for i in range(1, 4)]
+    cfg = PromptConfig(history_format="both", reasoning=True, history_reasoning="evidence", max_prompt_tokens=4096)
+    teacher = GroundedConfig(history_lines=cfg.prompt_max_history, cite_titles=True, style="evidence")
+    rows = sequence_rows(cat, SIDS, examples, tok, cfg, reasoning=True)
+    assert len(rows["input_ids"]) == 1
+    ids, mask = rows["input_ids"][0], rows["completion_mask"][0]
+    n_masked = 0
+    for ex in examples:
+        prompt = build_prompt(ex, cat, SIDS, tok, cfg)
+        completion = render_completion(grounded_blocks(ex, cat, SIDS, teacher), SIDS.codes(ex.target), INTERLEAVED)
+        p_ids, full = tok(prompt)["input_ids"], tok(prompt + completion)["input_ids"]
+        assert ids[: len(full)] == full  # prompt, then exactly the teacher's answer
+        assert mask[len(p_ids) - 1] == 0 and all(mask[len(p_ids): len(full)]) and mask[len(full)] == 0
+        n_masked += len(full) - len(p_ids)
+    assert sum(mask) == n_masked  # nothing else carries loss (not the first item, not the titles)
+    # The last example's prompt shows the earlier answers verbatim: worked examples of the format.
+    last = build_prompt(examples[-1], cat, SIDS, tok, cfg)
+    first_answer = render_completion(grounded_blocks(examples[0], cat, SIDS, teacher), SIDS.codes(items[1]), INTERLEAVED)
+    assert f"2. {first_answer} " in last and last.count("<think>") == 3 * SIDS.num_levels
+    # Direct prompts (stage 1) never show blocks, whatever history_reasoning says.
+    assert "<think>" not in build_prompt(examples[-1], cat, SIDS, tok, PromptConfig(history_reasoning="evidence",
+                                                                                      reasoning=False))
+    with pytest.raises(ValueError, match="history_reasoning"):
+        sequence_rows(cat, SIDS, examples, tok, PromptConfig(history_format="both"), reasoning=True)
+    with pytest.raises(ValueError, match="history_format sid or both"):
+        PromptConfig(history_format="text", history_reasoning="evidence")
+    with pytest.raises(ValueError, match="history_reasoning must be one of"):
+        PromptConfig(history_reasoning="chain")
+
+
+def test_stage2_sequence_rows_from_reasoned_traces_through_the_cli(tmp_path, capsys):
+    """stage 1 -> traces with --history_reasoning -> stage 2 on reasoned `sequence` rows only: trains through TRL
+    (loss falls), keeps the traces' prompt settings; without history_reasoning the same flags stop with one line."""
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+    common = ["--sid_map", str(tmp_path / "sid_map.json"), "--per_device_train_batch_size", "8", "--eval_valid",
+              "false", "--logging_steps", "5", "--include_profile", "false"] + QUIET
+    assert main(["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--data", str(data), "--output_dir",
+                 str(tmp_path / "sft1"), "--max_steps", "4", "--save_steps", "4"] + common) == 0
+    stage1 = tmp_path / "sft1" / "final"
+    for name, extra in (("tr", ["--history_reasoning", "evidence", "--max_prompt_tokens", "2048"]), ("plain", [])):
+        assert main(["traces", "--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--model",
+                     str(stage1), "--output_dir", str(tmp_path / name), "--splits", "train",
+                     "--include_profile", "false"] + extra) == 0
+    stage2 = ["sft", "--stage", "2", "--model", str(stage1), "--data", str(data), "--stage2_tasks", "sequence",
+              "--replay_tasks", "", "--learning_rate", "5e-3", "--max_steps", "20", "--save_steps", "20",
+              "--max_length", "2048"] + common
+    assert main(stage2 + ["--traces", str(tmp_path / "tr"), "--output_dir", str(tmp_path / "sft2")]) == 0
+    losses = _losses(tmp_path / "sft2" / "checkpoint-20")
+    assert losses[-1] < 0.8 * losses[0]
+    final = tmp_path / "sft2" / "final"
+    assert PromptConfig.load(final).history_reasoning == "evidence" and PromptConfig.load(final).reasoning
+    info = json.loads((final / "genrec_model.json").read_text())
+    assert info["layout"] == "interleaved" and info["train_rows"] < len(load_traces(tmp_path / "tr", SIDS))
+    capsys.readouterr()
+    assert main(stage2 + ["--traces", str(tmp_path / "plain"), "--output_dir", str(tmp_path / "sft2b")]) == 1
+    assert "--history_reasoning" in capsys.readouterr().err and not (tmp_path / "sft2b" / "final").exists()
+
+
 def test_stage1_sequence_task_trains_through_trl(tmp_path):
     data = write_tiny_data_dir(tmp_path / "data")
     SIDS.save(tmp_path / "sid_map.json")
