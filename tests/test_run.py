@@ -50,9 +50,27 @@ def test_run_end_to_end_resumes(tmp_path):
     assert all(s["seconds_when_run"] is not None for s in summary["stages"])
 
 
+def test_run_with_reasoned_history_trains_stage2_on_sequences(tmp_path):
+    """The reasoned-history recipe through `genrec run`: traces, SFT 2 and evaluation all see history lines with their
+    reasoning (one prompt config from traces to evaluation), and stage 2 trains on `sequence` rows only."""
+    data, out = tmp_path / "data", tmp_path / "run"
+    run_command("synth", ["--out", str(data), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    run_command("run", ["--data", str(data), "--out", str(out), *TINY, "--skip_rl", "true", "--baselines", "",
+                        "--sft2_tasks", "sequence", "--history_reasoning", "evidence", "--max_prompt_tokens", "2048"])
+    assert PromptConfig.load(out / "sft2" / "final") == PromptConfig.load(out / "traces")
+    assert PromptConfig.load(out / "sft2" / "final").history_reasoning == "evidence"
+    argv = json.loads((out / "run_stages.json").read_text())["sft2"]["argv"]
+    assert argv[argv.index("--stage2_tasks") + 1] == "sequence" and argv[argv.index("--replay_tasks") + 1] == ""
+    results = json.loads((out / "eval" / "eval_report.json").read_text())["results"]
+    assert sorted(n.rsplit(":", 1)[1] for n in results) == ["sft1", "sft2"]
+    assert all(m["invalid"] == 0 for r in results.values() for m in r.values())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data", "{tmp}/missing"], "no such dataset folder"),
-    (["--data", "{tmp}", "--sft2_steps", "0"], "--sft2_steps must be an integer >= 1"),
+    (["--data", "{tmp}", "--sft2_steps", "-1"], "--sft2_steps must be >= 0"),
+    (["--data", "{tmp}", "--sft2_tasks", "sequence"], "set --history_reasoning evidence"),
+    (["--data", "{tmp}", "--sft2_tasks", "chains"], "--sft2_tasks must be traces and/or sequence"),
     (["--data", "{tmp}", "--sft1_steps", "0", "--sft1_epochs", "0"], "--sft1_epochs must be > 0"),
     (["--data", "{tmp}/bad"], "missing item file"),
 ])

@@ -56,7 +56,12 @@ class RunConfig:
     sft1_tasks: str = field(default="sequence", metadata={
         "help": "Stage-1 tasks, comma-separated (see `genrec sft --stage1_tasks`); 'sequence' trains every target "
                 "of a user's history in one pass."})
-    sft2_steps: int = field(default=300, metadata={"help": "Stage-2 SFT optimizer steps (reasoning traces)."})
+    sft2_steps: int = field(default=300, metadata={"help": "Stage-2 SFT optimizer steps (0 = train sft2_epochs)."})
+    sft2_epochs: float = field(default=3.0, metadata={"help": "Stage-2 SFT epochs (used when sft2_steps is 0)."})
+    sft2_tasks: str = field(default="traces", metadata={
+        "help": "Stage-2 rows (`genrec sft --stage2_tasks`): 'traces' (one row per trace, stage-1 rows replayed) or "
+                "'sequence' (every line of a user's history with its reasoning in one pass; needs --history_reasoning "
+                "evidence or pointer, and no stage-1 rows are replayed)."})
     rl_steps: int = field(default=60, metadata={"help": "RL optimizer steps."})
     rl_prompts: int = field(default=512, metadata={"help": "Training prompts sampled for RL (0 = every example)."})
     rl_config: str = field(default="configs/rl_sapo.yaml", metadata={
@@ -83,7 +88,11 @@ class RunConfig:
         need(self.sft1_epochs > 0, "sft1_epochs", "> 0")
         need(self.sft1_steps >= 0, "sft1_steps", ">= 0 (0 = train sft1_epochs)")
         need(bool(self.sft1_tasks.strip()), "sft1_tasks", "one or more stage-1 tasks")
-        for name in ("sft2_steps", "rl_steps", "num_beams", "sasrec_epochs"):
+        need(self.sft2_steps >= 0, "sft2_steps", ">= 0 (0 = train sft2_epochs)")
+        need(self.sft2_epochs > 0, "sft2_epochs", "> 0")
+        need(bool(self.sft2_tasks.strip()) and all(t.strip() in ("traces", "sequence") for t in
+                                                   self.sft2_tasks.split(",")), "sft2_tasks", "traces and/or sequence")
+        for name in ("rl_steps", "num_beams", "sasrec_epochs"):
             need(getattr(self, name) >= 1, name, "an integer >= 1")
         for name in ("rl_prompts", "eval_users"):
             need(getattr(self, name) >= 0, name, "an integer >= 0 (0 = all)")
@@ -229,7 +238,10 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
         stages.append(Stage("sft2", "SFT stage 2 (reasoning)", "sft",
                             ["--config", str(CONFIGS / "sft_stage2.yaml"), "--stage", "2", "--model", str(sft1 / "final"),
                              "--sid_map", str(tok), "--traces", str(traces), "--data", data, "--output_dir", str(sft2),
-                             "--max_steps", str(cfg.sft2_steps), "--seed", seed, "--resume", "true"],
+                             "--max_steps", str(cfg.sft2_steps or -1), "--num_train_epochs", str(cfg.sft2_epochs),
+                             "--stage2_tasks", cfg.sft2_tasks,
+                             *(["--replay_tasks", ""] if "sequence" in cfg.sft2_tasks else []),
+                             "--seed", seed, "--resume", "true"],
                             sft2 / "final" / "config.json", fresh_flags=("--resume", "false")))
         models.append(sft2 / "final")
         layouts.append("auto")
@@ -310,6 +322,9 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
     if not CONFIGS.is_dir():
         raise FileNotFoundError(f"{CONFIGS}: the configs/ folder of the source checkout is missing; "
                                 f"run `genrec {label}` from a clone installed with `pip install -e .`")
+    if "sequence" in cfg.sft2_tasks and not cfg.skip_reasoning and not prompt_cfg.history_reasoning:
+        raise ValueError("--sft2_tasks sequence trains on history lines that carry their reasoning: set "
+                         "--history_reasoning evidence (or pointer)")
     if not before:
         _check_data_path(cfg)  # before creating --out
     out = Path(cfg.out)
