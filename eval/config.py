@@ -61,6 +61,12 @@ class EvalConfig:
     max_users: int = field(default=0, metadata={"help": "Evaluate a seeded random subset of this many users (0 = all)."})
     seed: int = field(default=42, metadata={"help": "Seed for the user subset and SASRec."})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1, ..."})
+    repeat_prior: bool = field(
+        default=True,
+        metadata={"help": "Also report each model re-ranked with a repeat prior estimated on train (rows "
+                  "'<model>+repeat', eval/repeat.py): p = (1-w) p_model + w p(recency rank), w = share of train "
+                  "targets found in their own history. Reuses the model's beams (no extra search)."},
+    )
     save_predictions: bool = field(
         default=True, metadata={"help": "Write predictions_<method>_<protocol>.jsonl (top-k items, scores, reasoning) for models."}
     )

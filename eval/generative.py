@@ -129,6 +129,10 @@ class GenerativeRecommender(Recommender):
                 self.stats["filled"] += 1
         return beams
 
+    def history_beam(self, item_id: str, score: float) -> Beam:
+        """A beam for a history item the search did not return (the repeat prior brings it in; no reasoning)."""
+        return Beam(item_id, score, self.sid_map.codes(item_id) if item_id in self.sid_map else ())
+
     def recommend(self, examples: Sequence[Example], k: int, exclude_history: bool = False) -> list[list[str]]:
         return [[b.item_id for b in beams] for beams in self.recommend_beams(examples, k, exclude_history)]
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from eval.baselines import MostPop, RecentItems, SASRec, SASRecConfig
 from eval.config import EvalConfig
-from eval.generative import GenerativeRecommender, load_generative
+from eval.generative import load_generative
 from eval.harness import check_k, evaluate_ranker, validate_examples
 from eval.metrics import paired_difference
 from eval.protocols import excludes_history, select_examples
+from eval.repeat import REPEAT_SUFFIX, RepeatPrior, apply_repeat_prior
 from eval.report import write_report
 from genrec.data.schema import Example
 from genrec.model_folder import load_info, resolve_layout
@@ -56,9 +57,10 @@ def model_labels(model_dirs: list[str]) -> list[str]:
     return out
 
 
-def _write_predictions(path: Path, rec: GenerativeRecommender, examples, k: int, exclude: bool) -> list[list[str]]:
-    """Rank with `rec` once, write one JSON line per user, and return the ranking for the metrics."""
-    beams = rec.recommend_beams(examples, k, exclude)
+def _write_predictions(path: Path | None, beams, examples) -> list[list[str]]:
+    """Write one JSON line per user (when `path` is given) and return the ranking for the metrics."""
+    if path is None:
+        return [[b.item_id for b in bs] for bs in beams]
     lines = []
     for ex, bs in zip(examples, beams):
         lines.append(json.dumps({
@@ -70,12 +72,22 @@ def _write_predictions(path: Path, rec: GenerativeRecommender, examples, k: int,
     return [[b.item_id for b in bs] for bs in beams]
 
 
+def _predictions_path(out_dir: Path, name: str, protocol: str, save: bool = True) -> Path | None:
+    if not save:
+        return None
+    return out_dir / f"predictions_{name.replace(':', '_').replace('/', '_')}_{protocol}.jsonl"
+
+
 def paired_comparisons(methods: list[str], protocols: list[str], per_user: dict) -> dict[str, dict]:
     """Paired per-user NDCG@10 differences on the same users: each generative model minus the one before it
-    (stage 1 -> stage 2 -> RL in `genrec run`) and minus each baseline."""
-    models = [m for m in methods if m.startswith("genrec")]
+    (stage 1 -> stage 2 -> RL in `genrec run`), each repeat-mixture row minus its model, and every generative
+    row minus each baseline."""
+    generative = [m for m in methods if m.startswith("genrec")]
+    models = [m for m in generative if not m.endswith(REPEAT_SUFFIX)]
     baselines = [m for m in methods if not m.startswith("genrec")]
-    pairs = list(zip(models[1:], models[:-1])) + [(m, b) for m in models for b in baselines]
+    pairs = list(zip(models[1:], models[:-1]))
+    pairs += [(m, m[: -len(REPEAT_SUFFIX)]) for m in generative if m.endswith(REPEAT_SUFFIX)]
+    pairs += [(m, b) for m in generative for b in baselines]
     out: dict[str, dict] = {}
     for p in protocols:
         for a, b in pairs:
@@ -125,6 +137,13 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data), sid_map=sid_map)
         resolve_layout(model_dir, load_info(model_dir), layouts[i] if len(layouts) > 1 else layouts[0])
     labels = model_labels(cfg.model_list())
+    prior = RepeatPrior.fit(data.train) if cfg.repeat_prior and cfg.model_list() else None
+    if prior is not None:
+        meta["repeat_prior"] = prior.to_dict()
+        _log(f"repeat prior from {len(data.train)} train examples: weight {prior.weight:.3f} "
+             f"(share of targets found in their own history)" + ("; no repeats, rows skipped" if not prior.weight else ""))
+        if not prior.weight:
+            prior = None
     begin_writing(out_dir)  # until the report is written, readers and `genrec run` see the folder as incomplete
     for i, model_dir in enumerate(cfg.model_list()):
         layout = layouts[i] if len(layouts) > 1 else layouts[0]
@@ -137,12 +156,15 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")
         results[name] = {}
+        mixed_name = name + REPEAT_SUFFIX
+        if prior is not None:
+            results[mixed_name] = {}
         for protocol in protocols:
-            def ranker(exs, k, exclude, _rec=rec, _protocol=protocol, _name=name):
-                if cfg.save_predictions:
-                    safe = _name.replace(":", "_").replace("/", "_")
-                    return _write_predictions(out_dir / f"predictions_{safe}_{_protocol}.jsonl", _rec, exs, k, exclude)
-                return _rec.recommend(exs, k, exclude)
+            beams_of: dict[str, list] = {}
+
+            def ranker(exs, k, exclude, _rec=rec, _protocol=protocol, _name=name, _store=beams_of):
+                _store["examples"], _store["beams"] = exs, _rec.recommend_beams(exs, k, exclude)
+                return _write_predictions(_predictions_path(out_dir, _name, _protocol, cfg.save_predictions), _store["beams"], exs)
 
             filled0 = rec.stats["filled"]
             metrics = evaluate_ranker(ranker, examples, data.catalog, protocol=protocol, ks=ks, sid_map=rec.sid_map,
@@ -152,6 +174,20 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             _log(f"{name} [{protocol}]: ndcg@10={metrics.get('ndcg@10', float('nan')):.4f} "
                  f"recall@10={metrics.get('recall@10', float('nan')):.4f} invalid={int(metrics['invalid'])} "
                  f"({metrics['users_per_second']:.2f} users/s)")
+            if prior is not None:
+                def mixed_ranker(exs, k, exclude, _rec=rec, _protocol=protocol, _name=mixed_name, _store=beams_of):
+                    beams = _store["beams"]
+                    if not exclude:  # the `new` protocol excludes history items: the prior has nothing to add
+                        beams = apply_repeat_prior(prior, beams, exs, k, _rec.history_beam)
+                    return _write_predictions(_predictions_path(out_dir, _name, _protocol, cfg.save_predictions), beams, exs)
+
+                mixed = evaluate_ranker(mixed_ranker, examples, data.catalog, protocol=protocol, ks=ks,
+                                        sid_map=rec.sid_map, per_user=per_user.setdefault((mixed_name, protocol), {}))
+                mixed["seconds"] += metrics["seconds"]  # the beam search it re-ranks
+                mixed["users_per_second"] = metrics["users_per_second"]
+                results[mixed_name][protocol] = mixed
+                _log(f"{mixed_name} [{protocol}]: ndcg@10={mixed.get('ndcg@10', float('nan')):.4f} "
+                     f"recall@10={mixed.get('recall@10', float('nan')):.4f}")
         meta["methods"][name] = {"model": model_dir, "layout": rec.layout, "num_beams": cfg.num_beams,
                                  "max_block_tokens": rec.max_block_tokens, "load_and_eval_seconds": time.perf_counter() - t0}
 

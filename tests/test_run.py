@@ -25,7 +25,11 @@ def test_run_end_to_end_resumes(tmp_path):
     results = report["results"]
     assert {"mostpop", "recent", "sasrec"} <= set(results)
     generative = [name for name in results if name.startswith("genrec")]
-    assert sorted(name.rsplit(":", 1)[1] for name in generative) == ["rl", "sft1", "sft2"], generative
+    models = [name for name in generative if not name.endswith("+repeat")]
+    assert sorted(name.rsplit(":", 1)[1] for name in models) == ["rl", "sft1", "sft2"], generative
+    # the repeat-prior rows re-rank each model's own beams (rows only when train targets repeat history items)
+    assert all(name[: -len("+repeat")] in models for name in generative if name.endswith("+repeat"))
+    assert (len(generative) == 6) == (report["meta"]["repeat_prior"]["weight"] > 0)
     for name in generative:
         for protocol, metrics in results[name].items():
             assert metrics["invalid"] == 0, (name, protocol)
@@ -62,7 +66,7 @@ def test_run_with_reasoned_history_trains_stage2_on_sequences(tmp_path):
     argv = json.loads((out / "run_stages.json").read_text())["sft2"]["argv"]
     assert argv[argv.index("--stage2_tasks") + 1] == "sequence" and argv[argv.index("--replay_tasks") + 1] == ""
     results = json.loads((out / "eval" / "eval_report.json").read_text())["results"]
-    assert sorted(n.rsplit(":", 1)[1] for n in results) == ["sft1", "sft2"]
+    assert sorted(n.rsplit(":", 1)[1] for n in results if not n.endswith("+repeat")) == ["sft1", "sft2"]
     assert all(m["invalid"] == 0 for r in results.values() for m in r.values())
 
 

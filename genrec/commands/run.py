@@ -74,6 +74,9 @@ class RunConfig:
     baselines: str = field(default="mostpop,recent,sasrec", metadata={
         "help": "Baselines evaluated beside the models, comma-separated ('' for none)."})
     sasrec_epochs: int = field(default=200, metadata={"help": "SASRec epoch cap (early stopping on valid NDCG@10)."})
+    repeat_prior: bool = field(default=True, metadata={
+        "help": "Also report each model re-ranked with the repeat prior estimated on train ('+repeat' rows, "
+                "`genrec evaluate --repeat_prior`)."})
     skip_reasoning: bool = field(default=False, metadata={
         "help": "Stop after stage 1: no traces, stage 2 or RL; evaluate the no-reasoning model only."})
     skip_rl: bool = field(default=False, metadata={"help": "No RL stage; evaluate the stage-1 and stage-2 models."})
@@ -259,7 +262,7 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                          *(["--traces", str(traces)] if reasoning else []),
                          "--baselines", ",".join(cfg.baseline_list()), "--sasrec_max_epochs", str(cfg.sasrec_epochs),
                          "--max_users", str(cfg.eval_users), "--num_beams", str(cfg.num_beams),
-                         "--protocols", cfg.protocols, "--seed", seed],
+                         "--protocols", cfg.protocols, "--repeat_prior", str(cfg.repeat_prior).lower(), "--seed", seed],
                         ev / "eval_report.json"))
     return [Stage(s.key, s.title, s.command, stage_flags(s.command, s.argv, data_cfg, prompt_cfg), s.marker,
                   s.fresh_flags) for s in stages]
