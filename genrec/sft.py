@@ -8,13 +8,14 @@ the loss on completion tokens only and appends EOS.
 
 from __future__ import annotations
 
+
 import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from trl import SFTConfig
+from trl import SFTConfig, SFTTrainer
 
 from genrec import stage_output
 from genrec.data.schema import Catalog, Example
@@ -82,6 +83,10 @@ class SFTStageConfig:
         "help": "Stage 2 rows: 'traces' (one row per trace: prompt -> reasoning + SID), 'sequence' (every line of a "
                 "user's history with its reasoning, one pass per window; needs traces built with --history_reasoning "
                 "and --data), or both, comma-separated."})
+    sid_loss_weight: float = field(default=1.0, metadata={
+        "help": "Loss weight of SID-token targets relative to the other completion tokens (1 = plain token-mean "
+                "cross-entropy). A reasoning row has ~10x more block tokens than SID tokens, so the SID decision gets "
+                "a small share of the gradient; > 1 shifts it towards the SIDs (sid_weighted_loss)."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
     max_eval_examples: int = field(default=256, metadata={"help": "Cap on eval rows (0 = all)."})
@@ -103,6 +108,8 @@ class SFTStageConfig:
         bad = [t for t in self.replay() if t not in STAGE1_TASKS]
         if bad:
             raise ValueError(f"unknown replay_tasks {bad}; expected some of {STAGE1_TASKS}")
+        if not self.sid_loss_weight > 0:
+            raise ValueError(f"--sid_loss_weight must be > 0, got {self.sid_loss_weight}")
         if not self.stage2() or any(t not in STAGE2_TASKS for t in self.stage2()):
             raise ValueError(f"stage2_tasks must be some of {STAGE2_TASKS}, got {self.stage2_tasks!r}")
 
@@ -298,6 +305,48 @@ def apply_lora(model, stage: SFTStageConfig):
     return model
 
 
+def sid_weighted_loss(sid_token_ids: list[int], weight: float):
+    """A TRL/transformers `compute_loss_func`: next-token cross-entropy where SID-token targets count `weight`
+    times, other completion tokens once, prompt tokens (label -100) not at all.
+
+    Each micro-batch is the weighted mean, scaled by its share of the step's tokens (`num_items_in_batch`), so
+    with weight 1 it equals the plain token mean TRL computes, gradient accumulation included.
+    """
+    ids = torch.tensor(sorted(set(sid_token_ids)), dtype=torch.long)
+
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        logits = outputs.logits[:, :-1, :].float()
+        target = labels[:, 1:].to(logits.device)
+        valid = target != -100
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                               ignore_index=-100, reduction="none").view_as(target)
+        w = torch.where(torch.isin(target, ids.to(target.device)), float(weight), 1.0) * valid
+        loss = (ce * w).sum() / w.sum().clamp(min=1e-8)
+        if num_items_in_batch is not None:
+            loss = loss * valid.sum() / torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
+        return loss
+
+    return loss_func
+
+
+class GenrecSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer; `sid_loss` (sid_weighted_loss) replaces its token-mean loss, None keeps TRL's loss and
+    metrics."""
+
+    def __init__(self, *args, sid_loss=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sid_loss = sid_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.sid_loss is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
+        loss = self.sid_loss(outputs, inputs["labels"], num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients across ranks
+        return (loss, outputs) if return_outputs else loss
+
+
 def train_sft(
     model_path: str | Path,
     sid_map: SIDMap,
@@ -309,8 +358,6 @@ def train_sft(
     prompt_cfg: PromptConfig | None = None,
 ) -> Path:
     """Fine-tune `model_path` on prompt/completion rows with TRL; save `<output_dir>/final`; return it."""
-    from trl import SFTTrainer
-
     stage = stage or SFTStageConfig()
     model, tokenizer = load_model_and_tokenizer(model_path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     check_model_tokens(tokenizer, sid_map, model, where=str(model_path))
@@ -332,12 +379,16 @@ def train_sft(
         model = apply_lora(model, stage)
     if "input_ids" in train_ds.column_names:
         args.completion_only_loss = True  # pre-tokenized rows carry their loss mask in completion_mask
-    trainer = SFTTrainer(
+    loss_func = None
+    if stage.sid_loss_weight != 1.0:
+        loss_func = sid_weighted_loss(tokenizer.convert_tokens_to_ids(sid_map.all_tokens()), stage.sid_loss_weight)
+    trainer = GenrecSFTTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
+        sid_loss=loss_func,
     )
     from genrec import model_folder
 
