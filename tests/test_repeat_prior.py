@@ -87,3 +87,19 @@ def test_evaluate_reports_repeat_rows_from_the_same_beams(tmp_path):
                "--baselines", "", "--progress", "false", "--repeat_prior", "false", "--protocols", "all"])
     assert rc == 0
     assert list(json.loads((tmp_path / "off" / "eval_report.json").read_text())["results"]) == ["genrec-direct"]
+
+
+def test_recommend_applies_the_prior_from_the_data(tmp_path, capsys):
+    data = _with_repeats(write_tiny_data_dir(tmp_path / "data"))
+    tok = write_tiny_tokenizer_dir(tmp_path / "tok")
+    user, history, _ = (data / "tiny-jobs.test.inter").read_text().splitlines()[1].split("\t")
+    base = ["recommend", "--data", str(data), "--model", str(tiny_model_dir()), "--sid_map", str(tok),
+            "--topk", "3", "--num_beams", "4", "--layout", "direct", "--json", "true"]
+    assert main(base + ["--user", user]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["repeat_prior"]["weight"] > 0.5
+    assert payload["recommendations"][0]["item_id"] == history.split()[-1]
+    assert main(base + ["--user", user, "--repeat_prior", "false"]) == 0
+    assert json.loads(capsys.readouterr().out)["repeat_prior"] is None
+    assert main(base[:-2] + ["--history", history.split()[-1]]) == 0
+    assert "repeat prior w=" in capsys.readouterr().out

@@ -36,6 +36,9 @@ class RecommendConfig:
         default=0, metadata={"help": "Free-text budget per thinking block; 0 = the model folder's (genrec_model.json), "
                              "else genrec.traces.budget.DEFAULT_MAX_BLOCK_TOKENS."})
     exclude_history: bool = field(default=False, metadata={"help": "Only recommend jobs not in the history."})
+    repeat_prior: bool = field(default=True, metadata={
+        "help": "Re-rank with the repeat prior estimated on --data's train split (eval/repeat.py; the '+repeat' rows "
+                "of `genrec evaluate`); off when --data has no interaction files or no repeats."})
     item_template: str = field(default="", metadata={"help": "How to print a job, e.g. '{title} at {company}, {city}'."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of text."})
@@ -94,10 +97,19 @@ def run(cfg: RecommendConfig) -> None:
                           num_beams=cfg.num_beams, max_block_tokens=cfg.max_block_tokens, device=cfg.device)
     example = Example(cfg.user or "cli-user", tuple(h.item_id for h in history), "", profile)
     beams = rec.recommend_beams([example], cfg.topk, cfg.exclude_history)[0]
+    prior = None
+    if cfg.repeat_prior and not cfg.exclude_history:
+        from eval.repeat import RepeatPrior, apply_repeat_prior
+        from genrec.data.loader import detect, load_data
+
+        if cfg.user or detect(cfg.data).kind != "items":
+            prior = RepeatPrior.fit((data if cfg.user else load_data(cfg.data, verbose=False)).train)
+            beams = apply_repeat_prior(prior, [beams], [example], cfg.topk, rec.history_beam)[0]
     template = display_template(catalog, cfg.item_template)
     if cfg.json:
         print(json.dumps({
             "layout": rec.layout,
+            "repeat_prior": prior.to_dict() if prior is not None else None,
             "history": [h.__dict__ for h in history],
             "recommendations": [
                 {"rank": r, "item_id": b.item_id, "text": catalog.render(b.item_id, template), "score": None if b.filled else b.score,
@@ -106,5 +118,6 @@ def run(cfg: RecommendConfig) -> None:
             ],
         }, indent=1, ensure_ascii=False))
     else:
-        print(f"[{rec.layout} layout, {cfg.num_beams} beams]")
+        how = f", repeat prior w={prior.weight:.3f} (eval/repeat.py)" if prior is not None and prior.weight else ""
+        print(f"[{rec.layout} layout, {cfg.num_beams} beams{how}]")
         print(format_recommendations(beams, catalog, rec.sid_map, template, history))
