@@ -63,8 +63,8 @@ class EvalConfig:
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1, ..."})
     repeat_prior: bool = field(
         default=True,
-        metadata={"help": "Also report each model re-ranked with a repeat prior estimated on train (rows "
-                  "'<model>+repeat', eval/repeat.py): p = (1-w) p_model + w p(recency rank), w = share of train "
+        metadata={"help": "Also report each model re-ranked with a repeat prior counted on the valid split (rows "
+                  "'<model>+repeat', eval/repeat.py): p = (1-w) p_model + w p(recency rank), w = share of valid "
                   "targets found in their own history. Reuses the model's beams (no extra search)."},
     )
     save_predictions: bool = field(

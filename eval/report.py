@@ -106,8 +106,9 @@ def write_report(out_dir: str | Path, results: Results, meta: Mapping | None = N
     md += ["", markdown_table(results), "",
            "R = Recall (hit rate), N = NDCG, one held-out item per user; protocol `all`: every item is a "
            "candidate; `new`: history items excluded, repeat targets dropped. invalid must be 0.", "",
-           *([f"`+repeat` rows: the model's own list re-ranked with a repeat prior estimated on train "
-              f"(weight {meta['repeat_prior']['weight']:.3f} = share of train targets found in their own history; "
+           *([f"`+repeat` rows: the model's own list re-ranked with a repeat prior counted on the "
+              f"{meta['repeat_prior'].get('split') or 'valid'} split (weight {meta['repeat_prior']['weight']:.3f} = "
+              "share of its targets found in their own history; "
               "eval/repeat.py); under `new` it equals the model's row.", ""] if meta.get("repeat_prior") else []),
            f"![Recall@K]({RECALL_PNG})", f"![NDCG@K]({NDCG_PNG})", ""]
     paired = meta.get("paired_ndcg10") or {}

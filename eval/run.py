@@ -14,7 +14,7 @@ from eval.generative import load_generative
 from eval.harness import check_k, evaluate_ranker, validate_examples
 from eval.metrics import paired_difference
 from eval.protocols import excludes_history, select_examples
-from eval.repeat import REPEAT_SUFFIX, RepeatPrior, apply_repeat_prior
+from eval.repeat import REPEAT_SUFFIX, apply_repeat_prior, fit_prior
 from eval.report import write_report
 from genrec.data.schema import Example
 from genrec.model_folder import load_info, resolve_layout
@@ -137,10 +137,10 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data), sid_map=sid_map)
         resolve_layout(model_dir, load_info(model_dir), layouts[i] if len(layouts) > 1 else layouts[0])
     labels = model_labels(cfg.model_list())
-    prior = RepeatPrior.fit(data.train) if cfg.repeat_prior and cfg.model_list() else None
+    prior = fit_prior(data, cfg.eval_split) if cfg.repeat_prior and cfg.model_list() else None
     if prior is not None:
         meta["repeat_prior"] = prior.to_dict()
-        _log(f"repeat prior from {len(data.train)} train examples: weight {prior.weight:.3f} "
+        _log(f"repeat prior from {prior.examples} {prior.split} examples: weight {prior.weight:.3f} "
              f"(share of targets found in their own history)" + ("; no repeats, rows skipped" if not prior.weight else ""))
         if not prior.weight:
             prior = None

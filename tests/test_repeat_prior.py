@@ -14,6 +14,18 @@ from genrec.data.schema import Example
 from tests.helpers_tiny import tiny_model_dir, write_tiny_data_dir, write_tiny_tokenizer_dir
 
 
+def test_prior_is_counted_on_valid_unless_valid_is_evaluated():
+    from eval.repeat import fit_prior
+    from genrec.data.schema import RecData
+
+    train = [Example("u", ("a",), "a")]
+    valid = [Example("u", ("a", "b"), "c"), Example("v", ("x",), "x")]
+    data = RecData("d", None, {}, train, valid, [])
+    assert (fit_prior(data).split, fit_prior(data).weight) == ("valid", 0.5)
+    assert (fit_prior(data, "valid").split, fit_prior(data, "valid").weight) == ("train", 1.0)
+    assert fit_prior(RecData("d", None, {}, train, [], [])).split == "train"
+
+
 def test_prior_is_the_share_of_repeat_targets_by_recency_rank():
     train = [
         Example("u1", ("a", "b", "a"), "a"),  # distinct recency order a, b: rank 0
@@ -43,8 +55,8 @@ def test_mix_reranks_history_items_by_the_mixture():
 
 
 def _with_repeats(folder):
-    """Rewrite the tiny pre-split files so every train and test target with a history repeats its last item."""
-    for split in ("train", "test"):
+    """Rewrite the tiny pre-split files so every target with a history repeats its last item."""
+    for split in ("train", "valid", "test"):
         path = folder / f"tiny-jobs.{split}.inter"
         lines = path.read_text().splitlines()
         out = [lines[0]]
@@ -67,6 +79,7 @@ def test_evaluate_reports_repeat_rows_from_the_same_beams(tmp_path):
     results, meta = report["results"], report["meta"]
     assert list(results) == ["genrec-direct", "genrec-direct+repeat", "recent"]
     assert meta["repeat_prior"]["weight"] > 0.5 and meta["repeat_prior"]["rank_probs"][0] == pytest.approx(1.0)
+    assert meta["repeat_prior"]["split"] == "valid"
     preds = [json.loads(x) for x in (out / "predictions_genrec-direct+repeat_all.jsonl").read_text().splitlines()]
     base = [json.loads(x) for x in (out / "predictions_genrec-direct_all.jsonl").read_text().splitlines()]
     assert [p["user_id"] for p in preds] == [p["user_id"] for p in base]

@@ -37,7 +37,7 @@ class RecommendConfig:
                              "else genrec.traces.budget.DEFAULT_MAX_BLOCK_TOKENS."})
     exclude_history: bool = field(default=False, metadata={"help": "Only recommend jobs not in the history."})
     repeat_prior: bool = field(default=True, metadata={
-        "help": "Re-rank with the repeat prior estimated on --data's train split (eval/repeat.py; the '+repeat' rows "
+        "help": "Re-rank with the repeat prior counted on --data's valid split (eval/repeat.py; the '+repeat' rows "
                 "of `genrec evaluate`); off when --data has no interaction files or no repeats."})
     item_template: str = field(default="", metadata={"help": "How to print a job, e.g. '{title} at {company}, {city}'."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
@@ -99,11 +99,11 @@ def run(cfg: RecommendConfig) -> None:
     beams = rec.recommend_beams([example], cfg.topk, cfg.exclude_history)[0]
     prior = None
     if cfg.repeat_prior and not cfg.exclude_history:
-        from eval.repeat import RepeatPrior, apply_repeat_prior
+        from eval.repeat import apply_repeat_prior, fit_prior
         from genrec.data.loader import detect, load_data
 
         if cfg.user or detect(cfg.data).kind != "items":
-            prior = RepeatPrior.fit((data if cfg.user else load_data(cfg.data, verbose=False)).train)
+            prior = fit_prior(data if cfg.user else load_data(cfg.data, verbose=False))
             beams = apply_repeat_prior(prior, [beams], [example], cfg.topk, rec.history_beam)[0]
     template = display_template(catalog, cfg.item_template)
     if cfg.json:

@@ -75,7 +75,7 @@ class RunConfig:
         "help": "Baselines evaluated beside the models, comma-separated ('' for none)."})
     sasrec_epochs: int = field(default=200, metadata={"help": "SASRec epoch cap (early stopping on valid NDCG@10)."})
     repeat_prior: bool = field(default=True, metadata={
-        "help": "Also report each model re-ranked with the repeat prior estimated on train ('+repeat' rows, "
+        "help": "Also report each model re-ranked with the repeat prior counted on the valid split ('+repeat' rows, "
                 "`genrec evaluate --repeat_prior`)."})
     skip_reasoning: bool = field(default=False, metadata={
         "help": "Stop after stage 1: no traces, stage 2 or RL; evaluate the no-reasoning model only."})
