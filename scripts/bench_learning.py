@@ -108,7 +108,7 @@ def mean_std(vals: list[float]) -> dict:
 @functools.lru_cache(maxsize=None)  # each evaluation is read once, though it appears in several pairs
 def user_ndcg(eval_dir: Path, k: int = 10) -> dict[str, float]:
     """Per-user NDCG@k from the evaluation's saved predictions (all-items protocol)."""
-    (path,) = sorted(eval_dir.glob("predictions_*_all.jsonl"))[:1] or [None]
+    (path,) = sorted(p for p in eval_dir.glob("predictions_*_all.jsonl") if "+repeat" not in p.name)[:1] or [None]
     if path is None:
         raise SystemExit(f"[learning] {eval_dir}: no predictions_*_all.jsonl (evaluate with --save_predictions true)")
     out = {}
@@ -187,7 +187,7 @@ def main() -> None:
     per_run: dict[str, dict] = {}
     for (method, s), (m, e, _) in models.items():
         report = json.loads((e / "eval_report.json").read_text())
-        (metrics,) = report["results"].values()
+        (metrics,) = [v for k, v in report["results"].items() if not k.endswith("+repeat")]  # the model's own row
         row = {"metrics": metrics["all"], "num_users": report["meta"]["num_examples"]}
         if method != "sft_only":
             row["zero_adv"] = zero_adv_fractions(m.parent)
