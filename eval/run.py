@@ -163,7 +163,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             beams_of: dict[str, list] = {}
 
             def ranker(exs, k, exclude, _rec=rec, _protocol=protocol, _name=name, _store=beams_of):
-                _store["examples"], _store["beams"] = exs, _rec.recommend_beams(exs, k, exclude)
+                _store["beams"] = _rec.recommend_beams(exs, k, exclude)
                 return _write_predictions(_predictions_path(out_dir, _name, _protocol, cfg.save_predictions), _store["beams"], exs)
 
             filled0 = rec.stats["filled"]

@@ -8,7 +8,6 @@ the loss on completion tokens only and appends EOS.
 
 from __future__ import annotations
 
-
 import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -306,8 +305,8 @@ def apply_lora(model, stage: SFTStageConfig):
 
 
 def sid_weighted_loss(sid_token_ids: list[int], weight: float):
-    """A TRL/transformers `compute_loss_func`: next-token cross-entropy where SID-token targets count `weight`
-    times, other completion tokens once, prompt tokens (label -100) not at all.
+    """The loss of `GenrecSFTTrainer` (outputs, labels, num_items_in_batch) -> loss: next-token cross-entropy where
+    SID-token targets count `weight` times, other completion tokens once, prompt tokens (label -100) not at all.
 
     Each micro-batch is the weighted mean, scaled by its share of the step's tokens (`num_items_in_batch`), so
     with weight 1 it equals the plain token mean TRL computes, gradient accumulation included.
