@@ -9,6 +9,7 @@ the loss on completion tokens only and appends EOS.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -87,6 +88,10 @@ class SFTStageConfig:
                 "cross-entropy). A reasoning row has ~10x more block tokens than SID tokens, so the SID decision gets "
                 "a small share of the gradient; > 1 shifts it towards the SIDs (sid_weighted_loss)."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
+    max_steps_cap: int = field(default=0, metadata={
+        "help": "Upper bound on optimizer steps when training by epochs (--max_steps <= 0): a larger epoch budget is "
+                "cut to this many steps and the learning-rate schedule spans the cut budget (0 = no cap). A CPU time "
+                "budget that does not grow with the number of users."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
     max_eval_examples: int = field(default=256, metadata={"help": "Cap on eval rows (0 = all)."})
     resume: bool = field(default=False, metadata={"help": "Resume from the latest checkpoint in output_dir."})
@@ -107,6 +112,8 @@ class SFTStageConfig:
         bad = [t for t in self.replay() if t not in STAGE1_TASKS]
         if bad:
             raise ValueError(f"unknown replay_tasks {bad}; expected some of {STAGE1_TASKS}")
+        if self.max_steps_cap < 0:
+            raise ValueError(f"--max_steps_cap must be >= 0 (0 = no cap), got {self.max_steps_cap}")
         if not self.sid_loss_weight > 0:
             raise ValueError(f"--sid_loss_weight must be > 0, got {self.sid_loss_weight}")
         if not self.stage2() or any(t not in STAGE2_TASKS for t in self.stage2()):
@@ -376,6 +383,7 @@ def train_sft(
         stage_output.clear_checkpoints(out_dir, log=log.warning)
     if stage.use_lora:
         model = apply_lora(model, stage)
+    cap_epoch_budget(args, len(train_ds), stage.max_steps_cap)
     if "input_ids" in train_ds.column_names:
         args.completion_only_loss = True  # pre-tokenized rows carry their loss mask in completion_mask
     loss_func = None
@@ -405,6 +413,25 @@ def train_sft(
                                            prompt_cfg=prompt_cfg)
         trainer.accelerator.wait_for_everyone()
     return final
+
+
+def epoch_steps(args: SFTConfig, rows: int) -> int:
+    """Optimizer steps that `args.num_train_epochs` epochs of `rows` rows take (as transformers' Trainer counts them:
+    batches per epoch over all processes, divided by gradient accumulation)."""
+    batches = math.ceil(rows / (args.per_device_train_batch_size * max(1, args.world_size)))
+    per_epoch = max(1, batches // args.gradient_accumulation_steps)
+    return math.ceil(args.num_train_epochs * per_epoch)
+
+
+def cap_epoch_budget(args: SFTConfig, rows: int, cap: int) -> None:
+    """Set `args.max_steps = cap` when an epoch budget (max_steps <= 0) would take more than `cap` steps."""
+    if cap <= 0 or args.max_steps > 0:
+        return
+    steps = epoch_steps(args, rows)
+    if steps > cap:
+        log.info("%.1f epochs of %d rows are %d steps: capped at --max_steps_cap %d (%.1f epochs)",
+                 args.num_train_epochs, rows, steps, cap, args.num_train_epochs * cap / steps)
+        args.max_steps = cap
 
 
 def _last_loss(trainer) -> float | None:

@@ -422,3 +422,30 @@ def test_sid_loss_weight_trains_the_sid_tokens_faster(tmp_path):
     assert ce[8.0] < ce[1.0], ce
     with pytest.raises(ValueError, match="sid_loss_weight"):
         SFTStageConfig(stage=2, sid_loss_weight=0)
+
+
+def test_max_steps_cap_cuts_an_epoch_budget_and_leaves_a_smaller_one(tmp_path):
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+    base = ["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--sid_map", str(tmp_path / "sid_map.json"),
+            "--data", str(data), "--stage1_tasks", "item2sid", "--per_device_train_batch_size", "4",
+            "--num_train_epochs", "3", "--save_steps", "1000", "--eval_valid", "false"] + QUIET
+
+    uncapped, capped = tmp_path / "uncapped", tmp_path / "capped"
+    assert main(base + ["--output_dir", str(uncapped), "--max_steps_cap", "0"]) == 0
+    rows = json.loads((uncapped / "final" / "genrec_model.json").read_text())["train_rows"]
+    full = 3 * -(-rows // 4)  # 3 epochs of ceil(rows / 4) batches
+    assert _global_step(uncapped) == full > 5
+    assert main(base + ["--output_dir", str(capped), "--max_steps_cap", "5"]) == 0
+    assert _global_step(capped) == 5
+    # a cap above the epoch budget changes nothing
+    assert main(base + ["--output_dir", str(tmp_path / "loose"), "--max_steps_cap", str(full + 10)]) == 0
+    assert _global_step(tmp_path / "loose") == full
+    with pytest.raises(ValueError, match="max_steps_cap"):
+        SFTStageConfig(max_steps_cap=-1)
+
+
+def _global_step(out: Path) -> int:
+    """Steps trained, from the trainer state saved with the last checkpoint."""
+    states = sorted(out.glob("checkpoint-*/trainer_state.json"))
+    return json.loads(states[-1].read_text())["global_step"]
