@@ -146,7 +146,8 @@ def sid_quality(codes: np.ndarray, sizes: list[int], pairs: np.ndarray, x: np.nd
 
 # -------------------------------------------------------------------------------------------- runners
 def run_ours(method: str, emb: np.ndarray, ids: list[str], levels: int, k: int, seed: int, **over) -> dict:
-    cfg = TokenizerConfig(method=method, levels=levels, codebook_size=k, seed=seed, cache_dir="", **over)
+    # quantizers compared on the same given embeddings: no collaborative part (that is measured end to end)
+    cfg = TokenizerConfig(method=method, levels=levels, codebook_size=k, seed=seed, cache_dir="", **{"collab_dim": 0, **over})
     tok = SIDTokenizer(cfg)
     sid_map = tok.fit(None, ids, embeddings=emb)
     rep = tok.report

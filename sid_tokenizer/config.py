@@ -46,6 +46,23 @@ class TokenizerConfig:
         },
     )
 
+    # --- collaborative part of the item vectors ----------------------------------------------------
+    collab_dim: int = field(
+        default=64,
+        metadata={
+            "help": "Dimensions of a collaborative vector appended to each item's (unit) text vector before "
+            "quantisation: PPMI of the items viewed within collab_window steps of each other in the train "
+            "sequences, reduced by SVD (sid_tokenizer/collab.py). Needs interactions (`genrec fit-tokenizer` reads "
+            "them from --data); 0 = text only. Synthetic market: stage-1 NDCG@10 0.088 -> 0.135 (docs/bench)."
+        },
+    )
+    collab_weight: float = field(
+        default=1.0, metadata={"help": "Length of the collaborative part relative to the unit text vector."}
+    )
+    collab_window: int = field(
+        default=3, metadata={"help": "Views at most this many steps apart in a user's sequence count as co-views."}
+    )
+
     # --- quantizer ---------------------------------------------------------------------------------
     method: str = field(
         default="rqkmeans",
@@ -148,6 +165,9 @@ class TokenizerConfig:
         need(self.dedup_min_size >= 1, "dedup_min_size", "an integer >= 1")
         need(1 <= self.label_words <= 8, "label_words", "an integer from 1 to 8")
         need(self.threads >= 0, "threads", "an integer >= 0")
+        need(isinstance(self.collab_dim, int) and self.collab_dim >= 0, "collab_dim", "an integer >= 0 (0 = text only)")
+        need(self.collab_weight > 0, "collab_weight", "a number > 0")
+        need(isinstance(self.collab_window, int) and self.collab_window >= 1, "collab_window", "an integer >= 1")
         need(bool(self.encoder and self.encoder.strip()), "encoder", "an encoder name, folder or .npy path")
         return self
 

@@ -25,6 +25,7 @@ import torch
 
 from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import dedup_codes, dedup_size, free_dedup_code
+from sid_tokenizer.collab import collaborative_vectors
 from sid_tokenizer.embed import HFEncoder, NpyEncoder, TfidfSvdEncoder, embed_catalog, make_encoder
 from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
@@ -65,6 +66,7 @@ class SIDTokenizer:
         self.quantizer: RQVAE | RQKMeans | None = None
         self.codebook_sizes: list[int] = []  # semantic levels + dedup level
         self.embedding_dim = 0
+        self.collab_dim = 0  # trailing dimensions of the item vectors that hold the collaborative part (collab.py)
         self.report: dict[str, Any] = {}
         self._known_hash = np.zeros(0, dtype=np.int64)
         self._known_codes = np.zeros((0, self.cfg.levels), dtype=np.int64)
@@ -80,25 +82,28 @@ class SIDTokenizer:
         item_ids: list[str],
         embeddings: np.ndarray | None = None,
         log_dir: str | Path | None = None,
+        sequences: list[list[str]] | None = None,
     ) -> SIDMap:
         """Fit on the catalog and return its collision-free SIDMap (with prefix labels when texts are given).
 
         Give texts (embedded with `cfg.encoder`) or precomputed `embeddings` (one row per item), or both (the
-        texts then only feed labels and the fitted-text table).
+        texts then only feed labels and the fitted-text table). `sequences` (item ids in time order, one list
+        per user, training interactions only) add the collaborative part when `cfg.collab_dim` > 0; without
+        them the SIDs come from the text alone (recorded in the report).
         """
         if not self.cfg.threads:
-            return self._fit(texts, item_ids, embeddings, log_dir)
+            return self._fit(texts, item_ids, embeddings, log_dir, sequences)
         from threadpoolctl import threadpool_limits
 
         previous = torch.get_num_threads()
         torch.set_num_threads(self.cfg.threads)
         try:
             with threadpool_limits(self.cfg.threads):  # BLAS inside the TF-IDF SVD
-                return self._fit(texts, item_ids, embeddings, log_dir)
+                return self._fit(texts, item_ids, embeddings, log_dir, sequences)
         finally:
             torch.set_num_threads(previous)
 
-    def _fit(self, texts, item_ids, embeddings, log_dir) -> SIDMap:
+    def _fit(self, texts, item_ids, embeddings, log_dir, sequences=None) -> SIDMap:
         cfg = self.cfg
         item_ids = [str(i) for i in item_ids]
         n = len(item_ids)
@@ -128,6 +133,18 @@ class SIDTokenizer:
                 max_seq_length=cfg.max_seq_length, batch_size=cfg.embed_batch_size, device=cfg.device,
             )
             emb, embed_info = embed_catalog(self.encoder, list(texts), cfg.cache_dir)
+        collab_info = None
+        self.collab_dim = 0
+        if cfg.collab_dim and sequences is None:
+            warnings.warn("SIDTokenizer.fit: collab_dim > 0 but no interaction sequences given; the SIDs come from "
+                          "the item text alone", stacklevel=3)
+        elif cfg.collab_dim:
+            index = {item: i for i, item in enumerate(item_ids)}
+            cf, collab_info = collaborative_vectors(
+                ([index[it] for it in seq if it in index] for seq in sequences), n, cfg.collab_dim,
+                cfg.collab_window, cfg.seed)
+            self.collab_dim = cfg.collab_dim
+            emb = np.concatenate([_unit_rows(emb), cfg.collab_weight * cf], axis=1).astype(np.float32)
         self.embedding_dim = int(emb.shape[1])
         if texts is not None:
             # Identical texts must share a SID prefix whatever produced the vectors (cache, batching, .npy).
@@ -221,6 +238,7 @@ class SIDTokenizer:
             "num_labels": len(labels),
             "embed_seconds": embed_info["seconds"],
             "embeddings_cached": embed_info["cached"],
+            "collab": collab_info,
             "fit_seconds": fit_seconds,
             "label_seconds": label_seconds,
         }
@@ -233,10 +251,13 @@ class SIDTokenizer:
             writer.close()
         return sid_map
 
-    def fit_catalog(self, catalog, log_dir: str | Path | None = None, source: str = "") -> SIDMap:
+    def fit_catalog(self, catalog, log_dir: str | Path | None = None, source: str = "",
+                    sequences: list[list[str]] | None = None) -> SIDMap:
         """Fit on a `genrec.data.schema.Catalog`, rendering item texts with `cfg.template`; the SID map records
-        the catalog's fingerprint (`source`: where it came from), checked by the stages that read both."""
-        sid_map = self.fit(catalog.texts(self.cfg.template), list(catalog.item_ids), log_dir=log_dir)
+        the catalog's fingerprint (`source`: where it came from), checked by the stages that read both.
+        `sequences`: the train interactions' item ids per user, for the collaborative part (see `fit`)."""
+        sid_map = self.fit(catalog.texts(self.cfg.template), list(catalog.item_ids), log_dir=log_dir,
+                           sequences=sequences)
         sid_map.catalog = catalog_fingerprint(list(catalog.item_ids), catalog.fields, source)
         return sid_map
 
@@ -251,9 +272,14 @@ class SIDTokenizer:
         self._known_hash, self._known_codes = hashes[order], prefix[order]
 
     def encode_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        """Semantic-prefix codes (m, levels) of new embeddings (same encoder as the fit), no refit."""
+        """Semantic-prefix codes (m, levels) of new embeddings (same encoder as the fit), no refit.
+
+        With a collaborative part, text embeddings (its width) are accepted: a new item has no co-views yet,
+        so its collaborative part is zero and its text places it."""
         self._check_fitted()
         emb = np.asarray(embeddings, dtype=np.float32)
+        if self.collab_dim and emb.ndim == 2 and emb.shape[1] == self.embedding_dim - self.collab_dim:
+            emb = np.concatenate([_unit_rows(emb), np.zeros((len(emb), self.collab_dim), np.float32)], axis=1)
         if emb.ndim != 2 or emb.shape[1] != self.embedding_dim:
             raise ValueError(f"encode: embeddings of shape {emb.shape}, expected (m, {self.embedding_dim})")
         if not np.isfinite(emb).all():
@@ -351,6 +377,7 @@ class SIDTokenizer:
             "template": self.cfg.template,
             "encoder": encoder_meta,
             "embedding_dim": self.embedding_dim,
+            "collab_dim": self.collab_dim,
             "codebook_sizes": self.codebook_sizes,
             "config": self.cfg.to_dict(),
             "report": self.report,
@@ -386,6 +413,7 @@ class SIDTokenizer:
         cfg = TokenizerConfig.from_dict(payload["config"])
         tok = cls(cfg)
         tok.embedding_dim = int(payload["embedding_dim"])
+        tok.collab_dim = int(payload.get("collab_dim", 0))
         tok.codebook_sizes = [int(s) for s in payload["codebook_sizes"]]
         tok.report = payload.get("report", {})
         k = tok.codebook_sizes[0]
@@ -410,6 +438,12 @@ class SIDTokenizer:
         tok._known_hash = tensors["known.hash"].numpy().astype(np.int64)
         tok._known_codes = tensors["known.codes"].numpy().astype(np.int64)
         return tok
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), so the text and collaborative parts weigh as configured."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _writer(log_dir: str | Path | None):

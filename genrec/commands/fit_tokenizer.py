@@ -48,6 +48,19 @@ def _same_fit(out: Path, args: FitTokenizerArgs, cfg: TokenizerConfig) -> dict |
     return report if same else None
 
 
+def train_sequences(data: str, data_cfg: DataConfig | None) -> list[list[str]] | None:
+    """Each user's train items in time order (the collaborative part of the SIDs); None for a catalog-only dataset.
+
+    Only the train split is read, so no validation or test target shapes the SIDs the model is judged with."""
+    from genrec.data.loader import detect, load_data
+    from genrec.data.sequences import reconstruct_sequences
+
+    if detect(data).kind == "items":
+        return None  # SIDTokenizer.fit warns that the SIDs come from the text alone
+    rec = load_data(data, data_cfg, verbose=False)
+    return [list(items) for items, _ in reconstruct_sequences(rec.train)]
+
+
 def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | None = None) -> dict:
     """Fit, save everything, print a short summary; returns the report dict."""
     from genrec.checks import check_output_dir
@@ -76,9 +89,11 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
         return done
     print(f"[fit-tokenizer] {len(catalog)} items from {args.data}; encoder {cfg.encoder}, method {cfg.method}, "
           f"{cfg.levels} x {cfg.codebook_size} + dedup", file=sys.stderr, flush=True)
+    sequences = train_sequences(args.data, data_cfg) if cfg.collab_dim else None
     tok = SIDTokenizer(cfg)
     with writing(out):  # readers refuse the folder until every file below is written (genrec/stage_output.py)
-        sid_map = tok.fit_catalog(catalog, log_dir=out / "tb", source=Path(args.data).resolve().name)
+        sid_map = tok.fit_catalog(catalog, log_dir=out / "tb", source=Path(args.data).resolve().name,
+                                  sequences=sequences)
         tok.save(out)
         sid_map.save(out / "sid_map.json")
         atomic_write_text(out / "sid_labels.json", json.dumps(sid_map.labels, indent=1, ensure_ascii=False))

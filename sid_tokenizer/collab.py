@@ -1,0 +1,73 @@
+"""Collaborative item vectors from interaction sequences: PPMI of co-views within a window, reduced by SVD.
+
+Why: a semantic ID is only as useful to the recommender as the similarity its codes encode. Text alone puts the
+same job title at two companies in one code and leaves the dedup level to tell them apart by item id, an arbitrary
+code the model can only memorise (two thirds of the synthetic market's items had a non-zero dedup code). Items
+that users view close together in time are what a sequential recommender must predict from one another, so their
+co-view statistics are appended to the text vector before quantisation (the "collaborative" part of LC-Rec /
+LETTER-style SIDs). Only training interactions are counted; an item nobody viewed in train (and any item added
+after the fit) gets a zero collaborative part and is placed by its text alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import svds
+
+
+def cooccurrence(sequences: Iterable[Sequence[int]], num_items: int, window: int) -> sparse.csr_matrix:
+    """Symmetric counts of item pairs viewed within `window` steps of each other (an item with itself not counted)."""
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for seq in sequences:
+        s = np.asarray(seq, dtype=np.int64)
+        for lag in range(1, min(window, len(s) - 1) + 1):
+            a, b = s[lag:], s[:-lag]
+            keep = a != b
+            rows += [a[keep], b[keep]]
+            cols += [b[keep], a[keep]]
+    if not rows:
+        return sparse.csr_matrix((num_items, num_items), dtype=np.float64)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    return sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(num_items, num_items), dtype=np.float64)
+
+
+def ppmi(counts: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Positive pointwise mutual information of a symmetric count matrix (zero where the count is zero)."""
+    total = counts.sum()
+    if total == 0:
+        return counts.copy()
+    marg = np.asarray(counts.sum(axis=1)).ravel()
+    coo = counts.tocoo()
+    pmi = np.log(coo.data * total / (marg[coo.row] * marg[coo.col]))
+    keep = pmi > 0
+    return sparse.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=counts.shape)
+
+
+def collaborative_vectors(sequences: Iterable[Sequence[int]], num_items: int, dim: int, window: int = 3,
+                          seed: int = 0) -> tuple[np.ndarray, dict]:
+    """(num_items, dim) unit-length vectors (zero rows for items without co-views) and a small report.
+
+    `sequences` are item indices (0..num_items-1) in time order, one sequence per user.
+    """
+    m = ppmi(cooccurrence(sequences, num_items, window))
+    seen = np.asarray((m != 0).sum(axis=1)).ravel() > 0
+    k = min(dim, num_items - 1, max(1, int(seen.sum()) - 1))
+    out = np.zeros((num_items, dim), dtype=np.float32)
+    if m.nnz and k >= 1:
+        # ARPACK's top-k singular triplets, converged to tolerance (a randomized SVD's lower components were loose
+        # enough to change the codes: synthetic NDCG@10 0.108 with it against 0.135 with the exact SVD); a seeded
+        # start vector makes it deterministic
+        v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, num_items)
+        u, s, _ = svds(m, k=k, v0=v0, random_state=seed)
+        v = u * np.sqrt(np.maximum(s, 0.0))  # U * sqrt(S): symmetric factorisation
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        out[:, :k] = np.where(norms > 0, v / np.maximum(norms, 1e-12), 0.0)
+    return out, {"items_with_coviews": float(seen.mean()) if num_items else 0.0, "pairs": int(m.nnz // 2),
+                 "dim": dim, "window": window}
+
+
+__all__ = ["collaborative_vectors", "cooccurrence", "ppmi"]
