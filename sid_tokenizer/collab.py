@@ -5,8 +5,10 @@ same job title at two companies in one code and leaves the dedup level to tell t
 code the model can only memorise (two thirds of the synthetic market's items had a non-zero dedup code). Items
 that users view close together in time are what a sequential recommender must predict from one another, so their
 co-view statistics are appended to the text vector before quantisation (the "collaborative" part of LC-Rec /
-LETTER-style SIDs). Only training interactions are counted; an item nobody viewed in train (and any item added
-after the fit) gets a zero collaborative part and is placed by its text alone.
+LETTER-style SIDs). Only training interactions are counted. An item nobody viewed in train borrows the mean
+collaborative vector of its nearest text neighbours that were viewed (`impute_from_text`): left at zero, such
+items (47% of jobs-kaggle's catalog) would form their own clusters apart from every viewed item. Items added after
+the fit get a zero collaborative part and are placed by their text.
 """
 
 from __future__ import annotations
@@ -70,4 +72,24 @@ def collaborative_vectors(sequences: Iterable[Sequence[int]], num_items: int, di
                  "dim": dim, "window": window}
 
 
-__all__ = ["collaborative_vectors", "cooccurrence", "ppmi"]
+def impute_from_text(collab: np.ndarray, text: np.ndarray, neighbours: int = 10, chunk: int = 4096) -> np.ndarray:
+    """`collab` with each zero row replaced by the unit mean of the `neighbours` most text-similar non-zero rows.
+
+    `text` rows are unit vectors (cosine = dot product); the scan is chunked so memory stays O(chunk x items)."""
+    seen = np.linalg.norm(collab, axis=1) > 0
+    todo, have = np.flatnonzero(~seen), np.flatnonzero(seen)
+    if not len(todo) or not len(have):
+        return collab
+    out = collab.copy()
+    k = min(neighbours, len(have))
+    for s in range(0, len(todo), chunk):
+        rows = todo[s:s + chunk]
+        sim = text[rows] @ text[have].T
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        mean = collab[have[top]].mean(axis=1)
+        norms = np.linalg.norm(mean, axis=1, keepdims=True)
+        out[rows] = np.where(norms > 0, mean / np.maximum(norms, 1e-12), 0.0)
+    return out
+
+
+__all__ = ["collaborative_vectors", "cooccurrence", "impute_from_text", "ppmi"]

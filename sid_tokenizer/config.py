@@ -48,12 +48,13 @@ class TokenizerConfig:
 
     # --- collaborative part of the item vectors ----------------------------------------------------
     collab_dim: int = field(
-        default=64,
+        default=0,
         metadata={
             "help": "Dimensions of a collaborative vector appended to each item's (unit) text vector before "
             "quantisation: PPMI of the items viewed within collab_window steps of each other in the train "
             "sequences, reduced by SVD (sid_tokenizer/collab.py). Needs interactions (`genrec fit-tokenizer` reads "
-            "them from --data); 0 = text only. Synthetic market: stage-1 NDCG@10 0.088 -> 0.135 (docs/bench)."
+            "them from --data); 0 = text only (default: it helped on the synthetic market and hurt on jobs-kaggle, "
+            "docs/bench/learning.md session 8); 64 is the measured setting."
         },
     )
     collab_weight: float = field(

@@ -25,7 +25,7 @@ import torch
 
 from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import dedup_codes, dedup_size, free_dedup_code
-from sid_tokenizer.collab import collaborative_vectors
+from sid_tokenizer.collab import collaborative_vectors, impute_from_text
 from sid_tokenizer.embed import HFEncoder, NpyEncoder, TfidfSvdEncoder, embed_catalog, make_encoder
 from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
@@ -144,7 +144,9 @@ class SIDTokenizer:
                 ([index[it] for it in seq if it in index] for seq in sequences), n, cfg.collab_dim,
                 cfg.collab_window, cfg.seed)
             self.collab_dim = cfg.collab_dim
-            emb = np.concatenate([_unit_rows(emb), cfg.collab_weight * cf], axis=1).astype(np.float32)
+            text = _unit_rows(emb)
+            cf = impute_from_text(cf, text)
+            emb = np.concatenate([text, cfg.collab_weight * cf], axis=1).astype(np.float32)
         self.embedding_dim = int(emb.shape[1])
         if texts is not None:
             # Identical texts must share a SID prefix whatever produced the vectors (cache, batching, .npy).

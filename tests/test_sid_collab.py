@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from genrec.cli import main
-from sid_tokenizer.collab import collaborative_vectors, cooccurrence, ppmi
+from sid_tokenizer.collab import collaborative_vectors, cooccurrence, impute_from_text, ppmi
 from sid_tokenizer.tokenizer import SIDTokenizer
 from tests.helpers_tiny import write_tiny_data_dir
 from tests.sid_helpers import TEMPLATE, tiny_catalog, tiny_config
@@ -98,3 +98,13 @@ def test_fit_tokenizer_cli_reads_the_train_interactions(tmp_path, capsys):
     assert json.loads((tmp_path / "text" / "tokenizer_report.json").read_text())["collab"] is None
     assert main(common + ["--out", str(tmp_path / "bad"), "--collab_window", "0"]) != 0
     assert "collab_window=0 is invalid" in capsys.readouterr().err
+
+
+def test_items_without_coviews_borrow_their_text_neighbours_vectors():
+    text = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.95, 0.05]], dtype=np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    cf = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 1], [0, 0, 1], [0, 0, 0]], dtype=np.float32)  # item 4: no co-views
+    out = impute_from_text(cf, text, neighbours=2)
+    assert np.allclose(out[4], [1, 0, 0])  # its two nearest texts are items 0 and 1
+    assert np.array_equal(out[:4], cf[:4])
+    assert np.array_equal(impute_from_text(np.zeros((3, 2), np.float32), text[:3]), np.zeros((3, 2)))
