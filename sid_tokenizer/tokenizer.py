@@ -25,7 +25,7 @@ import torch
 
 from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import dedup_codes, dedup_size, free_dedup_code
-from sid_tokenizer.collab import collaborative_vectors, impute_from_text
+from sid_tokenizer.collab import collaborative_vectors, impute_from_text, unit_rows
 from sid_tokenizer.embed import HFEncoder, NpyEncoder, TfidfSvdEncoder, embed_catalog, make_encoder
 from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
@@ -144,7 +144,7 @@ class SIDTokenizer:
                 ([index[it] for it in seq if it in index] for seq in sequences), n, cfg.collab_dim,
                 cfg.collab_window, cfg.seed)
             self.collab_dim = cfg.collab_dim
-            text = _unit_rows(emb)
+            text = unit_rows(emb)
             cf = impute_from_text(cf, text)
             emb = np.concatenate([text, cfg.collab_weight * cf], axis=1).astype(np.float32)
         self.embedding_dim = int(emb.shape[1])
@@ -281,7 +281,7 @@ class SIDTokenizer:
         self._check_fitted()
         emb = np.asarray(embeddings, dtype=np.float32)
         if self.collab_dim and emb.ndim == 2 and emb.shape[1] == self.embedding_dim - self.collab_dim:
-            emb = np.concatenate([_unit_rows(emb), np.zeros((len(emb), self.collab_dim), np.float32)], axis=1)
+            emb = np.concatenate([unit_rows(emb), np.zeros((len(emb), self.collab_dim), np.float32)], axis=1)
         if emb.ndim != 2 or emb.shape[1] != self.embedding_dim:
             raise ValueError(f"encode: embeddings of shape {emb.shape}, expected (m, {self.embedding_dim})")
         if not np.isfinite(emb).all():
@@ -440,12 +440,6 @@ class SIDTokenizer:
         tok._known_hash = tensors["known.hash"].numpy().astype(np.int64)
         tok._known_codes = tensors["known.codes"].numpy().astype(np.int64)
         return tok
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), so the text and collaborative parts weigh as configured."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _writer(log_dir: str | Path | None):
