@@ -116,3 +116,7 @@ def test_recommend_applies_the_prior_from_the_data(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["repeat_prior"] is None
     assert main(base[:-2] + ["--history", history.split()[-1]]) == 0
     assert "repeat prior w=" in capsys.readouterr().out
+    # --user reads the data as the data flags say (as `genrec evaluate` does): a shorter --max_history, a shorter history
+    assert len(payload["history"]) > 1
+    assert main(base + ["--user", user, "--max_history", "1"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["history"]) == 1

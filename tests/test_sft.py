@@ -219,6 +219,9 @@ def test_sequence_rows_loss_mask_on_hand_built_history():
     assert masked == (len(long_items) - 1) * SIDS.num_levels
     with pytest.raises(ValueError, match="plain prompts"):
         sequence_rows(cat, SIDS, examples, tok, PromptConfig(use_chat_template=True))
+    # Text-only history lines have no SID tokens to train: an error, not rows without loss.
+    with pytest.raises(ValueError, match="history_format 'text' writes no SID tokens"):
+        sequence_rows(cat, SIDS, examples, tok, PromptConfig(history_format="text", reasoning=False))
 
 
 def test_reasoned_sequence_rows_carry_the_teachers_answers():
@@ -422,6 +425,33 @@ def test_sid_loss_weight_trains_the_sid_tokens_faster(tmp_path):
     assert ce[8.0] < ce[1.0], ce
     with pytest.raises(ValueError, match="sid_loss_weight"):
         SFTStageConfig(stage=2, sid_loss_weight=0)
+
+
+def test_full_logits_loss_trains_like_trls_fused_lm_head(tmp_path):
+    """--loss_impl full (the CPU default) is TRL's loss computed from the full logits: the same seed and rows train
+    the same weights as TRL's fused LM head."""
+    from genrec.sft import full_logits_loss
+
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    pc = PromptConfig(history_format="sid", include_profile=False)
+    traces = make_traces(REC, SIDS, tok, TraceConfig(output_dir=str(tmp_path / "tr"), splits="train"), pc)
+    ds = load_traces(traces, SIDS).select_columns(["prompt", "completion"])
+    weights = {}
+    for impl in ("fused", "full"):
+        args = GenrecSFTConfig(output_dir=str(tmp_path / impl), max_steps=6, per_device_train_batch_size=8,
+                               learning_rate=5e-3, logging_steps=2, save_strategy="no", report_to="none",
+                               disable_tqdm=True, seed=0)
+        final = train_sft(tiny_model_dir(), SIDS, ds, args, stage=SFTStageConfig(stage=2, loss_impl=impl),
+                          prompt_cfg=pc)
+        model, _ = load_model_and_tokenizer(final)
+        weights[impl] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    start = torch.cat([p.detach().flatten() for p in load_model_and_tokenizer(tiny_model_dir())[0].parameters()])
+    assert not torch.allclose(weights["full"], start)  # it trained
+    assert torch.allclose(weights["fused"], weights["full"], atol=1e-4, rtol=1e-3)
+    assert full_logits_loss("full") and not full_logits_loss("fused")
+    assert full_logits_loss("auto") == (not torch.cuda.is_available())
+    with pytest.raises(ValueError, match="loss_impl"):
+        SFTStageConfig(stage=2, loss_impl="chunked")
 
 
 def test_max_steps_cap_cuts_an_epoch_budget_and_leaves_a_smaller_one(tmp_path):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from genrec.data.config import DataConfig
+
 HELP = "Recommend top-K jobs for a history (item ids or free text), showing the reasoning and SID meanings."
 
 
@@ -48,7 +50,9 @@ class RecommendConfig:
             raise ValueError(f"--topk must be >= 1, got {self.topk}")
 
 
-CONFIG_CLASSES = (RecommendConfig,)
+# DataConfig: how --user's history and the repeat prior are read (give the flags the model was trained with, e.g.
+# --collapse_repeats false for a model trained on repeats kept).
+CONFIG_CLASSES = (RecommendConfig, DataConfig)
 
 
 def display_template(catalog, given: str = "") -> str | None:
@@ -61,7 +65,7 @@ def display_template(catalog, given: str = "") -> str | None:
         ", {city}" if "city" in catalog.fields else "")
 
 
-def run(cfg: RecommendConfig) -> None:
+def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
     from eval.generative import load_generative
     from eval.interactive import explain, format_recommendations, resolve_history, split_history
     from eval.harness import check_k
@@ -78,7 +82,7 @@ def run(cfg: RecommendConfig) -> None:
     if cfg.user:
         from genrec.data.loader import load_data
 
-        data = load_data(cfg.data, verbose=False)
+        data = load_data(cfg.data, data_cfg, verbose=False)
         catalog = data.catalog
         found = [ex for ex in getattr(data, cfg.user_split) if ex.user_id == cfg.user]
         if not found:
@@ -103,7 +107,7 @@ def run(cfg: RecommendConfig) -> None:
         from genrec.data.loader import detect, load_data
 
         if cfg.user or detect(cfg.data).kind != "items":
-            prior = fit_prior(data if cfg.user else load_data(cfg.data, verbose=False))
+            prior = fit_prior(data if cfg.user else load_data(cfg.data, data_cfg, verbose=False))
             beams = apply_repeat_prior(prior, [beams], [example], cfg.topk, rec.history_beam)[0]
     template = display_template(catalog, cfg.item_template)
     if cfg.json:

@@ -1,0 +1,79 @@
+"""Stage-1 SFT step time: TRL's fused LM head vs the full-logits loss, random vs length-grouped batches, one run.
+
+    OMP_NUM_THREADS=2 PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py              # demo market, 80 steps
+    PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --steps 200 --threads 1
+
+Builds (once, under --work) the demo's synthetic market, SID map and tiny model with the genrec CLI, then trains the
+same `genrec sft --stage 1` (configs/sft_stage1.yaml, the `sequence` task) for --steps steps under each variant, one
+after another in this process's machine, and reads TRL's `train_runtime` and the last logged loss. Ratios are
+against the first variant (TRL's defaults). Prints a Markdown table and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+VARIANTS = {  # name -> extra `genrec sft` flags
+    "fused LM head, random batches (TRL defaults)": ["--loss_impl", "fused", "--train_sampling_strategy", "random"],
+    "full logits, random batches": ["--loss_impl", "full", "--train_sampling_strategy", "random"],
+    "full logits, length-grouped batches (genrec default on CPU)": ["--loss_impl", "full",
+                                                                    "--train_sampling_strategy", "group_by_length"],
+}
+
+
+def genrec(threads: int, *args: str) -> str:
+    cmd = [sys.executable, "-m", "genrec.cli", "--threads", str(threads), *args]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return done.stdout + done.stderr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(REPO / "bench_results" / "sft_speed"))
+    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "bench_results" / "bench_sft_speed.json"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    data, tok, model = work / "data", work / "tokenizer", work / "model"
+    if not (data / "synth_config.json").exists():
+        genrec(args.threads, "synth", "--out", str(data), "--seed", "0", "--num_jobs", "3000", "--num_users", "1500")
+    if not (tok / "sid_map.json").exists():
+        genrec(args.threads, "fit-tokenizer", "--data", str(data), "--out", str(tok), "--seed", "0",
+               "--codebook_size", "32", "--overwrite", "true")
+    if not (model / "config.json").exists():
+        genrec(args.threads, "build-model", "--sid_map", str(tok), "--data", str(data), "--output_dir", str(model),
+               "--seed", "0")
+    rows = []
+    for name, flags in VARIANTS.items():
+        out = genrec(args.threads, "sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model", str(model),
+                     "--sid_map", str(tok), "--data", str(data), "--output_dir", str(work / "sft"),
+                     "--max_steps", str(args.steps), "--save_steps", "100000", "--report_to", "none",
+                     "--max_eval_examples", "0", "--logging_steps", "20", "--seed", "0", *flags)
+        runtime = float(re.findall(r"'train_runtime': '?([0-9.]+)", out)[-1])
+        losses = re.findall(r"'loss': '?([0-9.]+)", out)
+        rows.append({"variant": name, "flags": " ".join(flags), "steps": args.steps, "train_seconds": runtime,
+                     "seconds_per_step": runtime / args.steps, "last_logged_loss": float(losses[-1]) if losses else None})
+    base = rows[0]["train_seconds"]
+    print(f"| variant | {args.steps} steps (s) | s/step | speed-up | last logged loss |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        r["speedup"] = base / r["train_seconds"]
+        print(f"| {r['variant']} | {r['train_seconds']:.1f} | {r['seconds_per_step']:.3f} | {r['speedup']:.2f}x | "
+              f"{r['last_logged_loss']} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
