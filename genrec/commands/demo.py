@@ -27,7 +27,7 @@ class DemoConfig:
     sft1_epochs: float = field(default=8.0, metadata={
         "help": "Epochs of stage-1 SFT (the `sequence` task: every target of a user's history in one pass). At 5 "
                 "epochs NDCG@10 was 0.050, at 10 epochs 0.075 (docs/bench/learning.md)."})
-    sft2_steps: int = field(default=200, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces, with "
+    sft2_steps: int = field(default=800, metadata={"help": "Optimizer steps of stage-2 SFT (reasoning traces, with "
                                                                 "stage-1 rows replayed)."})
     rl_steps: int = field(default=6, metadata={"help": "SAPO optimizer steps."})
     rl_prompts: int = field(default=128, metadata={"help": "Training prompts sampled for SAPO."})

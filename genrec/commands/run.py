@@ -60,7 +60,9 @@ class RunConfig:
     sft1_tasks: str = field(default="sequence", metadata={
         "help": "Stage-1 tasks, comma-separated (see `genrec sft --stage1_tasks`); 'sequence' trains every target "
                 "of a user's history in one pass."})
-    sft2_steps: int = field(default=300, metadata={"help": "Stage-2 SFT optimizer steps (0 = train sft2_epochs)."})
+    sft2_steps: int = field(default=800, metadata={"help": "Stage-2 SFT optimizer steps (0 = train sft2_epochs). "
+                                                            "Synthetic market: 200 steps NDCG@10 0.015, 600 steps 0.059 "
+                                                            "(docs/bench/learning.md, session 9)."})
     sft2_epochs: float = field(default=3.0, metadata={"help": "Stage-2 SFT epochs (used when sft2_steps is 0)."})
     sft2_tasks: str = field(default="traces", metadata={
         "help": "Stage-2 rows (`genrec sft --stage2_tasks`): 'traces' (one row per trace, stage-1 rows replayed) or "
