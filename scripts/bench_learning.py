@@ -21,7 +21,6 @@ import functools
 import json
 import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eval.metrics import paired_difference  # noqa: E402
 from eval.repeat import REPEAT_SUFFIX  # noqa: E402  the '+repeat' rows are re-rankings, not the model's own
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,11 +131,8 @@ def paired_bootstrap(eval_dirs: dict[tuple[str, int], Path], a: str, b: str, see
         da = user_ndcg(eval_dirs[(a, s)] if a != "sft_only" else eval_dirs[("sft_only", 0)])
         db = user_ndcg(eval_dirs[(b, s)] if b != "sft_only" else eval_dirs[("sft_only", 0)])
         diffs += [da[u] - db[u] for u in da if u in db]
-    rng = random.Random(0)
-    n = len(diffs)
-    boots = sorted(sum(rng.choice(diffs) for _ in range(n)) / n for _ in range(n_boot))
-    return {"mean_diff": sum(diffs) / n, "ci95": [boots[int(0.025 * n_boot)], boots[int(0.975 * n_boot) - 1]],
-            "p_le_0": sum(x <= 0 for x in boots) / n_boot, "pairs": n}
+    d = paired_difference(diffs, [0.0] * len(diffs), num_samples=n_boot)
+    return {"mean_diff": d["mean_diff"], "ci95": [d["ci_low"], d["ci_high"]], "p_le_0": d["p_le_0"], "pairs": d["users"]}
 
 
 def main() -> None:
