@@ -81,6 +81,25 @@ def test_fit_tokenizer_cli_rqvae_and_existing_output(tmp_path, data_dir, capsys)
     assert main(args + ["--overwrite", "true"]) == 0
 
 
+def test_fit_tokenizer_rerun_on_changed_texts_is_not_a_no_op(tmp_path, capsys):
+    """Same settings, same folder, same item ids, but other item texts: the SID map is not silently kept."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_item_file(tiny_catalog(300), data)
+    out = tmp_path / "tok"
+    args = ["fit-tokenizer", "--data", str(data), "--out", str(out), *FAST]
+    assert main(args) == 0
+    assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    (item_file,) = data.glob("*.item")
+    lines = item_file.read_text(encoding="utf-8").splitlines()
+    header, first = lines[0].split("\t"), lines[1].split("\t")
+    col = next(i for i, h in enumerate(header) if h.startswith("title"))
+    first[col] = "Underwater Basket Weaver"
+    item_file.write_text("\n".join([lines[0], "\t".join(first), *lines[2:]]) + "\n", encoding="utf-8")
+    assert main(args) == 1
+    assert "fitted on another catalog" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

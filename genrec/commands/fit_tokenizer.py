@@ -82,7 +82,13 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
     if done is not None:
         from sid_tokenizer.sidmap import SIDMap
 
-        if set(SIDMap.load(out).item_to_codes) != set(catalog.item_ids):
+        from sid_tokenizer.sidmap import catalog_matches
+
+        fitted = SIDMap.load(out)
+        same = set(fitted.item_to_codes) == set(catalog.item_ids)
+        if same and fitted.catalog:  # same ids, other texts (e.g. another market) is another catalog too
+            same = catalog_matches(fitted.catalog, list(catalog.item_ids), catalog.fields) is not False
+        if not same:
             raise FileExistsError(f"{out / 'sid_map.json'} already exists (fitted on another catalog): pass "
                                   "--overwrite true to replace it")
         print(f"{out}: already fitted with these settings on {args.data}; nothing to do (--overwrite true refits)")
