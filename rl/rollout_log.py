@@ -8,7 +8,9 @@ Written by `SAPOTrainer` (main process, every logging step, `SAPOConfig.log_roll
      "reward", "outcome_reward", "outcome_advantage"}]}
 
 Crash safety: each append is whole lines written in one call and flushed; a line torn by a crash is skipped by the
-reader, and the next append first ends it with a newline so the torn line never swallows a good one.
+reader, and the next append first ends it with a newline so the torn line never swallows a good one. `genrec rl`
+drops the records after the step it resumes from (all of them on a fresh start) before training, so a step is never
+logged twice.
 """
 
 from __future__ import annotations
@@ -51,3 +53,27 @@ def append_records(path: str | Path, records: Iterable[dict]) -> int:
         f.flush()
         os.fsync(f.fileno())
     return len(lines)
+
+
+def drop_records_after(path: str | Path, step: int) -> int:
+    """Keep only the records logged at or before optimizer `step` (rewritten atomically; torn lines go too); returns
+    how many were dropped. A run resumed from the checkpoint of `step` logs the later steps again, and a fresh run
+    (`step` 0) starts the file anew, so no step appears twice."""
+    from sid_tokenizer.sidmap import atomic_write_text
+
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += bool(line.strip())
+    if dropped:
+        atomic_write_text(path, "".join(x + "\n" for x in kept))
+    return dropped

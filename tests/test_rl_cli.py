@@ -55,7 +55,19 @@ def test_rl_command_trains_saves_and_resumes(tmp_path):
     state = json.loads(state_file.read_text())
     state["log_history"][0]["loss"] = 123.0
     state_file.write_text(json.dumps(state))
+    # A kill after step 2 could have logged step 3's rollouts (and torn a line) before checkpoint-3 existed: the
+    # resumed run logs step 3 again, so those lines must go, and no (step, group) may appear twice.
+    rollouts = tmp_path / "out" / "rollouts.jsonl"
+    first_run = rollouts.read_text().splitlines()
+    assert first_run and {json.loads(x)["step"] for x in first_run} <= {1, 2}
+    with rollouts.open("a") as f:
+        f.write(json.dumps({**json.loads(first_run[-1]), "step": 3, "user_id": "stale"}) + "\n" + '{"step": 3, "gro')
     assert main(_args(tmp_path, 3)) == 0
+    records = [json.loads(x) for x in rollouts.read_text().splitlines()]
+    assert records[: len(first_run)] == [json.loads(x) for x in first_run]
+    assert all(r["user_id"] != "stale" for r in records) and 3 in {r["step"] for r in records}
+    keys = [(r["step"], r["group"]) for r in records]
+    assert len(keys) == len(set(keys))
     state = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]

@@ -10,6 +10,7 @@ genrec_model.json with stage rl, its layout, algorithm and block budget) into <o
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -112,6 +113,11 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         file=sys.stderr,
     )
     trainer = SAPOTrainer(model, args, sid_map, train_dataset=dataset, processing_class=tokenizer)
+    if trainer.accelerator.is_main_process:  # no step of rollouts.jsonl twice after a resume or a fresh restart
+        from rl.rollout_log import ROLLOUT_FILE, drop_records_after
+
+        resumed_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"] if resume else 0
+        drop_records_after(Path(args.output_dir) / ROLLOUT_FILE, resumed_step)
     out = Path(args.output_dir) / FINAL_DIR
     with writing(args.output_dir):  # `genrec run` redoes the stage if a kill leaves the note (stage_output.py)
         train(trainer, resume)  # a checkpoint saved at the end of training is loaded, not trained on
