@@ -203,6 +203,13 @@ def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
     budget (at least one is kept); then shorten the profile from its end; raise ValueError if even that
     does not fit.
     """
+    return fit_prompt(example, catalog, sid_map, tokenizer, cfg)[0]
+
+
+def fit_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
+               cfg: PromptConfig | None = None) -> tuple[str, int]:
+    """`build_prompt`'s text and how many of the most recent history items it shows (what a reasoning trace for
+    this prompt may cite: its lines are numbered from the first item shown)."""
     cfg = cfg or PromptConfig()
     for item in example.history:
         if item not in sid_map:
@@ -221,7 +228,7 @@ def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
     # Drop the oldest items: binary search for the smallest `first` that fits (fewer items -> fewer tokens).
     lo, hi = 0, max(len(history) - 1, 0)
     if count_tokens(render(0, profile), tokenizer) <= cfg.max_prompt_tokens:
-        return render(0, profile)
+        return render(0, profile), len(history)
     while lo < hi:
         mid = (lo + hi) // 2
         if count_tokens(render(mid, profile), tokenizer) <= cfg.max_prompt_tokens:
@@ -230,7 +237,7 @@ def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
             lo = mid + 1
     prompt = render(lo, profile)
     if count_tokens(prompt, tokenizer) <= cfg.max_prompt_tokens:
-        return prompt
+        return prompt, len(history) - lo
     # Shorten the profile (token-wise, from its end).
     if profile:
         ids = tokenizer(profile, add_special_tokens=False)["input_ids"]
@@ -239,11 +246,11 @@ def build_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
         while keep > 0:
             prompt = render(lo, tokenizer.decode(ids[:keep]).strip() + " ...")
             if count_tokens(prompt, tokenizer) <= cfg.max_prompt_tokens:
-                return prompt
+                return prompt, len(history) - lo
             keep -= max(1, over // 4)
         prompt = render(lo, "")
         if count_tokens(prompt, tokenizer) <= cfg.max_prompt_tokens:
-            return prompt
+            return prompt, len(history) - lo
     raise ValueError(
         f"user {example.user_id!r}: the prompt needs {count_tokens(prompt, tokenizer)} tokens with one history item "
         f"and no profile, over max_prompt_tokens={cfg.max_prompt_tokens}; raise max_prompt_tokens or shorten item_template"

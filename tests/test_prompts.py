@@ -118,3 +118,29 @@ def test_config_fields_have_help_text(command, texts, capsys):
     out = " ".join(capsys.readouterr().out.split())
     for text in texts:
         assert text in out, text
+
+
+def test_trace_blocks_cite_only_the_lines_the_budget_keeps():
+    """With a budget that drops the oldest lines, the grounded teacher gets the shown history only: the trace's
+    blocks are those of the truncated example (line numbers start at the first line shown), and `fit_prompt`
+    reports how many items the prompt shows."""
+    from genrec.prompts import fit_prompt
+    from genrec.traces.dataset import build_trace_rows
+    from genrec.traces.grounded import GroundedConfig, grounded_blocks
+
+    cfg = PromptConfig(max_prompt_tokens=count_tokens(build_prompt(EX, CAT, SIDS, TOK), TOK) - 12)
+    prompt, shown = fit_prompt(EX, CAT, SIDS, TOK, cfg)
+    assert 1 <= shown < len(HIST) and prompt == build_prompt(EX, CAT, SIDS, TOK, cfg)
+    teacher_cfg = GroundedConfig(history_lines=cfg.prompt_max_history, cite_titles=True, style="evidence")
+    seen = []
+
+    def teacher(batch):
+        seen.extend(batch)
+        return [grounded_blocks(ex, CAT, SIDS, teacher_cfg) for ex in batch]
+
+    rows = build_trace_rows([EX], CAT, SIDS, TOK, cfg, teacher, progress=False)
+    assert seen[0].history == HIST[-shown:] and rows["prompt"] == [prompt]
+    truncated = dataclasses.replace(EX, history=HIST[-shown:])
+    assert rows["blocks"][0] == grounded_blocks(truncated, CAT, SIDS, teacher_cfg)
+    assert rows["blocks"][0] != grounded_blocks(EX, CAT, SIDS, teacher_cfg)  # the full history reads differently
+    assert fit_prompt(EX, CAT, SIDS, TOK)[1] == len(HIST)  # no budget pressure: every item shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,7 +18,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from genrec.data.errors import DataFormatError
 from genrec.data.schema import Catalog, Example
-from genrec.prompts import PromptConfig, build_prompt
+from genrec.prompts import PromptConfig, fit_prompt
 from genrec.stage_output import check_complete
 from genrec.traces.budget import TRACES_CONFIG_FILE
 from genrec.response import INTERLEAVED, render_response
@@ -58,12 +59,16 @@ def build_trace_rows(
         for ex in batch:
             if ex.target not in sid_map:
                 raise ValueError(f"user {ex.user_id!r}: target {ex.target!r} has no SID in the SID map")
-        all_blocks = teacher(batch)
-        for ex, blocks in zip(batch, all_blocks):
+        fitted = [fit_prompt(ex, catalog, sid_map, tokenizer, prompt_cfg) for ex in batch]
+        # The teacher sees the history the prompt shows: when the token budget drops old lines, the blocks must not
+        # cite them, and line numbers start at the first line shown.
+        all_blocks = teacher([replace(ex, history=ex.history[len(ex.history) - shown:] if shown else ())
+                              for ex, (_, shown) in zip(batch, fitted)])
+        for ex, blocks, (prompt, _) in zip(batch, all_blocks, fitted):
             if len(blocks) != sid_map.num_levels:
                 raise ValueError(f"teacher gave {len(blocks)} blocks for user {ex.user_id!r}, expected {sid_map.num_levels}")
             codes = list(sid_map.codes(ex.target))
-            rows["prompt"].append(build_prompt(ex, catalog, sid_map, tokenizer, prompt_cfg))
+            rows["prompt"].append(prompt)
             rows["completion"].append(render_completion(blocks, codes, layout))
             rows["user_id"].append(ex.user_id)
             rows["target"].append(ex.target)
