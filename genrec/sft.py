@@ -47,19 +47,15 @@ STAGE2_TASKS = ("traces", "sequence")
 @dataclass
 class GenrecSFTConfig(SFTConfig):
     """TRL's SFTConfig with defaults for this project: bf16 only where the GPU supports it, no gradient
-    checkpointing (slow for small models), TensorBoard logging, a couple of checkpoints kept, length-grouped
-    batches."""
+    checkpointing (slow for small models), TensorBoard logging, a couple of checkpoints kept. Batches stay random:
+    length-grouped ones (`--train_sampling_strategy group_by_length`) train stage 1 1.5x faster per step but scored
+    0.171 against 0.202 on amazon (BENCHMARKS.md, session 9)."""
 
     bf16: bool | None = field(default=None, metadata={"help": "Default: on when a bf16-capable GPU is present."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Off by default (small models)."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    train_sampling_strategy: str = field(default="group_by_length", metadata={
-        "help": "Batches of rows of similar length (less padding): stage 1 on the demo market trains 1.5x faster per "
-                "step with the same NDCG@10 (BENCHMARKS.md); 'random' is transformers' default.",
-        "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]})
-
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
