@@ -56,6 +56,7 @@ class GenrecSFTConfig(SFTConfig):
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16

@@ -150,6 +150,11 @@ def clear_checkpoints(output_dir: str | os.PathLike, log=None) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    """The optimizer step a complete checkpoint was saved at (its trainer_state.json's global_step)."""
+    return int(json.loads((Path(checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"])
+
+
 def checkpoint_finished(checkpoint: str | os.PathLike, max_steps: int = -1) -> bool:
     """The checkpoint was saved at the end of training: its global step reached `max_steps` (when > 0) or the
     step count its trainer_state.json records as the run's total."""

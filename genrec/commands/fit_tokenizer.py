@@ -80,9 +80,7 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
             raise FileExistsError(f"{out / 'sid_map.json'} already exists: pass --overwrite true to replace it")
     catalog = load_catalog(args.data, data_cfg)
     if done is not None:
-        from sid_tokenizer.sidmap import SIDMap
-
-        from sid_tokenizer.sidmap import catalog_matches
+        from sid_tokenizer.sidmap import SIDMap, catalog_matches
 
         fitted = SIDMap.load(out)
         same = set(fitted.item_to_codes) == set(catalog.item_ids)

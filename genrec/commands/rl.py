@@ -10,7 +10,6 @@ genrec_model.json with stage rl, its layout, algorithm and block budget) into <o
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from genrec.data.config import DataConfig
 from genrec.model_folder import FINAL_DIR
-from genrec.stage_output import train, writing
+from genrec.stage_output import checkpoint_step, train, writing
 from rl.config import SAPOConfig
 
 HELP = "RL from a stage-2 checkpoint: SAPO (step-aligned GRPO), outcome GRPO, prefix-reward GRPO or an ablation."
@@ -116,8 +115,7 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     if trainer.accelerator.is_main_process:  # no step of rollouts.jsonl twice after a resume or a fresh restart
         from rl.rollout_log import ROLLOUT_FILE, drop_records_after
 
-        resumed_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"] if resume else 0
-        drop_records_after(Path(args.output_dir) / ROLLOUT_FILE, resumed_step)
+        drop_records_after(Path(args.output_dir) / ROLLOUT_FILE, checkpoint_step(resume) if resume else 0)
     out = Path(args.output_dir) / FINAL_DIR
     with writing(args.output_dir):  # `genrec run` redoes the stage if a kill leaves the note (stage_output.py)
         train(trainer, resume)  # a checkpoint saved at the end of training is loaded, not trained on

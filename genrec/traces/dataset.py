@@ -62,7 +62,7 @@ def build_trace_rows(
         fitted = [fit_prompt(ex, catalog, sid_map, tokenizer, prompt_cfg) for ex in batch]
         # The teacher sees the history the prompt shows: when the token budget drops old lines, the blocks must not
         # cite them, and line numbers start at the first line shown.
-        all_blocks = teacher([replace(ex, history=ex.history[len(ex.history) - shown:] if shown else ())
+        all_blocks = teacher([replace(ex, history=ex.history[len(ex.history) - shown:])
                               for ex, (_, shown) in zip(batch, fitted)])
         for ex, blocks, (prompt, _) in zip(batch, all_blocks, fitted):
             if len(blocks) != sid_map.num_levels:
