@@ -20,6 +20,7 @@ from trl import SFTConfig, SFTTrainer
 from genrec import stage_output
 from genrec.data.schema import Catalog, Example
 from genrec.data.sequences import reconstruct_sequences, sequence_windows
+from genrec.distill import load_distiller
 from genrec.modeling import check_model_tokens, load_model_and_tokenizer, load_tokenizer
 from genrec.prompts import (
     PROMPT_CONFIG_FILE,
@@ -94,6 +95,12 @@ class SFTStageConfig:
                 "saves memory with large vocabularies), 'full' = the model's logits and one cross-entropy (20% faster "
                 "per step for the tiny model on CPU, same loss), 'auto' = fused on a GPU, full on CPU.",
         "choices": ["auto", "fused", "full"]})
+    distill_weight: float = field(default=0.0, metadata={
+        "help": "Stage 2: share of the stage-1 model's distribution in each SID token's target, (1 - w) * one-hot + "
+                "w * p_teacher, where the teacher reads the same row without its thinking blocks (genrec/distill.py). "
+                "Keeps stage 1's ranking of codes while stage 2 learns to reason (0 = off)."})
+    distill_model: str = field(default="", metadata={
+        "help": "Teacher of --distill_weight (default: --model, the stage-1 model stage 2 starts from)."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     max_steps_cap: int = field(default=0, metadata={
         "help": "Upper bound on optimizer steps when training by epochs (--max_steps <= 0): a larger epoch budget is "
@@ -121,6 +128,10 @@ class SFTStageConfig:
             raise ValueError(f"unknown replay_tasks {bad}; expected some of {STAGE1_TASKS}")
         if self.max_steps_cap < 0:
             raise ValueError(f"--max_steps_cap must be >= 0 (0 = no cap), got {self.max_steps_cap}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"--distill_weight must be in [0, 1], got {self.distill_weight}")
+        if self.distill_weight > 0 and self.stage != 2:
+            raise ValueError("--distill_weight applies to stage 2 (the teacher is the stage-1 model it starts from)")
         if not self.sid_loss_weight > 0:
             raise ValueError(f"--sid_loss_weight must be > 0, got {self.sid_loss_weight}")
         if self.loss_impl not in ("auto", "fused", "full"):
@@ -324,21 +335,28 @@ def apply_lora(model, stage: SFTStageConfig):
     return model
 
 
-def sid_weighted_loss(sid_token_ids: list[int], weight: float):
-    """The loss of `GenrecSFTTrainer` (outputs, labels, num_items_in_batch) -> loss: next-token cross-entropy where
-    SID-token targets count `weight` times, other completion tokens once, prompt tokens (label -100) not at all.
+def sid_weighted_loss(sid_token_ids: list[int], weight: float, distill_weight: float = 0.0):
+    """The loss of `GenrecSFTTrainer` (outputs, labels, num_items_in_batch, teacher) -> loss: next-token cross-entropy
+    where SID-token targets count `weight` times, other completion tokens once, prompt tokens (label -100) not at all.
 
+    `teacher` = (rows, cols, probs) from `SIDDistiller.targets`: at those logit positions the target becomes
+    (1 - distill_weight) * one-hot + distill_weight * probs (knowledge distillation from the stage-1 model).
     Each micro-batch is the weighted mean, scaled by its share of the step's tokens (`num_items_in_batch`), so
-    with weight 1 it equals the plain token mean TRL computes, gradient accumulation included.
+    with weight 1 and no teacher it equals the plain token mean TRL computes, gradient accumulation included.
     """
     ids = torch.tensor(sorted(set(sid_token_ids)), dtype=torch.long)
 
-    def loss_func(outputs, labels, num_items_in_batch=None):
+    def loss_func(outputs, labels, num_items_in_batch=None, teacher=None):
         logits = outputs.logits[:, :-1, :].float()
         target = labels[:, 1:].to(logits.device)
         valid = target != -100
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                                ignore_index=-100, reduction="none").view_as(target)
+        if teacher is not None and distill_weight > 0 and len(teacher[0]):
+            rows, cols, probs = teacher
+            soft = -(probs * torch.log_softmax(logits[rows, cols], dim=-1)).sum(-1)
+            mixed = (1.0 - distill_weight) * ce[rows, cols] + distill_weight * soft
+            ce = ce.index_put((rows, cols), mixed)
         w = torch.where(torch.isin(target, ids.to(target.device)), float(weight), 1.0) * valid
         loss = (ce * w).sum() / w.sum().clamp(min=1e-8)
         if num_items_in_batch is not None:
@@ -363,15 +381,19 @@ class GenrecSFTTrainer(SFTTrainer):
     """TRL's SFTTrainer; `sid_loss` (sid_weighted_loss) replaces its token-mean loss from the full logits and logs the
     completion tokens' top-1 accuracy as TRL does (`mean_token_accuracy`); None keeps TRL's fused loss and metrics."""
 
-    def __init__(self, *args, sid_loss=None, **kwargs):
+    def __init__(self, *args, sid_loss=None, distiller=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.sid_loss = sid_loss
+        self.distiller = distiller
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.sid_loss is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        teacher = None
+        if self.distiller is not None and model.training:
+            teacher = self.distiller.targets(inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
-        loss = self.sid_loss(outputs, inputs["labels"], num_items_in_batch)
+        loss = self.sid_loss(outputs, inputs["labels"], num_items_in_batch, teacher)
         with torch.no_grad():
             target = inputs["labels"][:, 1:]
             valid = target != -100
@@ -417,9 +439,12 @@ def train_sft(
     cap_epoch_budget(args, len(train_ds), stage.max_steps_cap)
     if "input_ids" in train_ds.column_names:
         args.completion_only_loss = True  # pre-tokenized rows carry their loss mask in completion_mask
-    loss_func = None
-    if stage.sid_loss_weight != 1.0 or full_logits_loss(stage.loss_impl):
-        loss_func = sid_weighted_loss(tokenizer.convert_tokens_to_ids(sid_map.all_tokens()), stage.sid_loss_weight)
+    loss_func = distiller = None
+    sid_ids = tokenizer.convert_tokens_to_ids(sid_map.all_tokens())
+    if stage.sid_loss_weight != 1.0 or stage.distill_weight > 0 or full_logits_loss(stage.loss_impl):
+        loss_func = sid_weighted_loss(sid_ids, stage.sid_loss_weight, stage.distill_weight)
+    if stage.distill_weight > 0:
+        distiller = load_distiller(stage.distill_model or model_path, tokenizer, sid_map, sid_ids, args)
     trainer = GenrecSFTTrainer(
         model=model,
         args=args,
@@ -427,6 +452,7 @@ def train_sft(
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         sid_loss=loss_func,
+        distiller=distiller,
     )
     from genrec import model_folder
 

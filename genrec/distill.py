@@ -1,0 +1,138 @@
+"""Stage 2 anchored to stage 1: the starting model's SID distributions as soft targets (knowledge distillation).
+
+Why: stage 2 starts from the stage-1 model and ends below it (demo market -0.033 NDCG@10, amazon -0.084;
+docs/bench/learning.md). Stage 2 sees one gold SID per level per row, and the thinking block between two SID
+tokens breaks the coarse-to-fine adjacency the stage-1 model learnt (session 6: level-2 accuracy 0.34 vs 0.65). The
+frozen stage-1 model knows the whole ranking at each level (which codes are plausible, the catalog's prior of c
+given a and b); Learning without Forgetting (Li & Hoiem, 2016) keeps such a skill by training the new model towards
+the old model's outputs on the new data.
+
+The teacher reads each training row as stage 1 learnt to read it: the same prompt with the direct instruction
+instead of the reasoning one, and the completion without its thinking blocks, i.e. the SID tokens only. Its
+next-token distribution before every SID token of the row becomes part of that token's target (`sid_weighted_loss`).
+Rows without blocks (replayed stage-1 rows) are read unchanged apart from the instruction.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from genrec.prompts import DIRECT_INSTRUCTION, REASON_INSTRUCTION
+from genrec.response import THINK_CLOSE, THINK_OPEN
+
+log = logging.getLogger(__name__)
+
+
+class SIDDistiller:
+    """Teacher next-token probabilities at the SID targets of a stage-2 batch.
+
+    `targets(input_ids, attention_mask, labels)` returns (rows, cols, probs): the batch row and the logit position
+    (the position *before* the SID token, where the student predicts it) of every SID target, and the teacher's (N, V)
+    probabilities there.
+    """
+
+    def __init__(self, teacher, tokenizer, sid_token_ids: list[int]) -> None:
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.sid_ids = torch.tensor(sorted(set(sid_token_ids)), dtype=torch.long)
+        self.think_open = tokenizer.convert_tokens_to_ids(THINK_OPEN)
+        self.think_close = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.reason_ids = tokenizer(REASON_INSTRUCTION, add_special_tokens=False)["input_ids"]
+        self.direct_ids = tokenizer(DIRECT_INSTRUCTION, add_special_tokens=False)["input_ids"]
+        self.rows_seen = 0
+        self.rows_without_instruction = 0
+
+    def teacher_row(self, ids: list[int], completion: list[bool]) -> tuple[list[int], list[int]]:
+        """The teacher's tokens for one unpadded row and, for every kept token, its index in the teacher row (-1 if
+        dropped). Dropped: the completion's thinking blocks (tags included); swapped: the reasoning instruction."""
+        keep = [True] * len(ids)
+        depth = 0
+        for t, (tok, comp) in enumerate(zip(ids, completion)):
+            if not comp:
+                continue
+            if tok == self.think_open:
+                depth += 1
+            if depth > 0:
+                keep[t] = False
+            if tok == self.think_close and depth > 0:
+                depth -= 1
+        start = _find(ids, self.reason_ids)
+        self.rows_seen += 1
+        if start < 0:
+            self.rows_without_instruction += 1
+        out: list[int] = []
+        index = [-1] * len(ids)
+        t = 0
+        while t < len(ids):
+            if t == start:
+                out.extend(self.direct_ids)
+                t += len(self.reason_ids)
+                continue
+            if keep[t]:
+                index[t] = len(out)
+                out.append(ids[t])
+            t += 1
+        return out, index
+
+    @torch.no_grad()
+    def targets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor):
+        dev = input_ids.device
+        if next(self.teacher.parameters()).device != dev:
+            self.teacher.to(dev)
+        sid = torch.isin(labels, self.sid_ids.to(labels.device))
+        ids_rows = input_ids.tolist()
+        lengths = (attention_mask.sum(1) if attention_mask is not None else
+                   torch.full((input_ids.shape[0],), input_ids.shape[1])).tolist()
+        comp_rows = (labels != -100).tolist()
+        teacher_rows, student_pos, teacher_pos, batch_rows = [], [], [], []
+        for b, (ids, n) in enumerate(zip(ids_rows, lengths)):
+            ids, comp = ids[:n], comp_rows[b][:n]
+            row, index = self.teacher_row(ids, comp)
+            for t in torch.nonzero(sid[b, :n]).flatten().tolist():
+                if t == 0 or index[t] <= 0:
+                    continue
+                batch_rows.append(b)
+                student_pos.append(t - 1)
+                teacher_pos.append(index[t] - 1)
+            teacher_rows.append(row)
+        width = max(len(r) for r in teacher_rows)
+        tokens = torch.full((len(teacher_rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(tokens)
+        for b, row in enumerate(teacher_rows):
+            tokens[b, :len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[b, :len(row)] = 1
+        logits = self.teacher(input_ids=tokens.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
+        rows = torch.tensor(batch_rows, dtype=torch.long, device=dev)
+        probs = torch.softmax(logits[rows, torch.tensor(teacher_pos, dtype=torch.long, device=dev)].float(), dim=-1)
+        return rows, torch.tensor(student_pos, dtype=torch.long, device=dev), probs
+
+
+def _find(seq: list[int], sub: list[int]) -> int:
+    """Start of the first occurrence of `sub` in `seq`, or -1."""
+    if not sub:
+        return -1
+    first = sub[0]
+    for i in range(len(seq) - len(sub) + 1):
+        if seq[i] == first and seq[i:i + len(sub)] == sub:
+            return i
+    return -1
+
+
+def load_distiller(path, tokenizer, sid_map, sid_token_ids: list[int], args) -> SIDDistiller:
+    """The frozen teacher at `path` (by default the model stage 2 starts from), checked against the student's
+    tokenizer: the soft targets are indexed by vocabulary id, so both must share one vocabulary."""
+    from genrec.modeling import check_model_tokens, load_model_and_tokenizer
+
+    if getattr(args, "padding_free", False):
+        raise ValueError("--distill_weight needs padded batches: set --padding_free false")
+    teacher, teacher_tok = load_model_and_tokenizer(path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    check_model_tokens(teacher_tok, sid_map, teacher, where=str(path))
+    if teacher_tok.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"--distill_model {path}: its tokenizer differs from the trained model's; the teacher must "
+                         "share the student's vocabulary (use the stage-1 model stage 2 starts from)")
+    log.info("stage 2 distils the SID tokens from %s", path)
+    return SIDDistiller(teacher, tokenizer, sid_token_ids)

@@ -1,0 +1,108 @@
+"""Stage 2 distilled from its stage-1 start (genrec/distill.py): the teacher's view of a row, the mixed loss, and a
+real stage-2 run that stays closer to its teacher at the SID tokens."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from genrec.distill import SIDDistiller
+from genrec.modeling import load_model_and_tokenizer
+from genrec.prompts import PromptConfig, build_prompt
+from genrec.response import INTERLEAVED, render_response
+from genrec.sft import GenrecSFTConfig, SFTStageConfig, sid_weighted_loss, train_sft
+from genrec.traces.build import TraceConfig, make_traces
+from genrec.traces.dataset import load_traces
+from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map
+
+torch.set_num_threads(1)
+REC, SIDS = tiny_recdata(), tiny_sid_map()
+REASON = PromptConfig(history_format="both", include_profile=True)
+
+
+def _row(tok, prompt: str, completion: str) -> tuple[list[int], list[bool]]:
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return p + c, [False] * len(p) + [True] * len(c)
+
+
+def test_teacher_reads_the_row_as_stage_1_did():
+    """A reasoning row (profile, reasoning instruction, blocks between the SID tokens) becomes, for the teacher, the
+    stage-1 prompt of the same example followed by its SID tokens; each SID token keeps its place in the mapping."""
+    model, tok = load_model_and_tokenizer(tiny_model_dir())
+    d = SIDDistiller(model, tok, tok.convert_tokens_to_ids(SIDS.all_tokens()))
+    ex = REC.test[0]
+    sid_tokens = SIDS.tokens(ex.target)
+    ids, comp = _row(tok, build_prompt(ex, REC.catalog, SIDS, tok, REASON),
+                     render_response(["In the family of job 2.", "Job 3 is the closest."], sid_tokens, INTERLEAVED))
+    row, index = d.teacher_row(ids, comp)
+    direct = build_prompt(ex, REC.catalog, SIDS, tok, replace(REASON, reasoning=False))
+    expected = tok(direct + "".join(sid_tokens), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert row == expected
+    for t, tok_id in enumerate(ids):
+        if index[t] >= 0:
+            assert row[index[t]] == tok_id
+    sid_pos = [t for t, x in enumerate(ids) if comp[t] and tok.convert_ids_to_tokens(x) in sid_tokens]
+    assert [row[index[t]] for t in sid_pos] == tok.convert_tokens_to_ids(sid_tokens)
+    assert d.rows_without_instruction == 0
+    # A row without the reasoning instruction and without blocks (a replayed stage-1 row) is read unchanged.
+    plain, plain_comp = _row(tok, direct, "".join(sid_tokens))
+    assert d.teacher_row(plain, plain_comp)[0] == plain and d.rows_without_instruction == 1
+
+
+def test_distilled_loss_on_hand_built_logits():
+    """At a SID target the loss is (1 - w) CE(gold) + w CE(teacher probs); elsewhere unchanged."""
+    class Out:
+        logits = torch.log_softmax(torch.tensor([[[2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0],
+                                                  [0.0, 0.0, 0.0, 0.0]]]), dim=-1)
+
+    labels = torch.tensor([[-100, 1, 3, 0]])  # position 1 predicts the SID token 3
+    logp = Out.logits[0, :3]
+    ce = -logp[torch.arange(3), torch.tensor([1, 3, 0])]
+    rows, cols = torch.tensor([0]), torch.tensor([1])
+    onehot = torch.nn.functional.one_hot(torch.tensor([3]), 4).float()
+    assert sid_weighted_loss([3], 1.0, 0.7)(Out, labels, None, (rows, cols, onehot)).item() == pytest.approx(
+        ce.mean().item())
+    uniform = torch.full((1, 4), 0.25)
+    soft = -logp[1].mean()
+    got = sid_weighted_loss([3], 2.0, 0.5)(Out, labels, None, (rows, cols, uniform)).item()
+    assert got == pytest.approx(((ce[0] + 2 * (0.5 * ce[1] + 0.5 * soft) + ce[2]) / 4).item())
+    with pytest.raises(ValueError, match="distill_weight"):
+        SFTStageConfig(stage=2, distill_weight=1.5)
+    with pytest.raises(ValueError, match="applies to stage 2"):
+        SFTStageConfig(stage=1, distill_weight=0.5)
+
+
+def test_distillation_keeps_stage_2_near_its_teacher_at_the_sid_tokens(tmp_path):
+    """Stage 2 from the same model, traces and seed: with --distill_weight 1 the trained model's distributions at
+    the SID tokens of the reasoning rows stay closer to the starting model's (reading those rows as stage 1 did)
+    than with plain stage 2, which learns the gold SIDs instead."""
+    start, tok = load_model_and_tokenizer(tiny_model_dir())
+    pc = PromptConfig(history_format="sid", include_profile=False)
+    traces = make_traces(REC, SIDS, tok, TraceConfig(output_dir=str(tmp_path / "tr"), splits="train"), pc)
+    ds = load_traces(traces, SIDS).select_columns(["prompt", "completion"])
+    sid_ids = tok.convert_tokens_to_ids(SIDS.all_tokens())
+    rows = [_row(tok, r["prompt"], r["completion"]) for r in ds.select(range(16))]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id)
+    mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
+    for b, (ids, comp) in enumerate(rows):
+        input_ids[b, :len(ids)] = torch.tensor(ids)
+        mask[b, :len(ids)] = 1
+        labels[b, :len(ids)] = torch.where(torch.tensor(comp), torch.tensor(ids), -100)
+    b, t, ref = SIDDistiller(start, tok, sid_ids).targets(input_ids, mask, labels)
+    assert len(b) == 16 * SIDS.num_levels
+
+    kl = {}
+    for w in (0.0, 1.0):
+        args = GenrecSFTConfig(output_dir=str(tmp_path / f"w{w}"), max_steps=20, per_device_train_batch_size=8,
+                               learning_rate=5e-3, logging_steps=5, save_strategy="no", report_to="none",
+                               disable_tqdm=True, seed=0, lr_scheduler_type="constant")
+        final = train_sft(tiny_model_dir(), SIDS, ds, args, stage=SFTStageConfig(stage=2, distill_weight=w),
+                          prompt_cfg=pc)
+        with torch.no_grad():
+            logp = torch.log_softmax(load_model_and_tokenizer(final)[0](input_ids, attention_mask=mask).logits[b, t], -1)
+        kl[w] = float((ref * (ref.clamp(min=1e-12).log() - logp)).sum(-1).mean())
+    assert kl[1.0] < 0.5 * kl[0.0], kl
