@@ -32,7 +32,7 @@ class EvalConfig:
     eval_split: str = field(default="test", metadata={"help": "Split to evaluate.", "choices": ["test", "valid"]})
     layout: str = field(
         default="auto",
-        metadata={"help": "Response layout: auto (from the model folder), interleaved, blocks_first or direct "
+        metadata={"help": "Response layout: auto (from the model folder), interleaved, coarse, blocks_first or direct "
                           "(no reasoning, stage-1 models). One value, or one per model (comma-separated)."},
     )
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})

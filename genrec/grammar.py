@@ -30,9 +30,10 @@ if TYPE_CHECKING:  # genrec.response imports this module
     from genrec.trie import SIDTrie
 
 INTERLEAVED = "interleaved"
+COARSE = "coarse"
 BLOCKS_FIRST = "blocks_first"
 DIRECT = "direct"
-LAYOUTS = (INTERLEAVED, BLOCKS_FIRST, DIRECT)
+LAYOUTS = (INTERLEAVED, COARSE, BLOCKS_FIRST, DIRECT)
 
 # slots of a layout
 BLOCK, SID, EOS = "block", "sid", "eos"
@@ -67,13 +68,31 @@ class Slot(NamedTuple):
     level: int  # SID level (block k argues for SID token k); -1 for EOS
 
 
+def coarse_levels(num_levels: int) -> int:
+    """Levels that carry a thinking block in the `coarse` layout: all but the last two (at least one).
+
+    Why: the last two levels of a SID (the finest semantic level and the dedup level) are mostly catalog facts given
+    the prefix, which the tiny model learns from adjacent SID tokens in stage 1 and does not relearn across a block
+    (teacher-forced accuracy of the third level 0.31 interleaved vs 0.69 adjacent; docs/bench/learning.md, session 10).
+    """
+    return max(1, num_levels - 2)
+
+
+def block_levels(layout: str, num_levels: int) -> list[int]:
+    """The SID levels that a thinking block argues for, in a response of `layout`."""
+    return sorted({slot.level for slot in layout_plan(layout, num_levels) if slot.kind == BLOCK})
+
+
 def layout_plan(layout: str, num_levels: int) -> tuple[Slot, ...]:
-    """The slots of a response in order: interleaved B0 S0 B1 S1 ..., blocks_first B0 B1 ... S0 S1 ..., direct S0 S1 ...,
-    then EOS. The one place that says what a layout is."""
+    """The slots of a response in order: interleaved B0 S0 B1 S1 ..., coarse B0 S0 ... B(L-1) S(L-1) S(L) ... with L =
+    `coarse_levels`, blocks_first B0 B1 ... S0 S1 ..., direct S0 S1 ..., then EOS. The one place that says what a
+    layout is."""
     check_layout(layout)
     levels = range(num_levels)
     if layout == INTERLEAVED:
         slots = [Slot(kind, k) for k in levels for kind in (BLOCK, SID)]
+    elif layout == COARSE:
+        slots = [Slot(kind, k) for k in levels for kind in (BLOCK, SID) if kind == SID or k < coarse_levels(num_levels)]
     elif layout == BLOCKS_FIRST:
         slots = [Slot(BLOCK, k) for k in levels] + [Slot(SID, k) for k in levels]
     else:

@@ -1,8 +1,10 @@
 """The response format: K reasoning steps, each a thinking block plus one SID token, then EOS.
 
-Three layouts (K = number of SID levels, dedup level included):
+Four layouts (K = number of SID levels, dedup level included):
 
 - ``interleaved`` (default): ``<think> b1</think><a_x><think> b2</think><b_y>...<eos>``
+- ``coarse``: interleaved over the first K-2 levels, the last two SID tokens adjacent:
+  ``<think> b1</think><a_x><think> b2</think><b_y><c_z><d_w><eos>`` (K = 4; `genrec.grammar.coarse_levels`)
 - ``blocks_first``:          ``<think> b1</think><think> b2</think>...<a_x><b_y>...<eos>``
 - ``direct`` (no reasoning, stage 1 and the no-reasoning baseline): ``<a_x><b_y>...<eos>``
 
@@ -19,12 +21,23 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from genrec.grammar import BLOCK, BLOCKS_FIRST, DIRECT, INTERLEAVED, LAYOUTS, SID, check_layout, layout_plan
+from genrec.grammar import (
+    BLOCK,
+    BLOCKS_FIRST,
+    COARSE,
+    DIRECT,
+    INTERLEAVED,
+    LAYOUTS,
+    SID,
+    block_levels,
+    check_layout,
+    layout_plan,
+)
 from sid_tokenizer.sidmap import SID_TOKEN_RE, LEVEL_LETTERS, SIDMap, parse_sid_token, sid_token
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
-__all__ = ["BLOCKS_FIRST", "DIRECT", "INTERLEAVED", "LAYOUTS", "check_layout"]  # re-exported from genrec.grammar
+__all__ = ["BLOCKS_FIRST", "COARSE", "DIRECT", "INTERLEAVED", "LAYOUTS", "check_layout"]  # re-exported from genrec.grammar
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,9 +93,15 @@ def render_response(blocks: Sequence[str] | None, sid_tokens: Sequence[str], lay
         m = SID_TOKEN_RE.search(b)
         if m:
             raise ValueError(f"render_response: blocks[{k}] contains the SID token {m.group(0)!r}")
-    if layout == INTERLEAVED:
-        return "".join(render_block(b) + s for b, s in zip(blocks, sid_tokens))
-    return "".join(render_block(b) for b in blocks) + "".join(sid_tokens)
+    with_block = block_levels(layout, len(sid_tokens))
+    for k, b in enumerate(blocks):
+        if k not in with_block and b.strip():
+            raise ValueError(f"render_response: layout {layout!r} has no thinking block for level {k}, but blocks[{k}] "
+                             f"is not empty (use genrec.grammar.block_levels to blank it)")
+    parts = []
+    for slot in layout_plan(layout, len(sid_tokens))[:-1]:
+        parts.append(render_block(blocks[slot.level]) if slot.kind == BLOCK else sid_tokens[slot.level])
+    return "".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -45,9 +45,10 @@ class SAPOConfig(GRPOConfig):
     )
     layout: str = field(
         default="interleaved",
-        metadata={"help": "Response layout the model was trained on: 'interleaved', 'blocks_first' or 'direct' (no "
-                  "reasoning: a stage-1 model; each step is one SID token).",
-                  "choices": list(LAYOUTS)},
+        metadata={"help": "Response layout the model was trained on: 'auto' (the model folder's, from genrec_model.json; "
+                  "`genrec rl` only), 'interleaved', 'coarse', 'blocks_first' or 'direct' (no reasoning: a stage-1 "
+                  "model; each step is one SID token).",
+                  "choices": ["auto", *LAYOUTS]},
     )
     max_block_tokens: int = field(
         default=0,
@@ -130,8 +131,8 @@ class SAPOConfig(GRPOConfig):
         super().__post_init__()
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.layout not in ("auto", *LAYOUTS):
+            raise ValueError(f"layout must be auto or one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.max_block_tokens < 0:
             raise ValueError(f"max_block_tokens must be >= 1, or 0 for auto, got {self.max_block_tokens}")
         # 0 = auto: a usable fixed default now; `genrec rl --traces` replaces it (see resolve_block_budget)

@@ -13,7 +13,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, PreTrainedTokenizerFast
 
 from genrec.constrained import ConstrainedDecodingError, SIDLogitsProcessor
-from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED, LAYOUTS, ResponseSpec, parse_response
+from genrec.grammar import block_levels
+from genrec.response import BLOCKS_FIRST, COARSE, DIRECT, INTERLEAVED, LAYOUTS, ResponseSpec, parse_response
 from genrec.trie import SIDTrie
 from sid_tokenizer.sidmap import SIDMap
 
@@ -108,7 +109,7 @@ def reference_allowed(comp, spec: ResponseSpec, catalog, max_block, min_block, v
         elif phase == "block":
             if t == spec.think_close_id:
                 blocks += 1
-                phase = "sid" if spec.layout == INTERLEAVED or blocks == k else "open"
+                phase = "sid" if spec.layout in (INTERLEAVED, COARSE) or blocks == k else "open"
             else:
                 blen += 1
         elif phase == "sid":
@@ -116,6 +117,8 @@ def reference_allowed(comp, spec: ResponseSpec, catalog, max_block, min_block, v
             if len(sid) == k:
                 phase = "eos"
             elif spec.layout == INTERLEAVED:
+                phase = "open"
+            elif spec.layout == COARSE and len(sid) < max(1, k - 2):  # blocks before all but the last two levels
                 phase = "open"
         else:
             phase = "done"
@@ -201,7 +204,7 @@ def check_outputs(comp, spec, sid_map, max_block, min_block):
         assert p.ok, (p.error, row)
         assert sid_map.item_for_codes(p.codes) is not None
         for s in p.steps:
-            if spec.layout != DIRECT:
+            if s.level in block_levels(spec.layout, spec.num_levels):
                 n_text = s.block_end - s.block_start - 2
                 assert min_block[s.level] <= n_text <= max_block[s.level]
                 assert all(t in range(4, 4 + len(WORDS)) for t in row[s.block_start + 1 : s.block_end - 1])

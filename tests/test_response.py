@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from genrec.grammar import block_levels
 from genrec.response import (
     BLOCKS_FIRST,
+    COARSE,
     DIRECT,
     INTERLEAVED,
     LAYOUTS,
@@ -244,16 +246,20 @@ block_text = st.lists(st.sampled_from(WORDS), max_size=5).map(" ".join)
 )
 def test_render_tokenize_parse_round_trip(layout, item, blocks, pads):
     spec = SPECS[layout]
+    with_block = block_levels(layout, len(blocks))
+    blocks = [b if k in with_block else "" for k, b in enumerate(blocks)]
     text = render_response(None if layout == DIRECT else blocks, SID_MAP.tokens(item), layout)
     ids = ids_of(text) + [spec.eos_id] + [spec.pad_id] * pads
     p = parse_response(ids, spec)
     assert p.ok, p.error
     assert SID_MAP.item_for_codes(p.codes) == item
     assert p.eos_pos == len(ids) - 1 - pads
-    if layout != DIRECT:
-        for step, b in zip(p.steps, blocks):
+    for step, b in zip(p.steps, blocks):
+        if step.level in with_block:
             assert step.block_end - step.block_start == len(b.split()) + 2
             assert TOK.decode(ids[step.block_start + 1 : step.block_end - 1]).split() == b.split()
+        else:  # a step without a block is its SID token alone
+            assert step.block_start == step.block_end == step.sid_pos
     idx = step_index_per_token(p, len(ids))
     assert idx.count(-1) == 1 + pads  # only EOS and pads are glue
     if layout != BLOCKS_FIRST:
@@ -277,6 +283,7 @@ def _symbol(t: int, spec: ResponseSpec) -> str:
 
 ORACLE = {
     INTERLEAVED: re.compile(r"\(t*\)a\(t*\)b\(t*\)c\$[_$]*"),
+    COARSE: re.compile(r"\(t*\)abc\$[_$]*"),  # 3 levels: a block before the first SID token only
     BLOCKS_FIRST: re.compile(r"\(t*\)\(t*\)\(t*\)abc\$[_$]*"),
     DIRECT: re.compile(r"abc\$[_$]*"),
 }
@@ -293,7 +300,8 @@ def test_random_streams_never_crash_and_agree_with_regex_oracle(layout, data):
     structural = [spec.think_open_id, spec.think_close_id, spec.eos_id, spec.pad_id]
     # mostly near-valid streams: a valid response with random edits, plus fully random ones
     item = data.draw(st.sampled_from(sorted(SID_MAP.item_to_codes)))
-    base = ids_of(render_response(None if layout == DIRECT else ["w1", "w2 w3", ""], SID_MAP.tokens(item), layout))
+    blocks = [b if k in block_levels(layout, 3) else "" for k, b in enumerate(["w1", "w2 w3", ""])]
+    base = ids_of(render_response(None if layout == DIRECT else blocks, SID_MAP.tokens(item), layout))
     base = base + [spec.eos_id]
     token = st.one_of(st.integers(0, vocab - 1), st.sampled_from(structural), st.integers(-5, vocab + 5))
     edits = data.draw(st.lists(st.tuples(st.integers(0, len(base)), st.sampled_from(["ins", "del", "sub"]), token), max_size=3))

@@ -278,7 +278,8 @@ def test_stage2_sequence_rows_from_reasoned_traces_through_the_cli(tmp_path, cap
     assert main(["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--data", str(data), "--output_dir",
                  str(tmp_path / "sft1"), "--max_steps", "4", "--save_steps", "4"] + common) == 0
     stage1 = tmp_path / "sft1" / "final"
-    for name, extra in (("tr", ["--history_reasoning", "evidence", "--max_prompt_tokens", "2048"]), ("plain", [])):
+    for name, extra in (("tr", ["--history_reasoning", "evidence", "--max_prompt_tokens", "2048", "--layout",
+                                "interleaved"]), ("plain", [])):
         assert main(["traces", "--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--model",
                      str(stage1), "--output_dir", str(tmp_path / name), "--splits", "train",
                      "--include_profile", "false"] + extra) == 0
@@ -293,6 +294,11 @@ def test_stage2_sequence_rows_from_reasoned_traces_through_the_cli(tmp_path, cap
     info = json.loads((final / "genrec_model.json").read_text())
     assert info["layout"] == "interleaved" and info["train_rows"] < len(load_traces(tmp_path / "tr", SIDS))
     capsys.readouterr()
+    # reasoned history lines are interleaved: traces in another layout are refused before any work
+    assert main(["traces", "--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--model", str(stage1),
+                 "--output_dir", str(tmp_path / "co"), "--splits", "train", "--include_profile", "false",
+                 "--history_reasoning", "evidence"]) == 1
+    assert "pass --layout interleaved (got 'coarse')" in capsys.readouterr().err
     assert main(stage2 + ["--traces", str(tmp_path / "plain"), "--output_dir", str(tmp_path / "sft2b")]) == 1
     assert "--history_reasoning" in capsys.readouterr().err and not (tmp_path / "sft2b" / "final").exists()
 
@@ -335,7 +341,7 @@ def test_stage2_from_a_real_stage1_output_replays_and_keeps_settings(tmp_path, c
 
     info1 = json.loads((stage1 / "genrec_model.json").read_text())
     assert (info1["stage"], info1["layout"], info1["base"]) == ("sft1", "direct", str(tiny_model_dir()))
-    assert (info["stage"], info["layout"], info["base"]) == ("sft2", "interleaved", str(stage1))
+    assert (info["stage"], info["layout"], info["base"]) == ("sft2", "coarse", str(stage1))  # the traces' default layout
     assert info["max_block_tokens"] == traces_block_budget(tmp_path / "tr")[0]
     assert not list(tmp_path.glob("sft*/.final*")), "no temporary folder left behind"
     assert PromptConfig.load(final) == PromptConfig.load(tmp_path / "tr")
@@ -363,13 +369,13 @@ def test_stage2_from_a_real_stage1_output_replays_and_keeps_settings(tmp_path, c
                  str(tmp_path / "rl"), "--use_cpu", "true", "--report_to", "none"]
     one_line_error(["rl", "--model", str(stage1), *rl_common], "a stage-1 model (layout 'direct' in genrec_model.json)")
     one_line_error(["rl", "--model", str(final), "--layout", "blocks_first", *rl_common],
-                   "the model was trained on the 'interleaved' layout")
+                   "the model was trained on the 'coarse' layout")
     one_line_error(["rl", "--model", str(final), "--layout", "direct", *rl_common], "--layout direct is for stage-1")
     ev_common = ["--data", str(data), "--output_dir", str(tmp_path / "ev"), "--baselines", "", "--progress", "false"]
     one_line_error(["evaluate", "--model", str(stage1), "--layout", "interleaved", *ev_common],
                    "it needs --layout direct (got 'interleaved')")
     one_line_error(["evaluate", "--model", f"{stage1},{final}", "--layout", "direct,blocks_first", *ev_common],
-                   "the model was trained on the 'interleaved' layout")
+                   "the model was trained on the 'coarse' layout")
     assert not (tmp_path / "rl").exists() and not (tmp_path / "ev" / "eval_report.json").exists()
 
 

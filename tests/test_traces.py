@@ -117,7 +117,7 @@ def test_split_into_blocks():
 
 
 def test_trace_dataset_parses_with_response_parser(tmp_path):
-    out = make_traces(REC, SIDS, TOK, TraceConfig(output_dir=str(tmp_path / "tr")), PromptConfig())
+    out = make_traces(REC, SIDS, TOK, TraceConfig(output_dir=str(tmp_path / "tr"), layout="interleaved"), PromptConfig())
     ds = load_traces(out, SIDS, "train")
     assert len(ds) == len(REC.train) and set(ds.column_names) >= {"prompt", "completion", "user_id", "target", "codes"}
     assert len(load_traces(out, SIDS, "valid")) == len(REC.valid)
@@ -136,6 +136,16 @@ def test_trace_dataset_parses_with_response_parser(tmp_path):
     assert len(stats) == SIDS.num_levels and all(0 < s["mean"] <= s["p95"] <= s["max"] for s in stats)
     assert stats[0]["max"] == max(len(TOK.encode(" " + b[0], add_special_tokens=False))
                                   for split in ("train", "valid") for b in load_traces(out, SIDS, split)["blocks"])
+    # coarse layout (the default): blocks before all but the last two levels (at least one), the rest adjacent; the
+    # stored blocks of the levels without one are empty, so `blocks` and `completion` agree.
+    out3 = make_traces(REC, SIDS, TOK, TraceConfig(output_dir=str(tmp_path / "co"), splits="train", max_examples=5),
+                       PromptConfig())
+    coarse = ResponseSpec.from_tokenizer(TOK, SIDS, "coarse")
+    for row, full in zip(load_traces(out3, SIDS), ds.select(range(5))):
+        assert row["completion"] == f"<think> {full['blocks'][0]}</think>" + SIDS.sid_string(row["target"])
+        assert row["blocks"] == [full["blocks"][0], ""]
+        parsed = parse_response(TOK.encode(row["completion"], add_special_tokens=False) + [TOK.eos_token_id], coarse)
+        assert parsed.ok and tuple(parsed.codes) == tuple(row["codes"]), parsed.error
     # blocks_first layout: all blocks, then the SID.
     out2 = make_traces(REC, SIDS, TOK, TraceConfig(output_dir=str(tmp_path / "bf"), layout="blocks_first",
                                                    splits="train", max_examples=3), PromptConfig())

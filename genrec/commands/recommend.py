@@ -33,7 +33,7 @@ class RecommendConfig:
     profile: str = field(default="", metadata={"help": "Optional candidate profile text."})
     topk: int = field(default=10, metadata={"help": "Number of jobs to list."})
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
-    layout: str = field(default="auto", metadata={"help": "auto, interleaved, blocks_first or direct."})
+    layout: str = field(default="auto", metadata={"help": "auto, interleaved, coarse, blocks_first or direct."})
     max_block_tokens: int = field(
         default=0, metadata={"help": "Free-text budget per thinking block; 0 = the model folder's (genrec_model.json), "
                              "else genrec.traces.budget.DEFAULT_MAX_BLOCK_TOKENS."})

@@ -73,6 +73,7 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     from genrec.checks import check_output_dir, check_sid_map_catalog, require_model_folder
     from genrec.data.loader import load_data
     from genrec.model_folder import (
+        AUTO,
         check_layout,
         load_info,
         load_prompt_config,
@@ -81,6 +82,7 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
         staging_dir,
     )
     from genrec.modeling import load_model_and_tokenizer
+    from genrec.response import DIRECT, INTERLEAVED
     from rl.data import build_rl_dataset
     from rl.trainer import SAPOTrainer
 
@@ -92,6 +94,8 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
     check_output_dir(args.output_dir)
     sid_map = resolve_sid_map(script.model, script.sid_map or None)
     info = load_info(script.model)
+    if args.layout == AUTO:  # the folder's layout; a stage-1 (direct) folder still needs an explicit --layout direct
+        args.layout = info.layout if info.layout not in (None, DIRECT) else INTERLEAVED
     check_layout(script.model, info, args.layout)
     budget = args.resolve_block_budget(script.traces or None, sid_map.num_levels)
     model, tokenizer = load_model_and_tokenizer(script.model)

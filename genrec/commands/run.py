@@ -235,7 +235,9 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
     if reasoning:
         stages.append(Stage("traces", "reasoning traces", "traces",
                             ["--data", data, "--sid_map", str(tok), "--model", str(model), "--output_dir", str(traces),
-                             "--trace_seed", seed],
+                             "--trace_seed", seed,
+                             # reasoned history lines are written interleaved (genrec.prompts.history_answers)
+                             *(["--layout", "interleaved"] if prompt_cfg.history_reasoning else [])],
                             traces / "traces_config.json"))
     stages.append(Stage("sft1", "SFT stage 1 (history -> SID, no reasoning)", "sft",
                         ["--config", str(CONFIGS / "sft_stage1.yaml"), "--stage", "1", "--model", str(model),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from genrec.data.schema import RecData
 from genrec.prompts import PromptConfig
-from genrec.response import LAYOUTS, check_layout
+from genrec.response import INTERLEAVED, LAYOUTS, check_layout
 from genrec.traces.dataset import build_trace_rows, save_traces
 from genrec.traces.grounded import GroundedConfig, grounded_blocks
 from genrec.traces.llm import LLMTeacher, LLMTeacherConfig
@@ -37,7 +37,11 @@ class TraceConfig:
     teacher_batch_size: int = field(default=8, metadata={"help": "LLM teacher: prompts per generation batch."})
     teacher_backend: str = field(default="auto", metadata={
         "help": "LLM teacher: auto (vLLM when installed and a GPU is present), hf or vllm."})
-    layout: str = field(default="interleaved", metadata={"help": "Response layout: 'interleaved' or 'blocks_first'."})
+    layout: str = field(default="coarse", metadata={
+        "help": "Response layout: 'coarse' (blocks before all but the last two SID tokens, which follow each other as "
+                "in stage 1; genrec.grammar.coarse_levels), 'interleaved' (a block before every SID token) or "
+                "'blocks_first'. coarse scored NDCG@10 0.083 against interleaved 0.056 on the demo market (paired, "
+                "docs/bench/learning.md, session 10)."})
     splits: str = field(default="train,valid", metadata={"help": "Comma-separated splits to build traces for."})
     max_examples: int = field(default=0, metadata={"help": "Per split; 0 = all."})
     grounded_style: str = field(default="evidence", metadata={
@@ -72,6 +76,9 @@ def block_token_stats(all_blocks: list[list[str]], tokenizer) -> list[dict[str, 
 
 def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prompt_cfg: PromptConfig) -> Path:
     """Build and save the trace dataset for the requested splits; returns the output folder."""
+    if prompt_cfg.history_reasoning and cfg.layout != INTERLEAVED:
+        raise ValueError(f"--history_reasoning writes the history lines' answers in the interleaved layout, so the "
+                         f"traces must use it too: pass --layout interleaved (got {cfg.layout!r})")
     grounded_cfg = GroundedConfig(history_lines=prompt_cfg.prompt_max_history,
                                   cite_titles=prompt_cfg.history_format != "sid", style=cfg.grounded_style)
     if cfg.teacher == "grounded":

@@ -21,6 +21,7 @@ from genrec.data.schema import Catalog, Example
 from genrec.prompts import PromptConfig, fit_prompt
 from genrec.stage_output import check_complete
 from genrec.traces.budget import TRACES_CONFIG_FILE
+from genrec.grammar import block_levels
 from genrec.response import INTERLEAVED, render_response
 from sid_tokenizer.sidmap import LEVEL_LETTERS, SID_TOKEN_RE, SIDMap, atomic_write_text, sid_string, sid_token
 
@@ -53,6 +54,7 @@ def build_trace_rows(
     from tqdm.auto import tqdm
 
     rows: dict[str, list] = {c: [] for c in COLUMNS}
+    with_block = block_levels(layout, sid_map.num_levels)
     bar = tqdm(total=len(examples), desc="traces", disable=not progress)
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start : start + batch_size])
@@ -68,6 +70,7 @@ def build_trace_rows(
             if len(blocks) != sid_map.num_levels:
                 raise ValueError(f"teacher gave {len(blocks)} blocks for user {ex.user_id!r}, expected {sid_map.num_levels}")
             codes = list(sid_map.codes(ex.target))
+            blocks = [b if k in with_block else "" for k, b in enumerate(blocks)]  # levels the layout has no block for
             rows["prompt"].append(prompt)
             rows["completion"].append(render_completion(blocks, codes, layout))
             rows["user_id"].append(ex.user_id)
