@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from genrec.grammar import block_levels
+
 pytest.importorskip("bottle", reason="the 'explore' extra (bottle) is not installed")
 
 from genrec.cli import main, run_command  # noqa: E402
@@ -95,13 +97,14 @@ def test_user_view_has_lists_hits_and_steps(index):
     assert view["profile"] and view["history"] and view["target"]["title"] and view["target"]["sid"]
     methods = {m["name"]: m for m in view["protocols"]["all"]["methods"]}
     reasoning = next(m for name, m in methods.items() if name.endswith(":sft2"))
-    assert reasoning["kind"] == "generative" and reasoning["layout"] == "interleaved"
+    assert reasoning["kind"] == "generative" and reasoning["layout"] == "coarse"  # the traces' default layout
     steps = reasoning["steps"]
     assert len(steps) == len(view["target"]["codes"])
     top = reasoning["items"][0]
     for level, s in enumerate(steps):
         assert s["token"] == f"<{'abcd'[level]}_{top['codes'][level]}>"
-        assert s["reasoning"] is not None  # the interleaved model wrote a block before each token
+        # the coarse model wrote a block before each of the first K - 2 tokens (at least one), none before the rest
+        assert (s["reasoning"] is not None) == (level in block_levels("coarse", len(steps)))
         assert s["prefix_match"] == (top["codes"][:level + 1] == view["target"]["codes"][:level + 1])
     assert steps[0]["label"] == index.labels[steps[0]["token"]]
     direct = next(m for name, m in methods.items() if name.endswith(":sft1"))
@@ -128,7 +131,7 @@ def test_recommend_route(server, index):
 
     status, body = post({"model": model, "history": history, "topk": 5, "beams": 4})
     assert status == 200, body
-    assert len(body["recommendations"]) == 5 and body["layout"] == "interleaved"
+    assert len(body["recommendations"]) == 5 and body["layout"] == "coarse"
     first = next(r for r in body["recommendations"] if not r["filled"])
     assert len(first["steps"]) == 4 and first["steps"][0]["label"] == index.labels[first["steps"][0]["token"]]
     status, body = post({"model": "nope", "history": history})
