@@ -29,8 +29,10 @@ def sample_lines(predictions: Path, catalog, sid_map: SIDMap, n: int) -> list[st
         top, target = row["items"][0], row["target"]
         history = "; ".join(f"{k + 1}. {title(h)}" for k, h in enumerate(row["history"]))
         out.append(f"- user {row['user_id']}, history: {history}")
-        for k, (block, token) in enumerate(zip(row["reasoning"], sid_map.tokens(top))):
-            out.append(f"  - step {k + 1}: `<think> {block}</think>{token}`")
+        blocks = row["reasoning"]  # one per level with a block (coarse: the first K - 2 levels)
+        for k, token in enumerate(sid_map.tokens(top)):
+            out.append(f"  - step {k + 1}: `<think> {blocks[k]}</think>{token}`" if k < len(blocks)
+                       else f"  - step {k + 1}: `{token}` (no block at this level)")
         rank = row["items"].index(target) + 1 if target in row["items"] else "not in top 20"
         out.append(f"  - top-1: {title(top)} ({sid_map.sid_string(top)}); target: {title(target)} "
                    f"({sid_map.sid_string(target)}); target rank: {rank}")
