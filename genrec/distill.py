@@ -10,7 +10,7 @@ the old model's outputs on the new data.
 The teacher reads each training row as stage 1 learnt to read it: the same prompt with the direct instruction
 instead of the reasoning one, and the completion without its thinking blocks, i.e. the SID tokens only. Its
 next-token distribution before every SID token of the row becomes part of that token's target (`sid_weighted_loss`).
-Rows without blocks (replayed stage-1 rows) are read unchanged apart from the instruction.
+Replayed stage-1 rows (the direct instruction already, no blocks) are read unchanged.
 """
 
 from __future__ import annotations
