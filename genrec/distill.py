@@ -43,7 +43,6 @@ class SIDDistiller:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.reason_ids = tokenizer(REASON_INSTRUCTION, add_special_tokens=False)["input_ids"]
         self.direct_ids = tokenizer(DIRECT_INSTRUCTION, add_special_tokens=False)["input_ids"]
-        self.rows_seen = 0
         self.rows_without_instruction = 0
 
     def teacher_row(self, ids: list[int], completion: list[bool]) -> tuple[list[int], list[int]]:
@@ -61,7 +60,6 @@ class SIDDistiller:
             if tok == self.think_close and depth > 0:
                 depth -= 1
         start = _find(ids, self.reason_ids)
-        self.rows_seen += 1
         if start < 0:
             self.rows_without_instruction += 1
         out: list[int] = []

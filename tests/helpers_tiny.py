@@ -183,3 +183,28 @@ def tiny_prompts(n: int = 5) -> list[str]:
 
     rd = tiny_recdata()
     return [build_prompt(ex, rd.catalog, tiny_sid_map(), tok, PromptConfig()) for ex in rd.test[:n]]
+
+
+# Shared by the stage-2 SFT tests (test_sft.py, test_distill.py).
+def tiny_trace_rows(out_dir, tokenizer):
+    """(prompt config, prompt/completion rows) of grounded traces on the tiny data's train split, SID-only history
+    lines, no profile; the trace folder is written to `out_dir`."""
+    from genrec.prompts import PromptConfig
+    from genrec.traces.build import TraceConfig, make_traces
+    from genrec.traces.dataset import load_traces
+
+    pc = PromptConfig(history_format="sid", include_profile=False)
+    cfg = TraceConfig(output_dir=str(out_dir), splits="train")
+    traces = make_traces(tiny_recdata(), tiny_sid_map(), tokenizer, cfg, pc)
+    return pc, load_traces(traces, tiny_sid_map()).select_columns(["prompt", "completion"])
+
+
+def train_tiny_stage2(out_dir, rows, prompt_cfg, stage, max_steps: int):
+    """Stage 2 of the tiny model on `rows` at a constant learning rate 5e-3, batch 8, seed 0, no checkpoints: two
+    runs that differ only in `stage` (an SFTStageConfig) are a paired comparison. Returns the final folder."""
+    from genrec.sft import GenrecSFTConfig, train_sft
+
+    args = GenrecSFTConfig(output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=8,
+                           learning_rate=5e-3, logging_steps=5, save_strategy="no", report_to="none",
+                           disable_tqdm=True, seed=0, lr_scheduler_type="constant")
+    return train_sft(tiny_model_dir(), tiny_sid_map(), rows, args, stage=stage, prompt_cfg=prompt_cfg)

@@ -12,10 +12,8 @@ from genrec.distill import SIDDistiller
 from genrec.modeling import load_model_and_tokenizer
 from genrec.prompts import PromptConfig, build_prompt
 from genrec.response import INTERLEAVED, render_response
-from genrec.sft import GenrecSFTConfig, SFTStageConfig, sid_weighted_loss, train_sft
-from genrec.traces.build import TraceConfig, make_traces
-from genrec.traces.dataset import load_traces
-from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map
+from genrec.sft import SFTStageConfig, sid_weighted_loss
+from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map, tiny_trace_rows, train_tiny_stage2
 
 torch.set_num_threads(1)
 REC, SIDS = tiny_recdata(), tiny_sid_map()
@@ -80,9 +78,7 @@ def test_distillation_keeps_stage_2_near_its_teacher_at_the_sid_tokens(tmp_path)
     the SID tokens of the reasoning rows stay closer to the starting model's (reading those rows as stage 1 did)
     than with plain stage 2, which learns the gold SIDs instead."""
     start, tok = load_model_and_tokenizer(tiny_model_dir())
-    pc = PromptConfig(history_format="sid", include_profile=False)
-    traces = make_traces(REC, SIDS, tok, TraceConfig(output_dir=str(tmp_path / "tr"), splits="train"), pc)
-    ds = load_traces(traces, SIDS).select_columns(["prompt", "completion"])
+    pc, ds = tiny_trace_rows(tmp_path / "tr", tok)
     sid_ids = tok.convert_tokens_to_ids(SIDS.all_tokens())
     rows = [_row(tok, r["prompt"], r["completion"]) for r in ds.select(range(16))]
     width = max(len(ids) for ids, _ in rows)
@@ -97,11 +93,7 @@ def test_distillation_keeps_stage_2_near_its_teacher_at_the_sid_tokens(tmp_path)
 
     kl = {}
     for w in (0.0, 1.0):
-        args = GenrecSFTConfig(output_dir=str(tmp_path / f"w{w}"), max_steps=20, per_device_train_batch_size=8,
-                               learning_rate=5e-3, logging_steps=5, save_strategy="no", report_to="none",
-                               disable_tqdm=True, seed=0, lr_scheduler_type="constant")
-        final = train_sft(tiny_model_dir(), SIDS, ds, args, stage=SFTStageConfig(stage=2, distill_weight=w),
-                          prompt_cfg=pc)
+        final = train_tiny_stage2(tmp_path / f"w{w}", ds, pc, SFTStageConfig(stage=2, distill_weight=w), 20)
         with torch.no_grad():
             logp = torch.log_softmax(load_model_and_tokenizer(final)[0](input_ids, attention_mask=mask).logits[b, t], -1)
         kl[w] = float((ref * (ref.clamp(min=1e-12).log() - logp)).sum(-1).mean())

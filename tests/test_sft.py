@@ -19,7 +19,14 @@ from genrec.traces.build import TraceConfig, make_traces
 from genrec.traces.dataset import load_traces
 from genrec.trie import SIDTrie
 from sid_tokenizer.sidmap import SIDMap
-from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map, write_tiny_data_dir
+from tests.helpers_tiny import (
+    tiny_model_dir,
+    tiny_recdata,
+    tiny_sid_map,
+    tiny_trace_rows,
+    train_tiny_stage2,
+    write_tiny_data_dir,
+)
 
 torch.set_num_threads(1)  # tiny matrices: one thread is several times faster on a shared 2-core machine
 REC, SIDS = tiny_recdata(), tiny_sid_map()
@@ -79,9 +86,7 @@ def test_stage1_cli_lowers_loss_logs_and_resumes(tmp_path):
 def test_stage2_output_parses_to_catalog_items(tmp_path):
     """Stage 2 on grounded traces; constrained decoding always yields valid items, unconstrained is measured."""
     _, tok = load_model_and_tokenizer(tiny_model_dir())
-    pc = PromptConfig(history_format="sid", include_profile=False)
-    traces = make_traces(REC, SIDS, tok, TraceConfig(output_dir=str(tmp_path / "tr"), splits="train"), pc)
-    ds = load_traces(traces, SIDS).select_columns(["prompt", "completion"])
+    pc, ds = tiny_trace_rows(tmp_path / "tr", tok)
     args = GenrecSFTConfig(output_dir=str(tmp_path / "sft2"), max_steps=40, per_device_train_batch_size=8,
                            learning_rate=5e-3, logging_steps=10, save_strategy="no", report_to="none",
                            disable_tqdm=True, seed=0, lr_scheduler_type="constant")
@@ -401,9 +406,7 @@ def test_sid_loss_weight_trains_the_sid_tokens_faster(tmp_path):
     """Stage 2 on the same traces and seed: with SID targets weighted 8x the model's cross-entropy on the SID
     tokens of the training rows ends lower than with the plain token mean."""
     _, tok = load_model_and_tokenizer(tiny_model_dir())
-    pc = PromptConfig(history_format="sid", include_profile=False)
-    traces = make_traces(REC, SIDS, tok, TraceConfig(output_dir=str(tmp_path / "tr"), splits="train"), pc)
-    ds = load_traces(traces, SIDS).select_columns(["prompt", "completion"])
+    pc, ds = tiny_trace_rows(tmp_path / "tr", tok)
     sid_ids = torch.tensor(tok.convert_tokens_to_ids(SIDS.all_tokens()))
 
     def sid_ce(final) -> float:
@@ -422,11 +425,7 @@ def test_sid_loss_weight_trains_the_sid_tokens_faster(tmp_path):
 
     ce = {}
     for weight in (1.0, 8.0):
-        args = GenrecSFTConfig(output_dir=str(tmp_path / f"w{weight}"), max_steps=25, per_device_train_batch_size=8,
-                               learning_rate=5e-3, logging_steps=5, save_strategy="no", report_to="none",
-                               disable_tqdm=True, seed=0, lr_scheduler_type="constant")
-        final = train_sft(tiny_model_dir(), SIDS, ds, args, stage=SFTStageConfig(stage=2, sid_loss_weight=weight),
-                          prompt_cfg=pc)
+        final = train_tiny_stage2(tmp_path / f"w{weight}", ds, pc, SFTStageConfig(stage=2, sid_loss_weight=weight), 25)
         ce[weight] = sid_ce(final)
     assert ce[8.0] < ce[1.0], ce
     with pytest.raises(ValueError, match="sid_loss_weight"):
@@ -439,9 +438,7 @@ def test_full_logits_loss_trains_like_trls_fused_lm_head(tmp_path):
     from genrec.sft import full_logits_loss
 
     _, tok = load_model_and_tokenizer(tiny_model_dir())
-    pc = PromptConfig(history_format="sid", include_profile=False)
-    traces = make_traces(REC, SIDS, tok, TraceConfig(output_dir=str(tmp_path / "tr"), splits="train"), pc)
-    ds = load_traces(traces, SIDS).select_columns(["prompt", "completion"])
+    pc, ds = tiny_trace_rows(tmp_path / "tr", tok)
     weights = {}
     for impl in ("fused", "full"):
         args = GenrecSFTConfig(output_dir=str(tmp_path / impl), max_steps=6, per_device_train_batch_size=8,
