@@ -33,6 +33,9 @@ class TokenizerConfig:
         },
     )
     tfidf_dim: int = field(default=256, metadata={"help": "Output dimension of the TF-IDF + SVD encoder."})
+    tfidf_field_dim: int = field(
+        default=64, metadata={"help": "SVD dimensions of each field's block with encoder 'tfidf-fields'."}
+    )
     tfidf_max_features: int = field(
         default=32768, metadata={"help": "Vocabulary cap (uni+bigrams) of the TF-IDF encoder; bounds the saved size."}
     )
@@ -152,6 +155,10 @@ class TokenizerConfig:
         need(self.sinkhorn_iters >= 1, "sinkhorn_iters", "an integer >= 1")
         need(self.sinkhorn_epsilon > 0, "sinkhorn_epsilon", "a number > 0")
         need(self.tfidf_dim >= 2, "tfidf_dim", "an integer >= 2")
+        need(self.tfidf_field_dim >= 1, "tfidf_field_dim", "an integer >= 1")
+        need(not (self.template and self.encoder.strip().lower() == "tfidf-fields"), "template",
+             "no template with encoder 'tfidf-fields' (it embeds every catalog field on its own; choose the fields "
+             "with the data's item_text_fields)")
         need(self.tfidf_max_features >= 2, "tfidf_max_features", "an integer >= 2")
         need(self.embed_batch_size >= 1, "embed_batch_size", "an integer >= 1")
         need(self.max_seq_length >= 8, "max_seq_length", "an integer >= 8")

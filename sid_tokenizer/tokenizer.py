@@ -26,7 +26,8 @@ import torch
 from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import dedup_codes, dedup_size, free_dedup_code
 from sid_tokenizer.collab import collaborative_vectors, impute_from_text, unit_rows
-from sid_tokenizer.embed import HFEncoder, NpyEncoder, TfidfSvdEncoder, embed_catalog, make_encoder
+from sid_tokenizer.embed import (FIELD_SEP, FieldTfidfEncoder, HFEncoder, NpyEncoder, TfidfSvdEncoder, embed_catalog,
+                                 make_encoder)
 from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
 from sid_tokenizer.rqkmeans import RQKMeans
@@ -62,7 +63,8 @@ class SIDTokenizer:
 
     def __init__(self, cfg: TokenizerConfig | None = None) -> None:
         self.cfg = (cfg or TokenizerConfig()).validate()
-        self.encoder: TfidfSvdEncoder | HFEncoder | NpyEncoder | None = None
+        self.encoder: TfidfSvdEncoder | FieldTfidfEncoder | HFEncoder | NpyEncoder | None = None
+        self.field_names: list[str] | None = None  # catalog fields in FIELD_SEP order (encoder 'tfidf-fields')
         self.quantizer: RQVAE | RQKMeans | None = None
         self.codebook_sizes: list[int] = []  # semantic levels + dedup level
         self.embedding_dim = 0
@@ -131,6 +133,7 @@ class SIDTokenizer:
             self.encoder = make_encoder(
                 cfg.encoder, tfidf_dim=cfg.tfidf_dim, tfidf_max_features=cfg.tfidf_max_features, seed=cfg.seed,
                 max_seq_length=cfg.max_seq_length, batch_size=cfg.embed_batch_size, device=cfg.device,
+                tfidf_field_dim=cfg.tfidf_field_dim, field_names=self.field_names,
             )
             emb, embed_info = embed_catalog(self.encoder, list(texts), cfg.cache_dir)
         collab_info = None
@@ -208,7 +211,8 @@ class SIDTokenizer:
 
         # 4. labels and the fitted-text table
         t1 = time.perf_counter()
-        labels = prefix_labels(prefix_np, list(texts), cfg.levels, cfg.label_words) if texts is not None else {}
+        label_texts = [t.replace(FIELD_SEP, "; ") for t in texts] if texts is not None else None
+        labels = prefix_labels(prefix_np, label_texts, cfg.levels, cfg.label_words) if texts is not None else {}
         label_seconds = time.perf_counter() - t1
         if texts is not None:
             self._set_known(list(texts), prefix_np)
@@ -225,6 +229,7 @@ class SIDTokenizer:
             "method": cfg.method,
             "encoder": cfg.encoder if embeddings is None else "<precomputed embeddings>",
             "embedding_dim": self.embedding_dim,
+            "encoder_fields": self.encoder.kept if isinstance(self.encoder, FieldTfidfEncoder) else None,
             "balanced": cfg.balanced,
             "seed": cfg.seed,
             "collision_rate_before_dedup": before["collision_rate"],
@@ -258,10 +263,24 @@ class SIDTokenizer:
         """Fit on a `genrec.data.schema.Catalog`, rendering item texts with `cfg.template`; the SID map records
         the catalog's fingerprint (`source`: where it came from), checked by the stages that read both.
         `sequences`: the train interactions' item ids per user, for the collaborative part (see `fit`)."""
-        sid_map = self.fit(catalog.texts(self.cfg.template), list(catalog.item_ids), log_dir=log_dir,
+        sid_map = self.fit(self.catalog_texts(catalog), list(catalog.item_ids), log_dir=log_dir,
                            sequences=sequences)
         sid_map.catalog = catalog_fingerprint(list(catalog.item_ids), catalog.fields, source)
         return sid_map
+
+    def catalog_texts(self, catalog) -> list[str]:
+        """The texts this tokenizer embeds for a catalog's items: `cfg.template` renderings, or with encoder
+        'tfidf-fields' every field's value joined with FIELD_SEP (the field order is kept for new items)."""
+        if self.cfg.encoder.strip().lower() != "tfidf-fields":
+            return catalog.texts(self.cfg.template)
+        names = list(catalog.fields)
+        if self.field_names is not None and self.field_names != names:
+            raise ValueError(f"catalog fields {names} differ from the fields this tokenizer was fitted on "
+                             f"{self.field_names} (encoder 'tfidf-fields')")
+        self.field_names = names
+        columns = [catalog.fields[name] for name in names]
+        return [FIELD_SEP.join(" ".join(str(col[i] or "").split(FIELD_SEP)) for col in columns)
+                for i in range(len(catalog.item_ids))]
 
     # ------------------------------------------------------------------------------------ cold start
     def _check_fitted(self) -> None:
@@ -367,7 +386,7 @@ class SIDTokenizer:
         out.mkdir(parents=True, exist_ok=True)
         tensors = {f"quantizer.{k}": v.detach().cpu().contiguous() for k, v in self.quantizer.state_dict().items()}
         encoder_meta: dict[str, Any] = {"kind": self.encoder.kind, "name": self.cfg.encoder}
-        if isinstance(self.encoder, TfidfSvdEncoder):
+        if isinstance(self.encoder, (TfidfSvdEncoder, FieldTfidfEncoder)):
             meta, enc_tensors = self.encoder.state()
             encoder_meta.update(meta)
             tensors.update({f"encoder.{k}": v.contiguous() for k, v in enc_tensors.items()})
@@ -432,6 +451,10 @@ class SIDTokenizer:
         if enc.get("kind") == "tfidf":
             etensors = {key[len("encoder."):]: v for key, v in tensors.items() if key.startswith("encoder.")}
             tok.encoder = TfidfSvdEncoder.from_state(enc, etensors)
+        elif enc.get("kind") == "tfidf-fields":
+            etensors = {key[len("encoder."):]: v for key, v in tensors.items() if key.startswith("encoder.")}
+            tok.encoder = FieldTfidfEncoder.from_state(enc, etensors)
+            tok.field_names = tok.encoder.field_names or None
         elif enc.get("kind") == "npy":
             tok.encoder = NpyEncoder(enc.get("name", "<precomputed>"))
         else:

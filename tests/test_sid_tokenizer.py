@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from genrec.data.errors import DataFormatError
-from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import dedup_codes, dedup_size
 from sid_tokenizer.embed import make_encoder
 from sid_tokenizer.sidmap import SIDMap, parse_sid_string
@@ -256,3 +255,60 @@ def test_tfidf_encoder_state_round_trip():
     meta, tensors = enc.state()
     again = type(enc).from_state(meta, tensors)
     assert np.allclose(enc.embed(texts[:10]), again.embed(texts[:10]), atol=1e-6)
+
+
+# ------------------------------------------------------------------ per-field TF-IDF (encoder 'tfidf-fields')
+
+
+def _long_description_catalog(n: int = 120):
+    """Jobs whose long description is the same for every job of a title, with a city that only the short `city`
+    field names: one TF-IDF over the joined text hardly sees the city, a block per field does."""
+    from genrec.data.schema import Catalog
+
+    titles = ["Registered Nurse", "Truck Driver", "Line Cook", "Data Scientist"]
+    words = "responsible for daily operations quality standards team collaboration safety reporting".split()
+    rows = []
+    for i in range(n):
+        title = titles[i % len(titles)]
+        rows.append({"title": title, "city": CITIES6[(i // len(titles)) % 6],
+                     "description": f"{title}: " + " ".join(words * 6), "constant": "full time"})
+    return Catalog([f"j{i:03d}" for i in range(n)], {k: [r[k] for r in rows] for k in rows[0]})
+
+
+CITIES6 = ["Boston", "Denver", "Austin", "Seattle", "Miami", "Chicago"]
+
+
+def test_field_blocks_separate_items_that_differ_in_a_short_field():
+    cat = _long_description_catalog()
+    same_title_other_city = (0, 4)  # item 0 and 4: same title and description, other city
+    plain = SIDTokenizer(tiny_config(template=None, encoder="tfidf"))
+    fields = SIDTokenizer(tiny_config(template=None, encoder="tfidf-fields", tfidf_field_dim=8))
+    plain.fit_catalog(cat)
+    fields.fit_catalog(cat)
+    assert fields.encoder.kept == ["title", "city", "description"]  # the constant field carries nothing
+    cos = {}
+    for name, tok in (("plain", plain), ("fields", fields)):
+        emb = tok.encoder.embed(tok.catalog_texts(cat))
+        a, b = (emb[i] / np.linalg.norm(emb[i]) for i in same_title_other_city)
+        cos[name] = float(a @ b)
+    assert cos["plain"] > 0.85  # the city is one word among ~60
+    assert cos["fields"] < 0.7  # one block of three (the city's) differs: about 2/3
+    assert np.allclose(np.linalg.norm(fields.encoder.embed(fields.catalog_texts(cat)), axis=1), 1.0, atol=1e-5)
+
+
+def test_field_tfidf_tokenizer_saves_loads_and_encodes_new_items(tmp_path, catalog):
+    from sid_tokenizer.embed import FIELD_SEP
+
+    tok = SIDTokenizer(tiny_config(template=None, encoder="tfidf-fields", tfidf_field_dim=8))
+    sid_map = tok.fit_catalog(catalog)
+    assert len(set(sid_map.item_to_codes.values())) == len(catalog)
+    tok.save(tmp_path)
+    loaded = SIDTokenizer.load(tmp_path)
+    texts = loaded.catalog_texts(catalog)  # fields in the fitted order
+    assert np.array_equal(loaded.encode(texts, use_known=False), prefixes(sid_map, catalog.item_ids, 3))
+    new = FIELD_SEP.join(["Dispatcher", "Globex", "Austin", "Logistics", "routing"])
+    assert np.array_equal(loaded.encode([new]), tok.encode([new]))
+    with pytest.raises(ValueError, match="has 2 fields, expected 5"):
+        loaded.encode([FIELD_SEP.join(["Dispatcher", "Globex"])])
+    with pytest.raises(ValueError, match="no template with encoder 'tfidf-fields'"):
+        SIDTokenizer(tiny_config(encoder="tfidf-fields"))  # tiny_config sets a template
