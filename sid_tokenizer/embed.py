@@ -345,8 +345,8 @@ def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 3
         return HFEncoder(str(path), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
     if "/" not in key:
         raise ValueError(
-            f"unknown encoder {key!r}: expected 'tfidf', 'tfidf-fields', 'minilm', a Hugging Face name like 'org/model', "
-            "a local model folder, or a .npy file of precomputed embeddings"
+            f"unknown encoder {key!r}: expected 'tfidf', 'tfidf-fields', 'minilm', a Hugging Face name like "
+            "'org/model', a local model folder, or a .npy file of precomputed embeddings"
         )
     return HFEncoder(key, max_seq_length=max_seq_length, batch_size=batch_size, device=device)
 
