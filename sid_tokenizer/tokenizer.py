@@ -133,7 +133,8 @@ class SIDTokenizer:
             self.encoder = make_encoder(
                 cfg.encoder, tfidf_dim=cfg.tfidf_dim, tfidf_max_features=cfg.tfidf_max_features, seed=cfg.seed,
                 max_seq_length=cfg.max_seq_length, batch_size=cfg.embed_batch_size, device=cfg.device,
-                tfidf_field_dim=cfg.tfidf_field_dim, field_names=self.field_names,
+                tfidf_field_dim=cfg.tfidf_field_dim, tfidf_whole_share=cfg.tfidf_whole_share,
+                field_names=self.field_names,
             )
             emb, embed_info = embed_catalog(self.encoder, list(texts), cfg.cache_dir)
         collab_info = None

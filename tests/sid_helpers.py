@@ -50,8 +50,8 @@ def tiny_catalog(n: int = 300, seed: int = 0, duplicates: int = 6) -> Catalog:
 def tiny_config(**over) -> TokenizerConfig:
     """A fast config: 3 x 16 codes, small TF-IDF, text only (no interactions here), no embedding cache, short RQ-VAE
     training, one thread."""
-    base = dict(template=TEMPLATE, levels=3, codebook_size=16, tfidf_dim=32, cache_dir="", steps=40, collab_dim=0,
-                batch_size=512, hidden_dims=[64], latent_dim=16, kmeans_iters=10, dead_code_every=10, threads=1)
+    base = dict(template=TEMPLATE, encoder="tfidf", levels=3, codebook_size=16, tfidf_dim=32, cache_dir="", steps=40,
+                collab_dim=0, batch_size=512, hidden_dims=[64], latent_dim=16, kmeans_iters=10, dead_code_every=10, threads=1)
     base.update(over)
     return TokenizerConfig(**base)
 

@@ -215,6 +215,8 @@ def test_tokenizer_bad_levels_and_codebook(env, tmp_path, capsys) -> None:
     assert "tokenizer config: levels=0 is invalid: expected an integer from 1 to 20" in cli_error(capsys, base + ["--levels", "0"])
     assert "tokenizer config: codebook_size=1 is invalid: expected an integer >= 2" in \
         cli_error(capsys, base + ["--codebook_size", "1"])
+    assert "template='{title}' is invalid: expected no template with encoder 'tfidf-fields'" in \
+        cli_error(capsys, base + ["--template", "{title}"])  # the default encoder embeds each field on its own
     assert not (tmp_path / "t").exists()  # nothing written
 
 

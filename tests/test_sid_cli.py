@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory):
 def test_fit_tokenizer_cli_writes_every_output(tmp_path, data_dir):
     out = tmp_path / "tok"
     cfg = tmp_path / "tok.yaml"
-    cfg.write_text(f"template: '{TEMPLATE}'\nmethod: rqkmeans\nseed: 1\n")
+    cfg.write_text(f"template: '{TEMPLATE}'\nencoder: tfidf\nmethod: rqkmeans\nseed: 1\n")
     assert main(["fit-tokenizer", "--data", str(data_dir), "--out", str(out), "--config", str(cfg), *FAST]) == 0
     for name in ("tokenizer.safetensors", "tokenizer_config.json", "sid_map.json", "sid_labels.json",
                  "tokenizer_report.json"):

@@ -281,19 +281,20 @@ CITIES6 = ["Boston", "Denver", "Austin", "Seattle", "Miami", "Chicago"]
 def test_field_blocks_separate_items_that_differ_in_a_short_field():
     cat = _long_description_catalog()
     same_title_other_city = (0, 4)  # item 0 and 4: same title and description, other city
-    plain = SIDTokenizer(tiny_config(template=None, encoder="tfidf"))
-    fields = SIDTokenizer(tiny_config(template=None, encoder="tfidf-fields", tfidf_field_dim=8))
-    plain.fit_catalog(cat)
-    fields.fit_catalog(cat)
-    assert fields.encoder.kept == ["title", "city", "description"]  # the constant field carries nothing
     cos = {}
-    for name, tok in (("plain", plain), ("fields", fields)):
+    for name, over in (("plain", dict(encoder="tfidf")), ("fields", dict(encoder="tfidf-fields", tfidf_whole_share=0)),
+                       ("hybrid", dict(encoder="tfidf-fields"))):
+        tok = SIDTokenizer(tiny_config(template=None, tfidf_field_dim=8, **over))
+        tok.fit_catalog(cat)
         emb = tok.encoder.embed(tok.catalog_texts(cat))
-        a, b = (emb[i] / np.linalg.norm(emb[i]) for i in same_title_other_city)
+        assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5), name
+        a, b = (emb[i] for i in same_title_other_city)
         cos[name] = float(a @ b)
+        if name != "plain":
+            assert tok.encoder.kept == ["title", "city", "description"]  # the constant field carries nothing
     assert cos["plain"] > 0.85  # the city is one word among ~60
     assert cos["fields"] < 0.7  # one block of three (the city's) differs: about 2/3
-    assert np.allclose(np.linalg.norm(fields.encoder.embed(fields.catalog_texts(cat)), axis=1), 1.0, atol=1e-5)
+    assert cos["fields"] + 0.05 < cos["hybrid"] < cos["plain"] - 0.05  # half the weight on the whole text
 
 
 def test_field_tfidf_tokenizer_saves_loads_and_encodes_new_items(tmp_path, catalog):
