@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from sid_tokenizer.embed import FIELD_TFIDF_NAMES
+
 METHODS = ("rqvae", "rqkmeans")
 
 
@@ -165,7 +167,7 @@ class TokenizerConfig:
         need(self.tfidf_dim >= 2, "tfidf_dim", "an integer >= 2")
         need(self.tfidf_field_dim >= 1, "tfidf_field_dim", "an integer >= 1")
         need(0.0 <= self.tfidf_whole_share < 1.0, "tfidf_whole_share", "a share in [0, 1)")
-        need(not (self.template and self.encoder.strip().lower() == "tfidf-fields"), "template",
+        need(not (self.template and self.encoder.strip().lower() in FIELD_TFIDF_NAMES), "template",
              "no template with encoder 'tfidf-fields' (it embeds every catalog field on its own; choose the fields "
              "with the data's item_text_fields, or pass encoder 'tfidf' to embed the template's text)")
         need(self.tfidf_max_features >= 2, "tfidf_max_features", "an integer >= 2")

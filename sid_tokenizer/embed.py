@@ -30,6 +30,11 @@ from genrec.data.errors import DataFormatError
 TFIDF_NAMES = ("tfidf", "tfidf-svd")
 FIELD_TFIDF_NAMES = ("tfidf-fields",)
 FIELD_SEP = "\x1f"  # joins one item's field values into the single text `tfidf-fields` reads (ASCII unit separator)
+
+
+def readable_fields(texts: list[str]) -> list[str]:
+    """FIELD_SEP-joined texts as a person reads them (fields joined with '; '), for labels and the whole-text block."""
+    return [t.replace(FIELD_SEP, "; ") for t in texts]
 SVD_MAX_ROWS = 20000  # TF-IDF rows the SVD is fitted on (a seeded sample beyond this)
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
@@ -183,10 +188,6 @@ class FieldTfidfEncoder:
     def kept(self) -> list[str]:
         return [self.field_names[f] if f < len(self.field_names) else str(f) for f, _ in self.blocks]
 
-    @staticmethod
-    def _joined(texts: list[str]) -> list[str]:
-        return [t.replace(FIELD_SEP, "; ") for t in texts]
-
     def fit(self, texts: list[str]) -> None:
         columns = split_fields(texts, self.num_fields)
         self.num_fields = len(columns)
@@ -205,7 +206,7 @@ class FieldTfidfEncoder:
         self.whole = None
         if self.whole_share > 0:
             self.whole = TfidfSvdEncoder(dim=self.whole_dim, max_features=self.max_features, seed=self.seed)
-            self.whole.fit(self._joined(texts))
+            self.whole.fit(readable_fields(texts))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not self.blocks:
@@ -215,7 +216,7 @@ class FieldTfidfEncoder:
         scale = np.sqrt((1.0 - self.whole_share) / len(self.blocks))
         parts = [enc.embed(columns[f]) * scale for f, enc in self.blocks]
         if self.whole is not None:
-            parts.insert(0, self.whole.embed(self._joined(texts)) * np.sqrt(self.whole_share))
+            parts.insert(0, self.whole.embed(readable_fields(texts)) * np.sqrt(self.whole_share))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

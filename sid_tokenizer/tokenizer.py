@@ -26,8 +26,8 @@ import torch
 from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import dedup_codes, dedup_size, free_dedup_code
 from sid_tokenizer.collab import collaborative_vectors, impute_from_text, unit_rows
-from sid_tokenizer.embed import (FIELD_SEP, FieldTfidfEncoder, HFEncoder, NpyEncoder, TfidfSvdEncoder, embed_catalog,
-                                 make_encoder)
+from sid_tokenizer.embed import (FIELD_SEP, FIELD_TFIDF_NAMES, FieldTfidfEncoder, HFEncoder, NpyEncoder,
+                                 TfidfSvdEncoder, embed_catalog, make_encoder, readable_fields)
 from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
 from sid_tokenizer.rqkmeans import RQKMeans
@@ -212,7 +212,7 @@ class SIDTokenizer:
 
         # 4. labels and the fitted-text table
         t1 = time.perf_counter()
-        label_texts = [t.replace(FIELD_SEP, "; ") for t in texts] if texts is not None else None
+        label_texts = readable_fields(texts) if texts is not None else None
         labels = prefix_labels(prefix_np, label_texts, cfg.levels, cfg.label_words) if texts is not None else {}
         label_seconds = time.perf_counter() - t1
         if texts is not None:
@@ -272,7 +272,7 @@ class SIDTokenizer:
     def catalog_texts(self, catalog) -> list[str]:
         """The texts this tokenizer embeds for a catalog's items: `cfg.template` renderings, or with encoder
         'tfidf-fields' every field's value joined with FIELD_SEP (the field order is kept for new items)."""
-        if self.cfg.encoder.strip().lower() != "tfidf-fields":
+        if self.cfg.encoder.strip().lower() not in FIELD_TFIDF_NAMES:
             return catalog.texts(self.cfg.template)
         names = list(catalog.fields)
         if self.field_names is not None and self.field_names != names:
@@ -449,11 +449,10 @@ class SIDTokenizer:
             quant.eval()
         tok.quantizer = quant
         enc = payload["encoder"]
+        etensors = {key[len("encoder."):]: v for key, v in tensors.items() if key.startswith("encoder.")}
         if enc.get("kind") == "tfidf":
-            etensors = {key[len("encoder."):]: v for key, v in tensors.items() if key.startswith("encoder.")}
             tok.encoder = TfidfSvdEncoder.from_state(enc, etensors)
-        elif enc.get("kind") == "tfidf-fields":
-            etensors = {key[len("encoder."):]: v for key, v in tensors.items() if key.startswith("encoder.")}
+        elif enc.get("kind") in FIELD_TFIDF_NAMES:
             tok.encoder = FieldTfidfEncoder.from_state(enc, etensors)
             tok.field_names = tok.encoder.field_names or None
         elif enc.get("kind") == "npy":
