@@ -120,6 +120,18 @@ def test_config_fields_have_help_text(command, texts, capsys):
         assert text in out, text
 
 
+def test_every_command_prints_its_help(capsys):
+    """`genrec <command> --help` renders for every command: argparse expands '%' in help strings, so a stray one
+    (e.g. '20% faster') crashes the help with a TypeError instead of printing it."""
+    from genrec.cli import COMMANDS, main
+
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as stop:
+            main([command, "--help"])
+        assert stop.value.code == 0, command
+        assert f"genrec {command}" in capsys.readouterr().out, command
+
+
 def test_trace_blocks_cite_only_the_lines_the_budget_keeps():
     """With a budget that drops the oldest lines, the grounded teacher gets the shown history only: the trace's
     blocks are those of the truncated example (line numbers start at the first line shown), and `fit_prompt`
