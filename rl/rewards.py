@@ -4,6 +4,8 @@ A rollout is represented by `codes`: the tuple of K generated SID codes, or `Non
 exactly K steps (format gate). Every reward of a gated rollout is 0, and it is counted, never dropped.
 
 - `step_matches`: SAPO's per-step match m[k] = 1 if level k's code equals the target's, levels independent.
+- `gated_step_matches`: m[k] = 1 only while every level up to k matches (the prefix-gated variant of SAPO's
+  reward, `--reward gated_level_match`): a code under a wrong parent names a different group, so it earns nothing.
 - `outcome_reward`: 1 if the whole SID equals the target (outcome GRPO).
 - `prefix_reward`: 2^-(L-p) for the longest correct prefix p (0 if p = 0), plus an optional bonus when the SID is a
   catalog item (prefix-reward GRPO).
@@ -58,6 +60,12 @@ def correct_prefix_length(codes: Codes, target: Sequence[int]) -> int:
             break
         p += 1
     return p
+
+
+def gated_step_matches(codes: Codes, target: Sequence[int]) -> list[float]:
+    """m[k] = 1.0 if codes[:k + 1] == target[:k + 1], else 0.0 (levels after the first miss score 0)."""
+    p = correct_prefix_length(codes, target)
+    return [1.0 if k < p else 0.0 for k in range(len(target))]
 
 
 def outcome_reward(codes: Codes, target: Sequence[int]) -> float:
@@ -173,6 +181,7 @@ def get_reward(name: str | Reward | Callable) -> Reward:
 
 
 register_reward("level_match", per_step=True)(lambda codes, target, **_: step_matches(codes, target))
+register_reward("gated_level_match", per_step=True)(lambda codes, target, **_: gated_step_matches(codes, target))
 register_reward("exact_match")(lambda codes, target, **_: outcome_reward(codes, target))
 register_reward("prefix_match")(
     lambda codes, target, valid_bonus=0.0, is_valid=None, **_: prefix_reward(

@@ -31,7 +31,7 @@ from eval.beam import SIDBeamSearch  # noqa: E402
 from eval.metrics import paired_difference  # noqa: E402
 from genrec.data.loader import load_catalog  # noqa: E402
 from genrec.data.schema import Example  # noqa: E402
-from genrec.model_folder import load_info, resolve_block_budget  # noqa: E402
+from genrec.model_folder import load_info, resolve_block_budget, resolve_layout  # noqa: E402
 from genrec.modeling import load_model_and_tokenizer  # noqa: E402
 from genrec.prompts import PromptConfig, build_prompt  # noqa: E402
 from genrec.response import render_block  # noqa: E402
@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--predictions", required=True)
     ap.add_argument("--num_beams", type=int, default=10)
     ap.add_argument("--max_users", type=int, default=500)
+    ap.add_argument("--layout", default="auto", help="decode layout; auto = the model folder's")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -93,7 +94,9 @@ def main() -> None:
     model, tok = load_model_and_tokenizer(args.model)
     model.eval()
     cfg = PromptConfig.load(args.model)
-    budget = resolve_block_budget(load_info(args.model), 0)
+    info = load_info(args.model)
+    budget = resolve_block_budget(info, 0)
+    layout = resolve_layout(args.model, info, args.layout)  # the folder's own layout (coarse, interleaved) by default
     rows = [json.loads(x) for x in Path(args.predictions).read_text().splitlines()][: args.max_users]
     examples = [Example(r["user_id"], tuple(r["history"]), r["target"], "") for r in rows]
     prompts = [build_prompt(e, catalog, sid_map, tok, cfg) for e in examples]
@@ -104,8 +107,8 @@ def main() -> None:
         lines.append([(p, h, sid_map.codes(h)) for p, h in enumerate(hist, 1)])
     common = dict(num_beams=args.num_beams, max_block_tokens=budget, cache="dynamic")  # teacher blocks may be longer
     result = {}
-    for name, search in (("model blocks", SIDBeamSearch(model, tok, sid_map, "interleaved", **common)),
-                         ("teacher blocks", TeacherBlockSearch(model, tok, sid_map, "interleaved", teacher_lines=lines,
+    for name, search in (("model blocks", SIDBeamSearch(model, tok, sid_map, layout, **common)),
+                         ("teacher blocks", TeacherBlockSearch(model, tok, sid_map, layout, teacher_lines=lines,
                                                                catalog=catalog, teacher_cfg=teacher_cfg, **common))):
         r = ranks(search, prompts, [e.target for e in examples])
         result[name] = np.array([1 / math.log2(x + 2) if x is not None and x < 10 else 0.0 for x in r])

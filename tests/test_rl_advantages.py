@@ -18,6 +18,7 @@ from rl.advantages import (
 )
 from rl.rewards import (
     correct_prefix_length,
+    gated_step_matches,
     match_matrix,
     mean_step_reward,
     outcome_reward,
@@ -33,6 +34,15 @@ def test_step_matches_levels_are_independent():
     assert step_matches((3, 9, 4), TARGET) == [1.0, 0.0, 1.0]  # no prefix gating
     assert step_matches((0, 1, 4), TARGET) == [0.0, 1.0, 1.0]
     assert step_matches(None, TARGET) == [0.0, 0.0, 0.0]  # format gate
+
+
+def test_gated_step_matches_stop_at_the_first_miss():
+    assert gated_step_matches((3, 1, 4), TARGET) == [1.0, 1.0, 1.0]
+    assert gated_step_matches((3, 9, 4), TARGET) == [1.0, 0.0, 0.0]  # level 2 matches under a wrong parent: 0
+    assert gated_step_matches((0, 1, 4), TARGET) == [0.0, 0.0, 0.0]
+    assert gated_step_matches(None, TARGET) == [0.0, 0.0, 0.0]
+    r = algorithm_rewards("sapo", [(3, 9, 4), (3, 1, 0)], [TARGET] * 2, reward="gated_level_match")
+    assert r.tolist() == [[1, 0, 0], [1, 1, 0]]
 
 
 def test_outcome_and_prefix_rewards():
