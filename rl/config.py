@@ -39,9 +39,9 @@ class SAPOConfig(GRPOConfig):
     reward: str | None = field(
         default=None,
         metadata={"help": "Reward the algorithm normalises, instead of its own: a name registered in rl/rewards.py "
-                  "(level_match, gated_level_match, exact_match, prefix_match, or one added with register_reward) or a dotted path "
-                  "'package.module:function' (function(codes, target, **context); per-step when it has "
-                  "per_step = True). Default: the algorithm's reward."},
+                  "(level_match, gated_level_match, exact_match, prefix_match, or one added with register_reward) "
+                  "or a dotted path 'package.module:function' (function(codes, target, **context); per-step when it "
+                  "has per_step = True). Default: the algorithm's reward."},
     )
     layout: str = field(
         default="interleaved",

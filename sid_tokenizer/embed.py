@@ -30,13 +30,13 @@ from genrec.data.errors import DataFormatError
 TFIDF_NAMES = ("tfidf", "tfidf-svd")
 FIELD_TFIDF_NAMES = ("tfidf-fields",)
 FIELD_SEP = "\x1f"  # joins one item's field values into the single text `tfidf-fields` reads (ASCII unit separator)
+SVD_MAX_ROWS = 20000  # TF-IDF rows the SVD is fitted on (a seeded sample beyond this)
+MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
 def readable_fields(texts: list[str]) -> list[str]:
     """FIELD_SEP-joined texts as a person reads them (fields joined with '; '), for labels and the whole-text block."""
     return [t.replace(FIELD_SEP, "; ") for t in texts]
-SVD_MAX_ROWS = 20000  # TF-IDF rows the SVD is fitted on (a seeded sample beyond this)
-MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
 def minilm_path() -> Path:
