@@ -19,6 +19,7 @@ import logging
 
 import torch
 
+from genrec.modeling import accepts_logits_to_keep
 from genrec.prompts import DIRECT_INSTRUCTION, REASON_INSTRUCTION
 from genrec.response import THINK_CLOSE, THINK_OPEN
 
@@ -44,6 +45,7 @@ class SIDDistiller:
         self.reason_ids = tokenizer(REASON_INSTRUCTION, add_special_tokens=False)["input_ids"]
         self.direct_ids = tokenizer(DIRECT_INSTRUCTION, add_special_tokens=False)["input_ids"]
         self.rows_without_instruction = 0
+        self.keep_logits = accepts_logits_to_keep(teacher)
 
     def teacher_row(self, ids: list[int], completion: list[bool]) -> tuple[list[int], list[int]]:
         """The teacher's tokens for one unpadded row and, for every kept token, its index in the teacher row (-1 if
@@ -103,9 +105,12 @@ class SIDDistiller:
         for b, row in enumerate(teacher_rows):
             tokens[b, :len(row)] = torch.tensor(row, dtype=torch.long)
             mask[b, :len(row)] = 1
-        logits = self.teacher(input_ids=tokens.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
+        start = min(teacher_pos, default=0) if self.keep_logits else 0  # the LM head only where targets are read
+        keep = {"logits_to_keep": width - start} if start else {}
+        logits = self.teacher(input_ids=tokens.to(dev), attention_mask=mask.to(dev), use_cache=False, **keep).logits
         rows = torch.tensor(batch_rows, dtype=torch.long, device=dev)
-        probs = torch.softmax(logits[rows, torch.tensor(teacher_pos, dtype=torch.long, device=dev)].float(), dim=-1)
+        cols = torch.tensor(teacher_pos, dtype=torch.long, device=dev) - start
+        probs = torch.softmax(logits[rows, cols].float(), dim=-1)
         return rows, torch.tensor(student_pos, dtype=torch.long, device=dev), probs
 
 

