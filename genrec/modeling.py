@@ -204,11 +204,8 @@ def accepts_logits_to_keep(model) -> bool:
 def first_loss_position(labels: torch.Tensor) -> int:
     """The earliest logit position any row's next-token loss reads: one before the first label that is not -100
     (0 when there is none). Logits before it are never used, so `logits_to_keep = width - it` loses nothing."""
-    has = labels != -100
-    if not bool(has.any()):
-        return 0
-    first = has.int().argmax(dim=1)[has.any(dim=1)]
-    return max(int(first.min()) - 1, 0)
+    cols = (labels != -100).nonzero()[:, 1]
+    return max(int(cols.min()) - 1, 0) if len(cols) else 0
 
 
 def smollm2_package_dir() -> Path | None:
