@@ -14,7 +14,8 @@ choices branch:
 At the last level the `k` best leaves (not just `num_beams`) are kept, so `k` may exceed
 `num_beams`: the list is then completed by the best-scoring children of the surviving beams, the
 same items a wider final beam would add. Excluded items (the `new` protocol) are masked at the last
-level. Beams always carry distinct SID prefixes (children of distinct prefixes are distinct), so the
+level, so `search_variants` decodes once for several exclusion variants (the `all` and `new` protocols) and
+runs only the last expansion per variant. Beams always carry distinct SID prefixes (children of distinct prefixes are distinct), so the
 returned items are distinct; they are catalog items by construction (trie leaves).
 
 Scores are raw log-probabilities (log-softmax over the whole vocabulary, as HF beam search uses), with
@@ -29,7 +30,7 @@ took 60% of the interleaved run time on CPU (`cache="dynamic"` keeps it for comp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import DynamicCache, StaticCache
@@ -237,17 +238,31 @@ class SIDBeamSearch:
         return mask.to(rows.node.device)
 
     # ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def search(
         self, prompts: Sequence[str], k: int, exclude: Sequence[set[str]] | None = None
     ) -> list[list[Beam]]:
         """Top-`k` items per prompt (best first; fewer only when the catalog, minus exclusions, is smaller)."""
+        return self.search_variants(prompts, k, [exclude])[0]
+
+    @torch.no_grad()
+    def search_variants(
+        self, prompts: Sequence[str], k: int, excludes: Sequence[Sequence[set[str]] | None]
+    ) -> list[list[list[Beam]]]:
+        """`search` once per exclusion variant (e.g. `[None, history sets]` for the `all` and `new` protocols).
+
+        Exclusions act at the last level only, so every variant shares the decoding up to it (prompt, blocks,
+        coarse levels): the shared part runs once and only the last expansion runs per variant. Each variant's
+        result equals `search(prompts, k, variant)`.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if exclude is not None and len(exclude) != len(prompts):
-            raise ValueError(f"{len(exclude)} exclusion sets for {len(prompts)} prompts")
+        if not excludes:
+            raise ValueError("search_variants needs at least one exclusion variant (None = no exclusion)")
+        for exclude in excludes:
+            if exclude is not None and len(exclude) != len(prompts):
+                raise ValueError(f"{len(exclude)} exclusion sets for {len(prompts)} prompts")
         if not prompts:
-            return []
+            return [[] for _ in excludes]
         self.model.eval()
         dev = self.device
         users = len(prompts)
@@ -295,18 +310,20 @@ class SIDBeamSearch:
                 if plan[i + 1].kind == BLOCK:
                     pending.append(torch.full_like(rows.node, spec.think_open_id))
                 continue
-            last = slot.level == levels - 1
-            width = max(k, self.num_beams) if last else self.num_beams
-            excl = self._exclusion_mask(rows, slot.level, exclude) if last else None
-            src, token = self._expand(logits, rows, slot.level, width, users, excl)
-            if last:
-                break
+            if slot.level == levels - 1:  # the last choice: once per variant, from the same state
+                results = []
+                for exclude in excludes:
+                    final = replace(rows)  # `_expand` rebinds the fields it changes, so a shallow copy is enough
+                    excl = self._exclusion_mask(final, slot.level, exclude)
+                    self._expand(logits, final, slot.level, max(k, self.num_beams), users, excl)
+                    results.append(self._collect(final, users, k))
+                return results
+            src, token = self._expand(logits, rows, slot.level, self.num_beams, users, None)
             kv.reorder(src)
             pending.append(token)
             if plan[i + 1].kind == BLOCK:
                 pending.append(torch.full_like(token, spec.think_open_id))
-
-        return self._collect(rows, users, k)
+        raise RuntimeError("response plan has no last SID level (internal error)")
 
     def _collect(self, rows: _Rows, users: int, k: int) -> list[list[Beam]]:
         out: list[list[Beam]] = []

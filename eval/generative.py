@@ -96,18 +96,27 @@ class GenerativeRecommender(Recommender):
 
     def recommend_beams(self, examples: Sequence[Example], k: int, exclude_history: bool = False) -> list[list[Beam]]:
         """Top-k `Beam`s (item, score, reasoning) per example, in input order."""
+        return self.recommend_beams_variants(examples, k, [exclude_history])[0]
+
+    def recommend_beams_variants(
+        self, examples: Sequence[Example], k: int, exclude_history: Sequence[bool]
+    ) -> list[list[list[Beam]]]:
+        """`recommend_beams` once per value of `exclude_history`, sharing one beam search (see
+        `SIDBeamSearch.search_variants`): the `all` and `new` protocols cost one decoding instead of two."""
         prompts = [self.prompt(ex) for ex in examples]
         # Sort by prompt length so each batch pads little; restore the order afterwards.
         order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
-        out: list[list[Beam] | None] = [None] * len(examples)
+        out: list[list[list[Beam] | None]] = [[None] * len(examples) for _ in exclude_history]
         calls0 = self.search.forward_calls
         bar = tqdm(total=len(examples), desc=f"beam search ({self.layout})", disable=not self.progress, file=sys.stderr)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            excl = [set(examples[i].history) for i in idx] if exclude_history else None
-            results = self.search.search([prompts[i] for i in idx], k, excl)
-            for i, beams in zip(idx, results):
-                out[i] = self._fill(beams, k, set(examples[i].history) if exclude_history else set())
+            histories = [set(examples[i].history) for i in idx]
+            variants = self.search.search_variants([prompts[i] for i in idx], k,
+                                                   [histories if ex else None for ex in exclude_history])
+            for v, (ex, results) in enumerate(zip(exclude_history, variants)):
+                for i, history, beams in zip(idx, histories, results):
+                    out[v][i] = self._fill(beams, k, history if ex else set())
             bar.update(len(idx))
         bar.close()
         self.stats["users"] += len(examples)

@@ -144,6 +144,29 @@ def test_exclusion_masks_items_at_last_level():
     assert again[:3] == top[2:5]
 
 
+@pytest.mark.parametrize("layout", ["interleaved", "coarse", "direct"])
+def test_exclusion_variants_share_one_decoding_and_equal_separate_searches(layout):
+    """The `all` and `new` protocols from one pass: each variant equals its own search, in fewer forwards."""
+    model, tok = _model()
+    prompts = _prompts(3)
+    search = SIDBeamSearch(model, tok, tiny_sid_map(), layout, num_beams=3, max_block_tokens=MAX_BLOCK)
+    top = [[b.item_id for b in beams] for beams in search.search(prompts, 6)]
+    exclude = [set(t[:2]) for t in top]  # every user's two best items: the excluded list must change
+    calls = search.forward_calls
+    plain, excluded = search.search_variants(prompts, 6, [None, exclude])
+    shared_calls = search.forward_calls - calls
+    calls = search.forward_calls
+    separate = [search.search(prompts, 6), search.search(prompts, 6, exclude)]
+    assert shared_calls * 2 == search.forward_calls - calls
+    for got, want in zip((plain, excluded), separate):
+        for x, y in zip(got, want):
+            assert [i.item_id for i in x] == [i.item_id for i in y]
+            assert [i.block_token_ids for i in x] == [i.block_token_ids for i in y]
+            assert [i.score for i in x] == pytest.approx([i.score for i in y], abs=1e-5)
+    for t, x in zip(top, excluded):
+        assert not set(t[:2]) & {i.item_id for i in x}
+
+
 def test_bad_settings():
     model, tok = _model()
     with pytest.raises(ValueError, match="num_beams"):

@@ -78,6 +78,27 @@ def test_evaluate_direct_layout_and_subset(setup, tmp_path):
     assert results["genrec-direct"]["all"]["num_users"] == 5
 
 
+def test_protocols_from_one_search_equal_each_protocol_alone(setup, tmp_path):
+    """`all,new` shares one beam search per model; every prediction file equals the protocol's own run."""
+    both, alone = tmp_path / "both", {p: tmp_path / p for p in ("all", "new")}
+    assert _evaluate(setup, both, "--baselines", "", "--max_users", "12") == 0
+    for p, out in alone.items():
+        assert _evaluate(setup, out, "--baselines", "", "--max_users", "12", "--protocols", p) == 0
+    report = json.loads((both / "eval_report.json").read_text())["results"]["genrec-interleaved"]
+    for p, out in alone.items():
+        name = f"predictions_genrec-interleaved_{p}.jsonl"
+        shared = [json.loads(x) for x in (both / name).read_text().splitlines()]
+        single = [json.loads(x) for x in (out / name).read_text().splitlines()]
+        assert [x["items"] for x in shared] == [x["items"] for x in single]
+        assert [x["reasoning"] for x in shared] == [x["reasoning"] for x in single]
+        one = json.loads((out / "eval_report.json").read_text())["results"]["genrec-interleaved"][p]
+        assert report[p]["ndcg@10"] == one["ndcg@10"] and report[p]["num_users"] == one["num_users"]
+    preds = {p: [json.loads(x) for x in (both / f"predictions_genrec-interleaved_{p}.jsonl").read_text().splitlines()]
+             for p in alone}
+    assert any(set(x["items"]) & set(x["history"]) for x in preds["all"]), "exclusion should change some lists"
+    assert not any(set(x["items"]) & set(x["history"]) for x in preds["new"])
+
+
 def test_evaluate_bad_input(setup, tmp_path, capsys):
     # SID map that lacks some test items
     sm = tiny_sid_map()
