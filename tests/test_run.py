@@ -122,7 +122,7 @@ def test_run_yaml_parses():
     cfg, data_cfg, prompt_cfg = parse_command("run", ["--config", str(CONFIGS / "run.yaml"), "--data", "d",
                                                       "--rl_steps", "5", "--collapse_repeats", "false"])
     assert (cfg.data, cfg.rl_steps, cfg.codebook_size, data_cfg.collapse_repeats) == ("d", 5, 0, False)
-    assert cfg.rl_config == "configs/rl_sapo.yaml" and prompt_cfg.history_format == "both"
+    assert cfg.rl_config == "configs/rl_sapo_gated.yaml" and prompt_cfg.history_format == "both"
 
 
 def test_stage_selection(tmp_path):
