@@ -72,9 +72,10 @@ class RunConfig:
                 "evidence or pointer, and no stage-1 rows are replayed)."})
     rl_steps: int = field(default=60, metadata={"help": "RL optimizer steps."})
     rl_prompts: int = field(default=512, metadata={"help": "Training prompts sampled for RL (0 = every example)."})
-    rl_config: str = field(default="configs/rl_sapo.yaml", metadata={
+    rl_config: str = field(default="configs/rl_sapo_gated.yaml", metadata={
         "help": "RL algorithm config (`genrec rl --config`); relative paths are tried in the working folder, then "
-                "in the genrec checkout."})
+                "in the genrec checkout. The default is SAPO with the prefix-gated reward on valid-split prompts "
+                "(above GRPO on two sets, docs/bench/learning.md); configs/rl_sapo.yaml is the paper's settings."})
     eval_users: int = field(default=0, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
     protocols: str = field(default="all,new", metadata={
