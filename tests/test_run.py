@@ -152,6 +152,7 @@ def test_stage_budgets_reach_their_sft_commands(tmp_path):
 
     assert budget("sft1", sft1_steps=0, sft1_epochs=4, sft1_max_steps=70) == ("-1", "4", "70")
     assert budget("sft2", sft2_steps=0, sft2_epochs=2.5, sft2_max_steps=90) == ("-1", "2.5", "90")
-    assert budget("sft2", sft2_steps=30, sft2_max_steps=0) == ("30", "3.0", "0")
+    assert budget("sft2", sft2_steps=30, sft2_max_steps=0) == ("30", "2.0", "0")
+    assert budget("sft2") == ("-1", "2.0", "1600")  # the recipe: 2 epochs, at most 1,600 steps
     with pytest.raises(ValueError, match="--sft2_max_steps must be >= 0"):
         RunConfig(data="d", sft2_max_steps=-1)

@@ -60,11 +60,12 @@ class RunConfig:
     sft1_tasks: str = field(default="sequence", metadata={
         "help": "Stage-1 tasks, comma-separated (see `genrec sft --stage1_tasks`); 'sequence' trains every target "
                 "of a user's history in one pass."})
-    sft2_steps: int = field(default=800, metadata={"help": "Stage-2 SFT optimizer steps (0 = train sft2_epochs). "
-                                                            "Synthetic market: 200 steps NDCG@10 0.015, 600 steps 0.059 "
-                                                            "(docs/bench/learning.md, session 9)."})
-    sft2_epochs: float = field(default=3.0, metadata={"help": "Stage-2 SFT epochs (used when sft2_steps is 0)."})
-    sft2_max_steps: int = field(default=0, metadata={
+    sft2_steps: int = field(default=0, metadata={"help": "Stage-2 SFT optimizer steps (0 = train sft2_epochs)."})
+    sft2_epochs: float = field(default=2.0, metadata={
+        "help": "Stage-2 SFT epochs (used when sft2_steps is 0). About 2 epochs was best on all three sets: demo "
+                "market 1.2 epochs 0.101, 1.8 0.131, 2.5 0.129; amazon 0.9 epochs 0.207, 1.9 0.225; jobs-kaggle "
+                "2.1 epochs 0.225, 4.1 0.218 (docs/bench/learning.md, session 14)."})
+    sft2_max_steps: int = field(default=1600, metadata={
         "help": "CPU budget: at most this many stage-2 steps when sft2_epochs would take more (0 = no cap)."})
     sft2_tasks: str = field(default="traces", metadata={
         "help": "Stage-2 rows (`genrec sft --stage2_tasks`): 'traces' (one row per trace, stage-1 rows replayed) or "
