@@ -14,9 +14,10 @@ choices branch:
 At the last level the `k` best leaves (not just `num_beams`) are kept, so `k` may exceed
 `num_beams`: the list is then completed by the best-scoring children of the surviving beams, the
 same items a wider final beam would add. Excluded items (the `new` protocol) are masked at the last
-level, so `search_variants` decodes once for several exclusion variants (the `all` and `new` protocols) and
-runs only the last expansion per variant. Beams always carry distinct SID prefixes (children of distinct prefixes are distinct), so the
-returned items are distinct; they are catalog items by construction (trie leaves).
+level only, so `search_variants` decodes once for several exclusion variants (the `all` and `new`
+protocols) and runs only the last expansion per variant. Beams always carry distinct SID prefixes
+(children of distinct prefixes are distinct), so the returned items are distinct; they are catalog
+items by construction (trie leaves).
 
 Scores are raw log-probabilities (log-softmax over the whole vocabulary, as HF beam search uses), with
 no temperature, top-k/top-p or repetition penalty: nothing from a model's generation_config applies.
