@@ -59,15 +59,15 @@ def main() -> None:
     shared[1] = [shared[1][i] for i in new]
     t_shared = time.perf_counter() - t0
 
-    same = all([b.item_id for b in x] == [b.item_id for b in y] and x[:1] and y[:1] and x[0].blocks == y[0].blocks
+    same = all(x and y and [b.item_id for b in x] == [b.item_id for b in y] and x[0].blocks == y[0].blocks
                for a, b in zip(separate, shared) for x, y in zip(a, b))
-    row = {"model": args.model, "layout": rec.layout, "users": len(examples), "new_users": len(new), "num_beams": args.num_beams,
-           "threads": args.threads, "separate_s": round(t_separate, 2), "shared_s": round(t_shared, 2),
-           "speedup": round(t_separate / t_shared, 3), "same_lists": bool(same)}
+    row = {"model": args.model, "layout": rec.layout, "users": len(examples), "new_users": len(new),
+           "num_beams": args.num_beams, "threads": args.threads, "separate_s": round(t_separate, 2),
+           "shared_s": round(t_shared, 2), "speedup": round(t_separate / t_shared, 3), "same_lists": bool(same)}
     print("| layout | users (all / new) | beams | two searches (s) | one shared search (s) | speed-up | same lists |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {row['layout']} | {row['users']} / {row['new_users']} | {row['num_beams']} | {row['separate_s']} | {row['shared_s']} | "
-          f"{row['speedup']}x | {row['same_lists']} |")
+    print(f"| {row['layout']} | {row['users']} / {row['new_users']} | {row['num_beams']} | {row['separate_s']} | "
+          f"{row['shared_s']} | {row['speedup']}x | {row['same_lists']} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2) + "\n")
 

@@ -28,7 +28,8 @@ def per_user(spec: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
     scores, keys = [], None
     for path in spec.split(","):
         if not Path(path).is_file():
-            raise SystemExit(f"{path}: prediction file not found (written by `genrec evaluate --save_predictions true`)")
+            raise SystemExit(f"{path}: prediction file not found "
+                             "(written by `genrec evaluate --save_predictions true`)")
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         these = [(r["user_id"], r["target"]) for r in rows]
         if keys is not None and these != keys:

@@ -72,7 +72,8 @@ class RunConfig:
                 "'sequence' (every line of a user's history with its reasoning in one pass; needs --history_reasoning "
                 "evidence or pointer, and no stage-1 rows are replayed)."})
     rl_steps: int = field(default=60, metadata={"help": "RL optimizer steps."})
-    rl_prompts: int = field(default=512, metadata={"help": "Training prompts sampled for RL (0 = every example)."})
+    rl_prompts: int = field(default=512, metadata={
+        "help": "RL prompts sampled from the rl_config's rl_split (0 = every example)."})
     rl_config: str = field(default="configs/rl_sapo_gated.yaml", metadata={
         "help": "RL algorithm config (`genrec rl --config`); relative paths are tried in the working folder, then "
                 "in the genrec checkout. The default is SAPO with the prefix-gated reward on valid-split prompts "
