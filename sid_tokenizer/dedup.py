@@ -1,7 +1,8 @@
 """The dedup level: one extra code per item that makes every SID unique (TIGER/GRID style, fixed length).
 
 Items sharing a semantic prefix get 0, 1, 2, ... in item-id order (deterministic and independent of file
-order); the codebook leaves free slots for items added later (cold start).
+order), or, with train counts given, most-viewed first (ties by item id; an option, measured worse on
+jobs-kaggle: docs/bench/learning.md, session 15). The codebook leaves free slots for items added later (cold start).
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def dedup_codes(prefix: np.ndarray, item_ids: list[str]) -> np.ndarray:
-    """Rank of each item within its group of identical prefixes, groups ordered by item id."""
+def dedup_codes(prefix: np.ndarray, item_ids: list[str], counts: np.ndarray | None = None) -> np.ndarray:
+    """Rank of each item within its group of identical prefixes: by descending `counts` (one per item, e.g.
+    train views) when given, then by item id."""
     n = prefix.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     id_rank = np.empty(n, dtype=np.int64)
     id_rank[np.argsort(np.asarray(item_ids, dtype=object).astype(str), kind="stable")] = np.arange(n)
-    keys = (id_rank,) + tuple(prefix[:, level] for level in reversed(range(prefix.shape[1])))
+    order_keys = (id_rank,) if counts is None else (id_rank, -np.asarray(counts, dtype=np.int64))
+    keys = order_keys + tuple(prefix[:, level] for level in reversed(range(prefix.shape[1])))
     order = np.lexsort(keys)
     sorted_prefix = prefix[order]
     new_group = np.ones(n, dtype=bool)

@@ -90,8 +90,9 @@ class SIDTokenizer:
 
         Give texts (embedded with `cfg.encoder`) or precomputed `embeddings` (one row per item), or both (the
         texts then only feed labels and the fitted-text table). `sequences` (item ids in time order, one list
-        per user, training interactions only) add the collaborative part when `cfg.collab_dim` > 0; without
-        them the SIDs come from the text alone (recorded in the report).
+        per user, training interactions only) add the collaborative part when `cfg.collab_dim` > 0 and order
+        the dedup codes when `cfg.dedup_order` is 'popularity'; without them the SIDs come from the text alone
+        and the dedup codes follow item ids (recorded in the report).
         """
         if not self.cfg.threads:
             return self._fit(texts, item_ids, embeddings, log_dir, sequences)
@@ -137,6 +138,8 @@ class SIDTokenizer:
                 field_names=self.field_names,
             )
             emb, embed_info = embed_catalog(self.encoder, list(texts), cfg.cache_dir)
+        if sequences is not None:
+            sequences = [list(seq) for seq in sequences]  # read twice below (collaborative part, dedup order)
         collab_info = None
         self.collab_dim = 0
         if cfg.collab_dim and sequences is None:
@@ -205,7 +208,14 @@ class SIDTokenizer:
 
         # 3. dedup level
         before = collision_stats(prefix_np)
-        dedup = dedup_codes(prefix_np, item_ids)
+        counts = None
+        if cfg.dedup_order == "popularity" and sequences is None:
+            warnings.warn("SIDTokenizer.fit: dedup_order 'popularity' but no interaction sequences given; the dedup "
+                          "codes follow item ids", stacklevel=3)
+        elif cfg.dedup_order == "popularity":
+            index = {item: i for i, item in enumerate(item_ids)}
+            counts = np.bincount([index[it] for seq in sequences for it in seq if it in index], minlength=n)
+        dedup = dedup_codes(prefix_np, item_ids, counts)
         d_size = dedup_size(int(dedup.max()) + 1, cfg.dedup_min_size)
         self.codebook_sizes = [k] * cfg.levels + [d_size]
         full = np.concatenate([prefix_np, dedup[:, None]], axis=1)
@@ -239,6 +249,7 @@ class SIDTokenizer:
             "collision_rate": after["collision_rate"],
             "collision_rate_nearest_rule": plain["collision_rate"],
             "spread_moved_items": moved,
+            "dedup_order": "id" if counts is None else "popularity",
             "utilization": util,
             "perplexity": ppl,
             "recon_mse": err / (n * self.embedding_dim),

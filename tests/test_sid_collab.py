@@ -96,6 +96,9 @@ def test_fit_tokenizer_cli_reads_the_train_interactions(tmp_path, capsys):
     assert json.loads((tmp_path / "cf" / "tokenizer_config.json").read_text())["collab_dim"] == 4
     assert main(common + ["--out", str(tmp_path / "text"), "--collab_dim", "0"]) == 0
     assert json.loads((tmp_path / "text" / "tokenizer_report.json").read_text())["collab"] is None
+    assert main(common + ["--out", str(tmp_path / "pop"), "--dedup_order", "popularity"]) == 0
+    assert json.loads((tmp_path / "pop" / "tokenizer_report.json").read_text())["dedup_order"] == "popularity"
+    assert json.loads((tmp_path / "text" / "tokenizer_report.json").read_text())["dedup_order"] == "id"
     assert main(common + ["--out", str(tmp_path / "bad"), "--collab_window", "0"]) != 0
     assert "collab_window=0 is invalid" in capsys.readouterr().err
 

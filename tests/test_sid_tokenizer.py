@@ -73,6 +73,37 @@ def test_dedup_codes_follow_item_id_order_whatever_the_input_order():
     assert dedup_size(1, 1) == 2 and dedup_size(3, 1) == 4 and dedup_size(4, 1) == 8 and dedup_size(2, 8) == 8
 
 
+def test_dedup_codes_put_the_most_viewed_item_first_when_counts_are_given():
+    prefix = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 0]])
+    ids = ["z", "b", "a", "m", "c"]
+    codes = dedup_codes(prefix, ids, counts=np.array([5, 0, 1, 5, 3]))
+    assert codes.tolist() == [1, 1, 2, 0, 0]  # [1, 2]: m and z tie on 5 views (id order), then a; [0, 0]: c, b
+
+
+def test_popularity_dedup_order_follows_train_views_and_falls_back_to_ids(catalog):
+    """The semantic codes do not change; within each collided group the most-viewed item gets d_0."""
+    by_id = SIDTokenizer(tiny_config()).fit_catalog(catalog)
+    groups: dict[tuple, list[str]] = {}
+    for item in catalog.item_ids:
+        groups.setdefault(by_id.codes(item)[:-1], []).append(item)
+    group = max(groups.values(), key=len)
+    assert len(group) >= 2
+    last = sorted(group)[-1]  # the highest id: last in id order, viewed most below
+    sequences = [[last, last, sorted(group)[0]], [last]]
+    tok = SIDTokenizer(tiny_config(dedup_order="popularity"))
+    by_views = tok.fit_catalog(catalog, sequences=sequences)
+    assert by_views.codes(last)[-1] == 0 and by_id.codes(last)[-1] == len(group) - 1
+    assert by_views.codes(sorted(group)[0])[-1] == 1
+    assert all(by_views.codes(i)[:-1] == by_id.codes(i)[:-1] for i in catalog.item_ids)
+    assert tok.report["dedup_order"] == "popularity"
+    with pytest.warns(UserWarning, match="dedup_order 'popularity' but no interaction sequences"):
+        fallback = SIDTokenizer(tiny_config(dedup_order="popularity"))
+        assert fallback.fit_catalog(catalog).item_to_codes == by_id.item_to_codes
+    assert fallback.report["dedup_order"] == "id"
+    with pytest.raises(ValueError, match="dedup_order"):
+        tiny_config(dedup_order="views").validate()
+
+
 def test_identical_texts_share_their_prefix(fitted, catalog):
     tok, sid_map = fitted
     texts = catalog.texts(TEMPLATE)

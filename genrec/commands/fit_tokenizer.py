@@ -93,7 +93,8 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
         return done
     print(f"[fit-tokenizer] {len(catalog)} items from {args.data}; encoder {cfg.encoder}, method {cfg.method}, "
           f"{cfg.levels} x {cfg.codebook_size} + dedup", file=sys.stderr, flush=True)
-    sequences = train_sequences(args.data, data_cfg) if cfg.collab_dim else None
+    needs_views = cfg.collab_dim or cfg.dedup_order == "popularity"
+    sequences = train_sequences(args.data, data_cfg) if needs_views else None
     tok = SIDTokenizer(cfg)
     with writing(out):  # readers refuse the folder until every file below is written (genrec/stage_output.py)
         sid_map = tok.fit_catalog(catalog, log_dir=out / "tb", source=Path(args.data).resolve().name,
