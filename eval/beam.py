@@ -240,14 +240,15 @@ class SIDBeamSearch:
 
     # ------------------------------------------------------------------------------------------------
     def search(
-        self, prompts: Sequence[str], k: int, exclude: Sequence[set[str]] | None = None
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], k: int, exclude: Sequence[set[str]] | None = None
     ) -> list[list[Beam]]:
         """Top-`k` items per prompt (best first; fewer only when the catalog, minus exclusions, is smaller)."""
         return self.search_variants(prompts, k, [exclude])[0]
 
     @torch.no_grad()
     def search_variants(
-        self, prompts: Sequence[str], k: int, excludes: Sequence[Sequence[set[str]] | None]
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], k: int,
+        excludes: Sequence[Sequence[set[str]] | None],
     ) -> list[list[list[Beam]]]:
         """`search` once per exclusion variant (e.g. `[None, history sets]` for the `all` and `new` protocols).
 
@@ -269,7 +270,8 @@ class SIDBeamSearch:
         users = len(prompts)
         levels = self.sid_map.num_levels
         spec = self.spec
-        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else list(p)
+               for p in prompts]  # prompt texts, or their token ids (RL beam rollouts)
         plan = self.grammar.plan
         # Tokens the grammar forces before the first choice (the first block's <think>) go with the prompt; later
         # ones go with the SID token chosen before them, so each forward feeds 1 or 2 tokens per row.

@@ -61,6 +61,14 @@ class SAPOConfig(GRPOConfig):
         metadata={"help": "Force the response structure and restrict each SID token to catalog prefixes while "
                   "sampling. Off: free sampling, malformed rollouts get reward 0 (format gate)."},
     )
+    rollouts: str = field(
+        default="sample",
+        metadata={"help": "How a prompt's G rollouts are drawn: 'sample' (TRL's sampling at `temperature`, through the "
+                  "constrained sampler) or 'beam' (the G best items of the constrained SID beam search the "
+                  "evaluation uses, blocks written greedily: the group compares the model's own top-G list, as in "
+                  "MiniOneRec's beam rollouts). 'beam' needs constrained_rollouts and the transformers backend.",
+                  "choices": ["sample", "beam"]},
+    )
     masked_logprobs: bool = field(
         default=True,
         metadata={"help": "Train on log-probs renormalised over the tokens the sampler allowed at SID positions "
@@ -151,6 +159,14 @@ class SAPOConfig(GRPOConfig):
                 f"algorithm={self.algorithm!r} with step_length_norm needs loss_type='grpo' (got {self.loss_type!r}): "
                 "the per-step length normalisation is an exact advantage rescaling only under that loss. "
                 "Note that TRL's loss_type='sapo' is a different method, not this project's SAPO."
+            )
+        if self.rollouts not in ("sample", "beam"):
+            raise ValueError(f"rollouts must be 'sample' or 'beam', got {self.rollouts!r}")
+        if self.rollouts == "beam" and (not self.constrained_rollouts or self.use_vllm):
+            raise ValueError(
+                "rollouts='beam' runs genrec's constrained SID beam search on the transformers model: it needs "
+                f"constrained_rollouts=true and use_vllm=false (got constrained_rollouts={self.constrained_rollouts}, "
+                f"use_vllm={self.use_vllm})"
             )
         if self.constrained_rollouts and (
             self.top_k or self.top_p < 1.0 or self.min_p or (self.repetition_penalty or 1.0) != 1.0

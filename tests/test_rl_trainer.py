@@ -352,3 +352,46 @@ def test_rollout_log_append_survives_a_torn_line(tmp_path):
     index._load_rollouts()
     assert [g["step"] for g in index.rollouts] == [1, 3, 3]
     assert "1 unreadable lines skipped" in index.parts["RL rollouts"]["message"]
+
+
+@pytest.mark.parametrize("layout", ["coarse", "direct"])
+def test_beam_rollouts_are_the_evaluations_top_g_items(tmp_path, layout):
+    """rollouts='beam': each group holds the G best items of the evaluation's beam search on the same prompt, in
+    its order, as well-formed responses; the model is back in train mode; a short run trains on them."""
+    from eval.beam import SIDBeamSearch
+    from genrec.response import parse_response
+
+    trainer, ds = _make_trainer(tmp_path, layout=layout, rollouts="beam", max_steps=2)
+    trainer.model.train()
+    inputs = [dict(ds[0]) for _ in range(G)] + [dict(ds[1]) for _ in range(G)]
+    out = trainer._generate_and_score_completions(inputs)
+    assert trainer.model.training
+    search = SIDBeamSearch(trainer.model, trainer.processing_class, trainer.sid_map, layout, num_beams=G,
+                           max_block_tokens=4)
+    for j in (0, G):
+        prompt = out["prompt_ids"][j][out["prompt_mask"][j].bool()].tolist()
+        want = [b.codes for b in search.search([prompt], k=G)[0]]
+        got = []
+        for i in range(j, j + G):
+            parsed = parse_response(out["completion_ids"][i][out["completion_mask"][i].bool()].tolist(), trainer.spec)
+            assert parsed.ok, parsed.error
+            got.append(tuple(parsed.codes))
+        assert got == [tuple(c) for c in want] and len(set(got)) == G
+    # the untrained model's top-G rarely differ in reward on this tiny catalog: train on a reward that tells the
+    # (distinct) items apart, the id of their last SID token
+    trainer, _ = _make_trainer(tmp_path / "train", layout=layout, rollouts="beam", max_steps=2, algorithm="grpo",
+                               reward_funcs=[_last_sid_reward])
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in trainer.model.named_parameters())
+
+
+def _last_sid_reward(completion_ids=None, **kwargs):
+    return [float(ids[-2]) for ids in completion_ids]
+
+
+def test_beam_rollouts_need_the_constrained_transformers_path():
+    from rl.config import SAPOConfig
+
+    with pytest.raises(ValueError, match="rollouts='beam'.*constrained_rollouts=true"):
+        SAPOConfig(output_dir="unused", rollouts="beam", constrained_rollouts=False, use_cpu=True, report_to=[])
