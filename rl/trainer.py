@@ -207,45 +207,47 @@ class SAPOTrainer(GRPOTrainer):
     def _beam_rollouts(self, prompt_ids: list[list[int]], num_generations: int) -> list[list[int]]:
         """The G best items of the evaluation's constrained beam search for each prompt, as completion token ids.
 
-        TRL lays out each prompt's G copies next to each other (its RepeatSampler); the search runs once per prompt
-        with G beams and its i-th item becomes the group's i-th rollout. Blocks are written greedily, as in the
-        evaluation, so the group differs in the SID choices that the evaluation ranks.
+        TRL lays out each prompt's G copies next to each other in the global batch, which it splits across processes in
+        order (a group can span processes): the row at global position p is rollout p % G of group p // G. The search
+        runs once per group on this process with G beams, and each row takes its rank's item. Blocks are written
+        greedily, as in the evaluation, so the group differs in the SID choices that the evaluation ranks.
         """
         from eval.beam import SIDBeamSearch
         from genrec.grammar import BLOCK, SID
 
         g = num_generations
-        if len(prompt_ids) % g:
-            raise RuntimeError(f"beam rollouts: {len(prompt_ids)} prompts is not a multiple of num_generations={g}")
-        unique = [list(prompt_ids[j]) for j in range(0, len(prompt_ids), g)]
-        for j, first in zip(range(0, len(prompt_ids), g), unique):
-            if any(list(prompt_ids[i]) != first for i in range(j, j + g)):
+        start = self.accelerator.process_index * len(prompt_ids)
+        groups: dict[int, list[int]] = {}  # group -> its prompt, from the first row of it on this process
+        for r, ids in enumerate(prompt_ids):
+            first = groups.setdefault((start + r) // g, list(ids))
+            if list(ids) != first:
                 raise RuntimeError("beam rollouts need each prompt's num_generations copies side by side (TRL's "
                                    "RepeatSampler order); got a batch where they differ")
+        order = list(groups)
         model = self.accelerator.unwrap_model(self.model_wrapped)
         if getattr(self, "_beam_search", None) is None or self._beam_search.model is not model:
             self._beam_search = SIDBeamSearch(model, _tokenizer_of(self.processing_class), self.sid_map,
                                               self.spec.layout, num_beams=g, max_block_tokens=self.grammar.max_block)
         was_training = model.training
         try:
-            lists = self._beam_search.search(unique, k=g)
+            lists = dict(zip(order, self._beam_search.search([groups[q] for q in order], k=g)))
         finally:
             model.train(was_training)
         spec, out = self.spec, []
-        for beams in lists:
+        for r in range(len(prompt_ids)):
+            beams = lists[(start + r) // g]
             if not beams:
                 raise RuntimeError("beam rollouts: the SID beam search returned no item for a prompt")
-            for i in range(g):
-                beam = beams[min(i, len(beams) - 1)]  # a catalog smaller than G repeats its last item
-                blocks, ids = iter(beam.block_token_ids), []
-                for slot in self.grammar.plan:
-                    if slot.kind == BLOCK:
-                        ids += [spec.think_open_id, *next(blocks), spec.think_close_id]
-                    elif slot.kind == SID:
-                        ids.append(spec.level_token_ids[slot.level][beam.codes[slot.level]])
-                    else:
-                        ids.append(spec.eos_id)
-                out.append(ids)
+            beam = beams[min((start + r) % g, len(beams) - 1)]  # a catalog smaller than G repeats its last item
+            blocks, ids = iter(beam.block_token_ids), []
+            for slot in self.grammar.plan:
+                if slot.kind == BLOCK:
+                    ids += [spec.think_open_id, *next(blocks), spec.think_close_id]
+                elif slot.kind == SID:
+                    ids.append(spec.level_token_ids[slot.level][beam.codes[slot.level]])
+                else:
+                    ids.append(spec.eos_id)
+            out.append(ids)
         return out
 
     # ------------------------------------------------------------------ advantages

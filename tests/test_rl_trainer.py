@@ -395,3 +395,22 @@ def test_beam_rollouts_need_the_constrained_transformers_path():
 
     with pytest.raises(ValueError, match="rollouts='beam'.*constrained_rollouts=true"):
         SAPOConfig(output_dir="unused", rollouts="beam", constrained_rollouts=False, use_cpu=True, report_to=[])
+
+
+def test_beam_rollouts_of_a_group_split_across_processes_take_their_ranks(tmp_path, monkeypatch):
+    """A group of G rollouts spanning two processes: each process's rows take the ranks of their global positions,
+    so the two halves together are the G distinct items that one process gets for the whole group."""
+    from types import SimpleNamespace
+
+    trainer, ds = _make_trainer(tmp_path, layout="direct", rollouts="beam")
+    prompt = trainer.processing_class(ds[0]["prompt"], add_special_tokens=False)["input_ids"]
+    whole = trainer._beam_rollouts([prompt] * G, G)
+    half = G // 2
+    parts = []
+    for rank in (0, 1):  # the global batch is this one group; process `rank` holds rows rank*half .. rank*half+half-1
+        monkeypatch.setattr(trainer, "accelerator", SimpleNamespace(process_index=rank,
+                                                                    unwrap_model=trainer.accelerator.unwrap_model))
+        parts += trainer._beam_rollouts([prompt] * half, G)
+    assert parts == whole and len({tuple(x) for x in whole}) == G
+    with pytest.raises(RuntimeError, match="side by side"):
+        trainer._beam_rollouts([prompt, prompt[:-1] or [0]] + [prompt] * (G - 2), G)
