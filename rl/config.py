@@ -18,6 +18,9 @@ from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  
 from rl.advantages import ALGORITHMS, STEP_ALGORITHMS, STEP_TOKENS, algorithm_reward
 
 
+ROLLOUTS = ("sample", "beam")  # how a prompt's G rollouts are drawn (SAPOConfig.rollouts)
+
+
 def _bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
@@ -67,7 +70,7 @@ class SAPOConfig(GRPOConfig):
                   "constrained sampler) or 'beam' (the G best items of the constrained SID beam search the "
                   "evaluation uses, blocks written greedily: the group compares the model's own top-G list, as in "
                   "MiniOneRec's beam rollouts). 'beam' needs constrained_rollouts and the transformers backend.",
-                  "choices": ["sample", "beam"]},
+                  "choices": list(ROLLOUTS)},
     )
     masked_logprobs: bool = field(
         default=True,
@@ -160,8 +163,8 @@ class SAPOConfig(GRPOConfig):
                 "the per-step length normalisation is an exact advantage rescaling only under that loss. "
                 "Note that TRL's loss_type='sapo' is a different method, not this project's SAPO."
             )
-        if self.rollouts not in ("sample", "beam"):
-            raise ValueError(f"rollouts must be 'sample' or 'beam', got {self.rollouts!r}")
+        if self.rollouts not in ROLLOUTS:
+            raise ValueError(f"rollouts must be one of {', '.join(ROLLOUTS)}, got {self.rollouts!r}")
         if self.rollouts == "beam" and (not self.constrained_rollouts or self.use_vllm):
             raise ValueError(
                 "rollouts='beam' runs genrec's constrained SID beam search on the transformers model: it needs "
