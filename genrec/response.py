@@ -9,7 +9,8 @@ Four layouts (K = number of SID levels, dedup level included):
 - ``direct`` (no reasoning, stage 1 and the no-reasoning baseline): ``<a_x><b_y>...<eos>``
 
 This module renders the text form used as SFT completions (`render_response`), holds the token ids the
-parser and the constrained decoder need (`ResponseSpec`), and parses generated token ids back into steps
+parser and the constrained decoder need (`ResponseSpec`), writes a response as token ids from its SID codes and
+block tokens (`response_token_ids`, the inverse of the parser), and parses generated token ids back into steps
 (`parse_response`) so RL can score each step and map advantages onto its tokens
 (`step_index_per_token`). Parsing never raises on malformed output: it returns ``ok=False`` and a reason.
 """
@@ -353,6 +354,20 @@ def _as_int_list(token_ids: Any) -> list[int]:
             raise ValueError(f"parse_response expects a 1-D sequence of token ids, got shape {tuple(token_ids.shape)}")
         return token_ids.tolist()
     return [int(t) for t in token_ids]
+
+
+def response_token_ids(spec: ResponseSpec, codes: Sequence[int], blocks: Sequence[Sequence[int]] = ()) -> list[int]:
+    """Completion token ids of a response with these SID `codes` and thinking-block text tokens (one list per block,
+    tags excluded, in the layout's block order), laid out as `spec.layout` says; `parse_response` reads them back."""
+    block_iter, ids = iter(blocks), []
+    for slot in layout_plan(spec.layout, spec.num_levels):
+        if slot.kind == BLOCK:
+            ids += [spec.think_open_id, *next(block_iter), spec.think_close_id]
+        elif slot.kind == SID:
+            ids.append(spec.level_token_ids[slot.level][codes[slot.level]])
+        else:
+            ids.append(spec.eos_id)
+    return ids
 
 
 def parse_response(token_ids: Sequence[int] | torch.Tensor, spec: ResponseSpec) -> ParsedResponse:

@@ -213,7 +213,7 @@ class SAPOTrainer(GRPOTrainer):
         greedily, as in the evaluation, so the group differs in the SID choices that the evaluation ranks.
         """
         from eval.beam import SIDBeamSearch
-        from genrec.grammar import BLOCK, SID
+        from genrec.response import response_token_ids
 
         g = num_generations
         start = self.accelerator.process_index * len(prompt_ids)
@@ -233,21 +233,13 @@ class SAPOTrainer(GRPOTrainer):
             lists = dict(zip(order, self._beam_search.search([groups[q] for q in order], k=g)))
         finally:
             model.train(was_training)
-        spec, out = self.spec, []
+        out = []
         for r in range(len(prompt_ids)):
             beams = lists[(start + r) // g]
             if not beams:
                 raise RuntimeError("beam rollouts: the SID beam search returned no item for a prompt")
             beam = beams[min((start + r) % g, len(beams) - 1)]  # a catalog smaller than G repeats its last item
-            blocks, ids = iter(beam.block_token_ids), []
-            for slot in self.grammar.plan:
-                if slot.kind == BLOCK:
-                    ids += [spec.think_open_id, *next(blocks), spec.think_close_id]
-                elif slot.kind == SID:
-                    ids.append(spec.level_token_ids[slot.level][beam.codes[slot.level]])
-                else:
-                    ids.append(spec.eos_id)
-            out.append(ids)
+            out.append(response_token_ids(self.spec, beam.codes, beam.block_token_ids))
         return out
 
     # ------------------------------------------------------------------ advantages

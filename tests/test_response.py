@@ -22,6 +22,7 @@ from genrec.response import (
     Step,
     parse_response,
     render_response,
+    response_token_ids,
     step_index_per_token,
     step_index_tensor,
 )
@@ -264,6 +265,24 @@ def test_render_tokenize_parse_round_trip(layout, item, blocks, pads):
     assert idx.count(-1) == 1 + pads  # only EOS and pads are glue
     if layout != BLOCKS_FIRST:
         assert [i for i in idx if i >= 0] == sorted(i for i in idx if i >= 0)  # steps are contiguous
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    layout=st.sampled_from(LAYOUTS),
+    item=st.sampled_from(sorted(SID_MAP.item_to_codes)),
+    blocks=st.lists(block_text, min_size=3, max_size=3),
+)
+def test_response_token_ids_equal_the_tokenized_rendered_text(layout, item, blocks):
+    """The token-id writer (RL beam rollouts) lays a response out exactly as the SFT text renders and tokenizes."""
+    spec = SPECS[layout]
+    with_block = block_levels(layout, len(blocks))
+    blocks = [b if k in with_block else "" for k, b in enumerate(blocks)]
+    text = render_response(None if layout == DIRECT else blocks, SID_MAP.tokens(item), layout)
+    block_ids = [ids_of(b) for k, b in enumerate(blocks) if k in with_block]  # level order, in every layout
+    ids = response_token_ids(spec, SID_MAP.codes(item), block_ids)
+    assert ids == ids_of(text) + [spec.eos_id]
+    assert parse_response(ids, spec).codes == tuple(SID_MAP.codes(item))
 
 
 def _symbol(t: int, spec: ResponseSpec) -> str:
