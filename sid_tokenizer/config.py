@@ -12,7 +12,7 @@ from typing import Any, Optional
 from sid_tokenizer.embed import FIELD_TFIDF_NAMES
 
 METHODS = ("rqvae", "rqkmeans")
-DEDUP_ORDERS = ("id", "popularity")
+DEDUP_ORDERS = ("id", "popularity", "residual")
 
 
 @dataclass
@@ -149,12 +149,14 @@ class TokenizerConfig:
     dedup_order: str = field(
         default="id",
         metadata={
-            "help": "Order of the dedup codes within a group of items that share their semantic codes: 'id' (item "
-            "id order) or 'popularity' (most train views first, ties by id; needs interactions, which `genrec "
-            "fit-tokenizer` reads from --data; without them the order falls back to 'id' with a warning). 'id' is "
-            "the default: 'popularity' lowered jobs-kaggle's stage 1 from NDCG@10 0.209 to 0.154 (the d_0 prior "
-            "competes with copying a history item's code) and moved the demo market by +0.010 [-0.008, +0.029] "
-            "over two seeds (docs/bench/learning.md, session 15).",
+            "help": "How items that share their semantic codes get their dedup codes: 'id' (0, 1, 2, ... in item "
+            "id order), 'popularity' (most train views first, ties by id; needs interactions, which `genrec "
+            "fit-tokenizer` reads from --data; without them the order falls back to 'id' with a warning) or "
+            "'residual' (a k-means on the residual after the semantic levels; each item takes the nearest "
+            "centroid free in its group, so a code means the same kind of difference in every group; new items "
+            "too). 'popularity' lowered jobs-kaggle's stage 1 from NDCG@10 0.209 to 0.154 (the d_0 prior competes "
+            "with copying a history item's code) and moved the demo market by +0.010 [-0.008, +0.029] over two "
+            "seeds (docs/bench/learning.md, session 15).",
             "choices": list(DEDUP_ORDERS),
         },
     )

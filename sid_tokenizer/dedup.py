@@ -2,7 +2,10 @@
 
 Items sharing a semantic prefix get 0, 1, 2, ... in item-id order (deterministic and independent of file
 order), or, with train counts given, most-viewed first (ties by item id; an option, measured worse on
-jobs-kaggle: docs/bench/learning.md, session 15). The codebook leaves free slots for items added later (cold start).
+jobs-kaggle: docs/bench/learning.md, session 15). The third rule ('residual') gives the code a meaning shared
+across groups: a k-means on what the semantic levels leave unexplained (the residual), each item taking the
+nearest centroid still free in its group, so look-alikes that differ in the same way (say, in their skills) get
+the same code in every group. The codebook leaves free slots for items added later (cold start).
 """
 
 from __future__ import annotations
@@ -28,6 +31,40 @@ def dedup_codes(prefix: np.ndarray, item_ids: list[str], counts: np.ndarray | No
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = np.arange(n) - starts
     return ranks
+
+
+def residual_dedup_codes(prefix: np.ndarray, item_ids: list[str], dists: np.ndarray) -> np.ndarray:
+    """Dedup codes from residual centroids: `dists` (n, size) are each item's squared distances to them.
+
+    Within a group of identical prefixes the item closest to any centroid chooses first (ties by item id) and
+    takes its nearest centroid not yet taken in the group; a group never has more items than centroids."""
+    n = prefix.shape[0]
+    codes = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return codes
+    if dists.shape[0] != n or dists.shape[1] < 1:
+        raise ValueError(f"residual_dedup_codes: distances of shape {dists.shape} for {n} items")
+    id_rank = np.empty(n, dtype=np.int64)
+    id_rank[np.argsort(np.asarray(item_ids, dtype=object).astype(str), kind="stable")] = np.arange(n)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, key in enumerate(map(tuple, prefix.tolist())):
+        groups.setdefault(key, []).append(row)
+    nearest = dists.min(axis=1)
+    for key, rows in groups.items():
+        taken: set[int] = set()
+        for row in sorted(rows, key=lambda r: (nearest[r], id_rank[r])):
+            code = nearest_free_dedup_code(taken, dists[row], key)
+            taken.add(code)
+            codes[row] = code
+    return codes
+
+
+def nearest_free_dedup_code(taken: set[int], dists: np.ndarray, prefix: tuple[int, ...]) -> int:
+    """The free code whose residual centroid is nearest (`dists`: one squared distance per code)."""
+    for code in np.argsort(dists, kind="stable").tolist():
+        if code not in taken:
+            return int(code)
+    return free_dedup_code(taken, len(dists), prefix)  # raises: every code is taken
 
 
 def dedup_size(max_group: int, min_size: int) -> int:

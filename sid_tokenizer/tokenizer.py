@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from sid_tokenizer.config import TokenizerConfig
-from sid_tokenizer.dedup import dedup_codes, dedup_size, free_dedup_code
+from sid_tokenizer.dedup import (dedup_codes, dedup_size, free_dedup_code, nearest_free_dedup_code,
+                                 residual_dedup_codes)
 from sid_tokenizer.collab import collaborative_vectors, impute_from_text, unit_rows
 from sid_tokenizer.embed import (FIELD_SEP, FIELD_TFIDF_NAMES, FieldTfidfEncoder, HFEncoder, NpyEncoder,
                                  TfidfSvdEncoder, embed_catalog, make_encoder, readable_fields)
+from sid_tokenizer.kmeans import kmeans, sq_dists
 from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
 from sid_tokenizer.rqkmeans import RQKMeans
@@ -67,6 +69,7 @@ class SIDTokenizer:
         self.field_names: list[str] | None = None  # catalog fields in FIELD_SEP order (encoder 'tfidf-fields')
         self.quantizer: RQVAE | RQKMeans | None = None
         self.codebook_sizes: list[int] = []  # semantic levels + dedup level
+        self.dedup_centroids: torch.Tensor | None = None  # (dedup size, dim) with dedup_order 'residual'
         self.embedding_dim = 0
         self.collab_dim = 0  # trailing dimensions of the item vectors that hold the collaborative part (collab.py)
         self.report: dict[str, Any] = {}
@@ -215,8 +218,17 @@ class SIDTokenizer:
         elif cfg.dedup_order == "popularity":
             index = {item: i for i, item in enumerate(item_ids)}
             counts = np.bincount([index[it] for seq in sequences for it in seq if it in index], minlength=n)
-        dedup = dedup_codes(prefix_np, item_ids, counts)
-        d_size = dedup_size(int(dedup.max()) + 1, cfg.dedup_min_size)
+        self.dedup_centroids = None
+        if cfg.dedup_order == "residual":
+            d_size = dedup_size(int(before["max_items_per_sid"]), cfg.dedup_min_size)
+            with torch.no_grad():
+                residual = x - quant.reconstruct(prefix)
+            centroids, _ = kmeans(residual, d_size, cfg.kmeans_iters, torch.Generator().manual_seed(cfg.seed + 1))
+            self.dedup_centroids = centroids.cpu().contiguous()
+            dedup = residual_dedup_codes(prefix_np, item_ids, sq_dists(residual, centroids).cpu().numpy())
+        else:
+            dedup = dedup_codes(prefix_np, item_ids, counts)
+            d_size = dedup_size(int(dedup.max()) + 1, cfg.dedup_min_size)
         self.codebook_sizes = [k] * cfg.levels + [d_size]
         full = np.concatenate([prefix_np, dedup[:, None]], axis=1)
 
@@ -249,7 +261,8 @@ class SIDTokenizer:
             "collision_rate": after["collision_rate"],
             "collision_rate_nearest_rule": plain["collision_rate"],
             "spread_moved_items": moved,
-            "dedup_order": "id" if counts is None else "popularity",
+            "dedup_order": ("residual" if self.dedup_centroids is not None
+                            else "id" if counts is None else "popularity"),
             "utilization": util,
             "perplexity": ppl,
             "recon_mse": err / (n * self.embedding_dim),
@@ -322,6 +335,16 @@ class SIDTokenizer:
         x = torch.from_numpy(np.ascontiguousarray(emb)).to(self.cfg.device)
         return self.quantizer.codes(x).cpu().numpy().astype(np.int64)
 
+    def _residual_dists(self, embeddings: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+        """Squared distances (m, dedup size) of new items' residuals to the dedup centroids ('residual' rule)."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if self.collab_dim and emb.shape[1] == self.embedding_dim - self.collab_dim:
+            emb = np.concatenate([unit_rows(emb), np.zeros((len(emb), self.collab_dim), np.float32)], axis=1)
+        x = torch.from_numpy(np.ascontiguousarray(emb)).to(self.cfg.device)
+        with torch.no_grad():
+            residual = x - self.quantizer.reconstruct(torch.from_numpy(prefixes).to(self.cfg.device))
+        return sq_dists(residual, self.dedup_centroids.to(self.cfg.device)).cpu().numpy()
+
     def encode(self, texts: list[str], use_known: bool = True) -> np.ndarray:
         """Semantic-prefix codes (m, levels) of new item texts, no refit.
 
@@ -375,15 +398,20 @@ class SIDTokenizer:
             raise ValueError("add_items: give the new items' texts or embeddings")
         if len(prefixes) != len(item_ids):
             raise ValueError(f"add_items: {len(prefixes)} texts/embeddings for {len(item_ids)} item ids")
+        dists = None
+        if self.dedup_centroids is not None and len(self.dedup_centroids) == sid_map.codebook_sizes[-1]:
+            if embeddings is None:
+                embeddings = self.encoder.embed(list(texts))
+            dists = self._residual_dists(embeddings, prefixes)
         taken: dict[tuple[int, ...], set[int]] = {}
         for codes in sid_map.item_to_codes.values():
             taken.setdefault(tuple(codes[:-1]), set()).add(codes[-1])
         size = sid_map.codebook_sizes[-1]
         items = dict(sid_map.item_to_codes)
-        for item, prefix in zip(item_ids, prefixes.tolist()):
+        for row, (item, prefix) in enumerate(zip(item_ids, prefixes.tolist())):
             key = tuple(prefix)
             slots = taken.setdefault(key, set())
-            code = free_dedup_code(slots, size, key)
+            code = free_dedup_code(slots, size, key) if dists is None else nearest_free_dedup_code(slots, dists[row], key)
             slots.add(code)
             items[item] = key + (code,)
         return SIDMap(items, list(sid_map.codebook_sizes), dict(sid_map.labels))
@@ -402,6 +430,8 @@ class SIDTokenizer:
             meta, enc_tensors = self.encoder.state()
             encoder_meta.update(meta)
             tensors.update({f"encoder.{k}": v.contiguous() for k, v in enc_tensors.items()})
+        if self.dedup_centroids is not None:
+            tensors["dedup.centroids"] = self.dedup_centroids.contiguous()
         tensors["known.hash"] = torch.from_numpy(self._known_hash.copy())
         tensors["known.codes"] = torch.from_numpy(self._known_codes.copy())
         payload = {
@@ -471,6 +501,7 @@ class SIDTokenizer:
         else:
             tok.encoder = make_encoder(enc["name"], max_seq_length=cfg.max_seq_length,
                                        batch_size=cfg.embed_batch_size, device=cfg.device)
+        tok.dedup_centroids = tensors.get("dedup.centroids")
         tok._known_hash = tensors["known.hash"].numpy().astype(np.int64)
         tok._known_codes = tensors["known.codes"].numpy().astype(np.int64)
         return tok

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from genrec.data.errors import DataFormatError
-from sid_tokenizer.dedup import dedup_codes, dedup_size
+from sid_tokenizer.dedup import dedup_codes, dedup_size, residual_dedup_codes
 from sid_tokenizer.embed import make_encoder
 from sid_tokenizer.sidmap import SIDMap, parse_sid_string
 from sid_tokenizer.tokenizer import SIDTokenizer
@@ -102,6 +102,63 @@ def test_popularity_dedup_order_follows_train_views_and_falls_back_to_ids(catalo
     assert fallback.report["dedup_order"] == "id"
     with pytest.raises(ValueError, match="dedup_order"):
         tiny_config(dedup_order="views").validate()
+
+
+def test_residual_dedup_codes_take_the_nearest_free_centroid_closest_item_first():
+    prefix = np.array([[0], [0], [1], [0]])
+    dists = np.array([[0.5, 0.1, 3.0], [0.2, 0.3, 3.0], [0.4, 0.9, 0.0], [2.0, 1.0, 0.05]])
+    # group [0]: item 3 (nearest 0.05) takes 2, item 0 (0.1) takes 1, item 1 (0.2) finds 0 free; group [1]: item 2 -> 2
+    assert residual_dedup_codes(prefix, ["a", "b", "c", "d"], dists).tolist() == [1, 0, 2, 2]
+    # a tie in distance goes to the lower item id, whatever the row order
+    tie = residual_dedup_codes(np.zeros((2, 1), int), ["y", "x"], np.array([[0.0, 1.0], [0.0, 1.0]]))
+    assert tie.tolist() == [1, 0]
+
+
+def test_residual_dedup_gives_the_same_code_to_the_same_difference_in_every_group():
+    """Four groups of look-alikes (same base vector) whose members differ by one of four offsets (three per
+    group): the 'residual' rule codes each offset alike in every group; the item-id rule does not."""
+    rng = np.random.default_rng(0)
+    bases = 10.0 * np.eye(8)[:4]
+    offsets = 0.3 * np.eye(8)[4:8]
+    emb, ids, kind = [], [], []
+    for g in range(4):
+        for j, t in enumerate(t for t in (3, 2, 1, 0) if t != g):  # ids run against the offsets' order
+            emb.append(bases[g] + offsets[t] + 1e-4 * rng.standard_normal(8))
+            ids.append(f"g{g}_{j}")
+            kind.append(t)
+    emb = np.array(emb, dtype=np.float32)
+    cfg = dict(levels=1, codebook_size=4, min_items_per_code=1, dedup_min_size=1)  # 4 dedup codes
+    by_residual = SIDTokenizer(tiny_config(dedup_order="residual", **cfg))
+    sids = by_residual.fit(None, ids, embeddings=emb)
+    by_id = SIDTokenizer(tiny_config(**cfg)).fit(None, ids, embeddings=emb)
+    assert by_residual.report["dedup_order"] == "residual"
+    assert len({sids.codes(i) for i in ids}) == len(ids)
+    assert all(sids.codes(i)[:-1] == by_id.codes(i)[:-1] for i in ids)  # the semantic codes do not move
+    assert len({sids.codes(i)[0] for i in ids}) == 4
+    code_of_kind = {t: {sids.codes(i)[-1] for i, k in zip(ids, kind) if k == t} for t in range(4)}
+    assert all(len(codes) == 1 for codes in code_of_kind.values()), code_of_kind
+    assert any(len({by_id.codes(i)[-1] for i, k in zip(ids, kind) if k == t}) > 1 for t in range(4))
+    # a new look-alike in group 0 with the offset group 0 lacks (0) takes that offset's code
+    new = (bases[0] + offsets[0])[None].astype(np.float32)
+    grown = by_residual.add_items(["new"], None, sids, embeddings=new)
+    assert grown.codes("new")[0] == sids.codes("g0_0")[0]
+    assert grown.codes("new")[-1] == code_of_kind[0].pop() and len(set(grown.item_to_codes.values())) == len(ids) + 1
+
+
+def test_residual_dedup_on_a_catalog_survives_save_and_load(catalog, tmp_path):
+    tok = SIDTokenizer(tiny_config(dedup_order="residual"))
+    sid_map = tok.fit_catalog(catalog)
+    assert tok.report["collision_rate"] == 0.0 and len(set(sid_map.item_to_codes.values())) == len(catalog)
+    by_id = SIDTokenizer(tiny_config()).fit_catalog(catalog)
+    assert all(sid_map.codes(i)[:-1] == by_id.codes(i)[:-1] for i in catalog.item_ids)
+    assert sid_map.item_to_codes != by_id.item_to_codes  # the rule changed some dedup codes
+    tok.save(tmp_path)
+    loaded = SIDTokenizer.load(tmp_path)
+    assert loaded.dedup_centroids is not None and loaded.dedup_centroids.equal(tok.dedup_centroids)
+    text = catalog.texts(TEMPLATE)[0]  # a re-post of a fitted item: same prefix, a free code near its residual
+    a = tok.add_items(["repost"], [text], sid_map)
+    b = loaded.add_items(["repost"], [text], sid_map)
+    assert a.codes("repost") == b.codes("repost") and a.codes("repost")[:-1] == sid_map.codes(catalog.item_ids[0])[:-1]
 
 
 def test_identical_texts_share_their_prefix(fitted, catalog):
