@@ -98,7 +98,7 @@ def test_fit_tokenizer_cli_reads_the_train_interactions(tmp_path, capsys):
     assert json.loads((tmp_path / "text" / "tokenizer_report.json").read_text())["collab"] is None
     assert main(common + ["--out", str(tmp_path / "pop"), "--dedup_order", "popularity"]) == 0
     assert json.loads((tmp_path / "pop" / "tokenizer_report.json").read_text())["dedup_order"] == "popularity"
-    assert json.loads((tmp_path / "text" / "tokenizer_report.json").read_text())["dedup_order"] == "id"
+    assert json.loads((tmp_path / "text" / "tokenizer_report.json").read_text())["dedup_order"] == "residual"
     assert main(common + ["--out", str(tmp_path / "bad"), "--collab_window", "0"]) != 0
     assert "collab_window=0 is invalid" in capsys.readouterr().err
 

@@ -82,7 +82,7 @@ def test_dedup_codes_put_the_most_viewed_item_first_when_counts_are_given():
 
 def test_popularity_dedup_order_follows_train_views_and_falls_back_to_ids(catalog):
     """The semantic codes do not change; within each collided group the most-viewed item gets d_0."""
-    by_id = SIDTokenizer(tiny_config()).fit_catalog(catalog)
+    by_id = SIDTokenizer(tiny_config(dedup_order="id")).fit_catalog(catalog)
     groups: dict[tuple, list[str]] = {}
     for item in catalog.item_ids:
         groups.setdefault(by_id.codes(item)[:-1], []).append(item)
@@ -130,7 +130,7 @@ def test_residual_dedup_gives_the_same_code_to_the_same_difference_in_every_grou
     cfg = dict(levels=1, codebook_size=4, min_items_per_code=1, dedup_min_size=1)  # 4 dedup codes
     by_residual = SIDTokenizer(tiny_config(dedup_order="residual", **cfg))
     sids = by_residual.fit(None, ids, embeddings=emb)
-    by_id = SIDTokenizer(tiny_config(**cfg)).fit(None, ids, embeddings=emb)
+    by_id = SIDTokenizer(tiny_config(dedup_order="id", **cfg)).fit(None, ids, embeddings=emb)
     assert by_residual.report["dedup_order"] == "residual"
     assert len({sids.codes(i) for i in ids}) == len(ids)
     assert all(sids.codes(i)[:-1] == by_id.codes(i)[:-1] for i in ids)  # the semantic codes do not move
@@ -146,10 +146,11 @@ def test_residual_dedup_gives_the_same_code_to_the_same_difference_in_every_grou
 
 
 def test_residual_dedup_on_a_catalog_survives_save_and_load(catalog, tmp_path):
-    tok = SIDTokenizer(tiny_config(dedup_order="residual"))
+    tok = SIDTokenizer(tiny_config())  # 'residual' is the default
     sid_map = tok.fit_catalog(catalog)
+    assert tok.report["dedup_order"] == "residual"
     assert tok.report["collision_rate"] == 0.0 and len(set(sid_map.item_to_codes.values())) == len(catalog)
-    by_id = SIDTokenizer(tiny_config()).fit_catalog(catalog)
+    by_id = SIDTokenizer(tiny_config(dedup_order="id")).fit_catalog(catalog)
     assert all(sid_map.codes(i)[:-1] == by_id.codes(i)[:-1] for i in catalog.item_ids)
     assert sid_map.item_to_codes != by_id.item_to_codes  # the rule changed some dedup codes
     tok.save(tmp_path)
