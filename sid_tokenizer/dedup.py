@@ -1,11 +1,12 @@
 """The dedup level: one extra code per item that makes every SID unique (TIGER/GRID style, fixed length).
 
-Items sharing a semantic prefix get 0, 1, 2, ... in item-id order (deterministic and independent of file
-order), or, with train counts given, most-viewed first (ties by item id; an option, measured worse on
-jobs-kaggle: docs/bench/learning.md, session 15). The third rule ('residual') gives the code a meaning shared
-across groups: a k-means on what the semantic levels leave unexplained (the residual), each item taking the
-nearest centroid still free in its group, so look-alikes that differ in the same way (say, in their skills) get
-the same code in every group. The codebook leaves free slots for items added later (cold start).
+Three rules (`TokenizerConfig.dedup_order`). 'id': items sharing a semantic prefix get 0, 1, 2, ... in item-id
+order (deterministic and independent of file order). 'popularity': with train counts given, most-viewed first (ties
+by item id; measured worse on jobs-kaggle: docs/bench/learning.md, session 15). 'residual' (the default since
+session 16, better on the demo market and jobs-kaggle) gives the code a meaning shared across groups: a k-means on
+what the semantic levels leave unexplained (the residual), each item taking the nearest centroid still free in its
+group, so look-alikes that differ in the same way (say, in their skills) get the same code in every group. The
+codebook leaves free slots for items added later (cold start).
 """
 
 from __future__ import annotations
