@@ -34,11 +34,12 @@ def dedup_codes(prefix: np.ndarray, item_ids: list[str], counts: np.ndarray | No
     return ranks
 
 
-def residual_dedup_codes(prefix: np.ndarray, item_ids: list[str], dists: np.ndarray) -> np.ndarray:
-    """Dedup codes from residual centroids: `dists` (n, size) are each item's squared distances to them.
+def residual_dedup_codes(prefix: np.ndarray, item_ids: list[str], dists: np.ndarray, size: int = 0) -> np.ndarray:
+    """Dedup codes from residual centroids: `dists` (n, k) are each item's squared distances to them; codes k..size-1
+    (a catalog with fewer items than dedup codes) have no centroid and come last.
 
     Within a group of identical prefixes the item closest to any centroid chooses first (ties by item id) and
-    takes its nearest centroid not yet taken in the group; a group never has more items than centroids."""
+    takes its nearest centroid not yet taken in the group."""
     n = prefix.shape[0]
     codes = np.zeros(n, dtype=np.int64)
     if n == 0:
@@ -54,18 +55,19 @@ def residual_dedup_codes(prefix: np.ndarray, item_ids: list[str], dists: np.ndar
     for key, rows in groups.items():
         taken: set[int] = set()
         for row in sorted(rows, key=lambda r: (nearest[r], id_rank[r])):
-            code = nearest_free_dedup_code(taken, dists[row], key)
+            code = nearest_free_dedup_code(taken, dists[row], key, size)
             taken.add(code)
             codes[row] = code
     return codes
 
 
-def nearest_free_dedup_code(taken: set[int], dists: np.ndarray, prefix: tuple[int, ...]) -> int:
-    """The free code whose residual centroid is nearest (`dists`: one squared distance per code)."""
+def nearest_free_dedup_code(taken: set[int], dists: np.ndarray, prefix: tuple[int, ...], size: int = 0) -> int:
+    """The free code whose residual centroid is nearest (`dists`: one squared distance per centroid), then the
+    smallest free code without a centroid (`size` > len(dists)); a clear error when all `size` codes are taken."""
     for code in np.argsort(dists, kind="stable").tolist():
         if code not in taken:
             return int(code)
-    return free_dedup_code(taken, len(dists), prefix)  # raises: every code is taken
+    return free_dedup_code(taken, max(size, len(dists)), prefix)
 
 
 def dedup_size(max_group: int, min_size: int) -> int:

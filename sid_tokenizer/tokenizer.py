@@ -223,9 +223,11 @@ class SIDTokenizer:
             d_size = dedup_size(int(before["max_items_per_sid"]), cfg.dedup_min_size)
             with torch.no_grad():
                 residual = x - quant.reconstruct(prefix)
-            centroids, _ = kmeans(residual, d_size, cfg.kmeans_iters, torch.Generator().manual_seed(cfg.seed + 1))
+            # One centroid per dedup code; a catalog smaller than the level gets one per item (no group is larger).
+            centroids, _ = kmeans(residual, min(d_size, n), cfg.kmeans_iters,
+                                  torch.Generator().manual_seed(cfg.seed + 1))
             self.dedup_centroids = centroids.cpu().contiguous()
-            dedup = residual_dedup_codes(prefix_np, item_ids, sq_dists(residual, centroids).cpu().numpy())
+            dedup = residual_dedup_codes(prefix_np, item_ids, sq_dists(residual, centroids).cpu().numpy(), d_size)
         else:
             dedup = dedup_codes(prefix_np, item_ids, counts)
             d_size = dedup_size(int(dedup.max()) + 1, cfg.dedup_min_size)
@@ -399,7 +401,7 @@ class SIDTokenizer:
         if len(prefixes) != len(item_ids):
             raise ValueError(f"add_items: {len(prefixes)} texts/embeddings for {len(item_ids)} item ids")
         dists = None
-        if self.dedup_centroids is not None and len(self.dedup_centroids) == sid_map.codebook_sizes[-1]:
+        if self.dedup_centroids is not None and len(self.dedup_centroids) <= sid_map.codebook_sizes[-1]:
             if embeddings is None:
                 embeddings = self.encoder.embed(list(texts))
             dists = self._residual_dists(embeddings, prefixes)
@@ -411,7 +413,8 @@ class SIDTokenizer:
         for row, (item, prefix) in enumerate(zip(item_ids, prefixes.tolist())):
             key = tuple(prefix)
             slots = taken.setdefault(key, set())
-            code = free_dedup_code(slots, size, key) if dists is None else nearest_free_dedup_code(slots, dists[row], key)
+            code = (free_dedup_code(slots, size, key) if dists is None
+                    else nearest_free_dedup_code(slots, dists[row], key, size))
             slots.add(code)
             items[item] = key + (code,)
         return SIDMap(items, list(sid_map.codebook_sizes), dict(sid_map.labels))

@@ -145,6 +145,25 @@ def test_residual_dedup_gives_the_same_code_to_the_same_difference_in_every_grou
     assert grown.codes("new")[-1] == code_of_kind[0].pop() and len(set(grown.item_to_codes.values())) == len(ids) + 1
 
 
+def test_residual_dedup_on_fewer_items_than_dedup_codes_fills_the_level_then_errors():
+    """3 items, 8 dedup codes: one centroid per item, the codes without a centroid go to later items, and a full
+    level names its prefix."""
+    emb = np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32)
+    tok = SIDTokenizer(tiny_config(levels=2, codebook_size=4, dedup_min_size=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the codebook shrinks for 3 items
+        sids = tok.fit(None, ["i0", "i1", "i2"], embeddings=emb)
+    assert len(tok.dedup_centroids) == 3 and sids.codebook_sizes[-1] == 8
+    grown, added = sids, []
+    with pytest.raises(ValueError, match=r"dedup level is full for SID prefix"):
+        for k in range(9):
+            grown = tok.add_items([f"new{k}"], None, grown, embeddings=emb[:1])
+            added.append(grown.codes(f"new{k}"))
+    prefix = sids.codes("i0")[:-1]
+    assert len(added) == 8 - sum(sids.codes(i)[:-1] == prefix for i in ["i0", "i1", "i2"])
+    assert sorted(c[-1] for c in added + [sids.codes(i) for i in ["i0", "i1", "i2"]] if c[:-1] == prefix) == list(range(8))
+
+
 def test_residual_dedup_on_a_catalog_survives_save_and_load(catalog, tmp_path):
     tok = SIDTokenizer(tiny_config())  # 'residual' is the default
     sid_map = tok.fit_catalog(catalog)
