@@ -95,7 +95,7 @@ class SIDTokenizer:
         texts then only feed labels and the fitted-text table). `sequences` (item ids in time order, one list
         per user, training interactions only) add the collaborative part when `cfg.collab_dim` > 0 and order
         the dedup codes when `cfg.dedup_order` is 'popularity'; without them the SIDs come from the text alone
-        and the dedup codes follow item ids (recorded in the report).
+        and 'popularity' falls back to item-id order (the rule used is recorded in the report).
         """
         if not self.cfg.threads:
             return self._fit(texts, item_ids, embeddings, log_dir, sequences)
@@ -345,13 +345,18 @@ class SIDTokenizer:
         x = torch.from_numpy(np.ascontiguousarray(emb)).to(self.cfg.device)
         with torch.no_grad():
             residual = x - self.quantizer.reconstruct(torch.from_numpy(prefixes).to(self.cfg.device))
-        return sq_dists(residual, self.dedup_centroids.to(self.cfg.device)).cpu().numpy()
+        centroids = self.dedup_centroids.to(self.cfg.device)
+        if self.collab_dim:  # a new item has no co-views: compare the text part only
+            text_dim = self.embedding_dim - self.collab_dim
+            residual, centroids = residual[:, :text_dim].contiguous(), centroids[:, :text_dim].contiguous()
+        return sq_dists(residual, centroids).cpu().numpy()
 
-    def encode(self, texts: list[str], use_known: bool = True) -> np.ndarray:
+    def encode(self, texts: list[str], use_known: bool = True, embeddings: np.ndarray | None = None) -> np.ndarray:
         """Semantic-prefix codes (m, levels) of new item texts, no refit.
 
         A text identical to a fitted item's text gets exactly that item's prefix (`use_known=False` skips
-        this table and always runs the encoder and quantizer).
+        this table and always runs the encoder and quantizer). `embeddings`: the texts' vectors when the caller
+        has them already (one row per text), so they are not embedded twice.
         """
         self._check_fitted()
         texts = list(texts)
@@ -364,7 +369,7 @@ class SIDTokenizer:
             out[hit] = self._known_codes[pos[hit]]
             todo = np.flatnonzero(~hit).tolist()
         if todo:
-            emb = self.encoder.embed([texts[i] for i in todo])
+            emb = self.encoder.embed([texts[i] for i in todo]) if embeddings is None else embeddings[todo]
             out[todo] = self.encode_embeddings(emb)
         return out
 
@@ -392,31 +397,46 @@ class SIDTokenizer:
             if i in sid_map or i in seen:
                 raise ValueError(f"add_items: item id {i!r} is already in the SID map (ids must be new and unique)")
             seen.add(i)
-        if embeddings is not None:
-            prefixes = self.encode_embeddings(embeddings)
-        elif texts is not None:
+        if embeddings is None and texts is None:
+            raise ValueError("add_items: give the new items' texts or embeddings")
+        if not item_ids and not len(texts if embeddings is None else embeddings):
+            return SIDMap(dict(sid_map.item_to_codes), list(sid_map.codebook_sizes), dict(sid_map.labels))
+        size = sid_map.codebook_sizes[-1]
+        residual = self.dedup_centroids is not None
+        if residual and len(self.dedup_centroids) > size:
+            raise ValueError(f"add_items: the SID map's dedup level has {size} codes but this tokenizer has "
+                             f"{len(self.dedup_centroids)} dedup centroids: the map was not written by this tokenizer")
+        if residual and embeddings is None and isinstance(self.encoder, NpyEncoder):
+            warnings.warn("add_items: this tokenizer was fitted on precomputed embeddings, so new items given as "
+                          "texts get the smallest free dedup code (give embeddings for the residual rule)",
+                          stacklevel=2)
+            residual = False
+        if embeddings is None and residual:
+            embeddings = self.encoder.embed(list(texts))  # once: for the prefix and the residual
+            prefixes = self.encode(texts, embeddings=embeddings)
+        elif embeddings is None:
             prefixes = self.encode(texts)
         else:
-            raise ValueError("add_items: give the new items' texts or embeddings")
+            prefixes = self.encode_embeddings(embeddings)
         if len(prefixes) != len(item_ids):
             raise ValueError(f"add_items: {len(prefixes)} texts/embeddings for {len(item_ids)} item ids")
-        dists = None
-        if self.dedup_centroids is not None and len(self.dedup_centroids) <= sid_map.codebook_sizes[-1]:
-            if embeddings is None:
-                embeddings = self.encoder.embed(list(texts))
-            dists = self._residual_dists(embeddings, prefixes)
+        dists = self._residual_dists(embeddings, prefixes) if residual else None
         taken: dict[tuple[int, ...], set[int]] = {}
         for codes in sid_map.item_to_codes.values():
             taken.setdefault(tuple(codes[:-1]), set()).add(codes[-1])
-        size = sid_map.codebook_sizes[-1]
         items = dict(sid_map.item_to_codes)
-        for row, (item, prefix) in enumerate(zip(item_ids, prefixes.tolist())):
-            key = tuple(prefix)
+        rows = list(range(len(item_ids)))
+        if dists is not None:  # as in the fit: the item nearest to a centroid chooses first, ties by id
+            rows.sort(key=lambda r: (float(dists[r].min()), item_ids[r]))
+        new: dict[int, tuple[int, ...]] = {}
+        for row in rows:
+            key = tuple(prefixes[row].tolist())
             slots = taken.setdefault(key, set())
             code = (free_dedup_code(slots, size, key) if dists is None
                     else nearest_free_dedup_code(slots, dists[row], key, size))
             slots.add(code)
-            items[item] = key + (code,)
+            new[row] = key + (code,)
+        items.update((item_ids[row], new[row]) for row in range(len(item_ids)))  # in the order given
         return SIDMap(items, list(sid_map.codebook_sizes), dict(sid_map.labels))
 
     # -------------------------------------------------------------------------------------- save/load
@@ -476,7 +496,9 @@ class SIDTokenizer:
         if payload.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"{cfg_path}: format_version {payload['format_version']} is newer than this code")
         tensors = load_file(str(w_path))
-        cfg = TokenizerConfig.from_dict(payload["config"])
+        config = dict(payload["config"])
+        config.setdefault("dedup_order", "id")  # saved before the option existed: codes were in item-id order
+        cfg = TokenizerConfig.from_dict(config)
         tok = cls(cfg)
         tok.embedding_dim = int(payload["embedding_dim"])
         tok.collab_dim = int(payload.get("collab_dim", 0))

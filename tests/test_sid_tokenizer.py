@@ -175,10 +175,59 @@ def test_residual_dedup_on_a_catalog_survives_save_and_load(catalog, tmp_path):
     tok.save(tmp_path)
     loaded = SIDTokenizer.load(tmp_path)
     assert loaded.dedup_centroids is not None and loaded.dedup_centroids.equal(tok.dedup_centroids)
-    text = catalog.texts(TEMPLATE)[0]  # a re-post of a fitted item: same prefix, a free code near its residual
-    a = tok.add_items(["repost"], [text], sid_map)
-    b = loaded.add_items(["repost"], [text], sid_map)
-    assert a.codes("repost") == b.codes("repost") and a.codes("repost")[:-1] == sid_map.codes(catalog.item_ids[0])[:-1]
+    texts = catalog.texts(TEMPLATE)
+    taken: dict[tuple, set] = {}
+    for codes in sid_map.item_to_codes.values():
+        taken.setdefault(codes[:-1], set()).add(codes[-1])
+
+    def nearest_free(i: int) -> int:
+        prefix = sid_map.codes(catalog.item_ids[i])[:-1]
+        d = tok._residual_dists(tok.encoder.embed([texts[i]]), np.array([prefix]))[0]
+        return next(c for c in np.argsort(d, kind="stable").tolist() if c not in taken[prefix])
+
+    # a re-post of a fitted item whose nearest free centroid is not the smallest free code (so the rule shows)
+    i = next(i for i in range(len(texts))
+             if nearest_free(i) != min(set(range(sid_map.codebook_sizes[-1])) - taken[sid_map.codes(catalog.item_ids[i])[:-1]]))
+    a = tok.add_items(["repost"], [texts[i]], sid_map)
+    b = loaded.add_items(["repost"], [texts[i]], sid_map)
+    assert a.codes("repost") == b.codes("repost")
+    assert a.codes("repost")[:-1] == sid_map.codes(catalog.item_ids[i])[:-1] and a.codes("repost")[-1] == nearest_free(i)
+    # two re-posts in one call: the same codes whatever their order; no items, no change
+    one = tok.add_items(["r1", "r2"], [texts[i], texts[i]], sid_map)
+    two = tok.add_items(["r2", "r1"], [texts[i], texts[i]], sid_map)
+    assert one.codes("r1") == two.codes("r1") and one.codes("r2") == two.codes("r2") != one.codes("r1")
+    assert list(one.item_to_codes)[-2:] == ["r1", "r2"]
+    assert tok.add_items([], [], sid_map).item_to_codes == sid_map.item_to_codes
+
+
+def test_residual_dedup_with_precomputed_embeddings_takes_texts_with_a_warning(catalog):
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((len(catalog), 12)).astype(np.float32)
+    tok = SIDTokenizer(tiny_config())
+    sid_map = tok.fit(catalog.texts(TEMPLATE), list(catalog.item_ids), embeddings=emb)
+    with pytest.warns(UserWarning, match="precomputed embeddings"):
+        grown = tok.add_items(["repost"], [catalog.texts(TEMPLATE)[0]], sid_map)
+    assert grown.codes("repost")[:-1] == sid_map.codes(catalog.item_ids[0])[:-1]
+    by_vector = tok.add_items(["v"], None, sid_map, embeddings=emb[:1])
+    assert by_vector.codes("v")[:-1] == sid_map.codes(catalog.item_ids[0])[:-1]
+
+
+def test_tokenizer_saved_before_the_residual_rule_loads_as_id_order(catalog, tmp_path):
+    import json
+
+    tok = SIDTokenizer(tiny_config(dedup_order="id"))
+    sid_map = tok.fit_catalog(catalog)
+    tok.save(tmp_path)
+    cfg_path = tmp_path / "tokenizer_config.json"
+    payload = json.loads(cfg_path.read_text())
+    del payload["config"]["dedup_order"]  # what a session-14 save looks like
+    cfg_path.write_text(json.dumps(payload))
+    loaded = SIDTokenizer.load(tmp_path)
+    assert loaded.cfg.dedup_order == "id" and loaded.dedup_centroids is None
+    grown = loaded.add_items(["repost"], [catalog.texts(TEMPLATE)[0]], sid_map)
+    prefix = grown.codes("repost")[:-1]
+    used = {c[-1] for c in sid_map.item_to_codes.values() if c[:-1] == prefix}
+    assert grown.codes("repost")[-1] == min(set(range(sid_map.codebook_sizes[-1])) - used)
 
 
 def test_identical_texts_share_their_prefix(fitted, catalog):
