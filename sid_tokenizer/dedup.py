@@ -14,14 +14,20 @@ from __future__ import annotations
 import numpy as np
 
 
+def _id_rank(item_ids: list[str]) -> np.ndarray:
+    """Each item's position in item-id order (the tie-break of every rule)."""
+    rank = np.empty(len(item_ids), dtype=np.int64)
+    rank[np.argsort(np.asarray(item_ids, dtype=object).astype(str), kind="stable")] = np.arange(len(item_ids))
+    return rank
+
+
 def dedup_codes(prefix: np.ndarray, item_ids: list[str], counts: np.ndarray | None = None) -> np.ndarray:
     """Rank of each item within its group of identical prefixes: by descending `counts` (one per item, e.g.
     train views) when given, then by item id."""
     n = prefix.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    id_rank = np.empty(n, dtype=np.int64)
-    id_rank[np.argsort(np.asarray(item_ids, dtype=object).astype(str), kind="stable")] = np.arange(n)
+    id_rank = _id_rank(item_ids)
     order_keys = (id_rank,) if counts is None else (id_rank, -np.asarray(counts, dtype=np.int64))
     keys = order_keys + tuple(prefix[:, level] for level in reversed(range(prefix.shape[1])))
     order = np.lexsort(keys)
@@ -46,8 +52,7 @@ def residual_dedup_codes(prefix: np.ndarray, item_ids: list[str], dists: np.ndar
         return codes
     if dists.shape[0] != n or dists.shape[1] < 1:
         raise ValueError(f"residual_dedup_codes: distances of shape {dists.shape} for {n} items")
-    id_rank = np.empty(n, dtype=np.int64)
-    id_rank[np.argsort(np.asarray(item_ids, dtype=object).astype(str), kind="stable")] = np.arange(n)
+    id_rank = _id_rank(item_ids)
     groups: dict[tuple[int, ...], list[int]] = {}
     for row, key in enumerate(map(tuple, prefix.tolist())):
         groups.setdefault(key, []).append(row)

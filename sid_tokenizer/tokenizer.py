@@ -325,9 +325,7 @@ class SIDTokenizer:
         With a collaborative part, text embeddings (its width) are accepted: a new item has no co-views yet,
         so its collaborative part is zero and its text places it."""
         self._check_fitted()
-        emb = np.asarray(embeddings, dtype=np.float32)
-        if self.collab_dim and emb.ndim == 2 and emb.shape[1] == self.embedding_dim - self.collab_dim:
-            emb = np.concatenate([unit_rows(emb), np.zeros((len(emb), self.collab_dim), np.float32)], axis=1)
+        emb = self._with_collab_part(embeddings)
         if emb.ndim != 2 or emb.shape[1] != self.embedding_dim:
             raise ValueError(f"encode: embeddings of shape {emb.shape}, expected (m, {self.embedding_dim})")
         if not np.isfinite(emb).all():
@@ -337,12 +335,16 @@ class SIDTokenizer:
         x = torch.from_numpy(np.ascontiguousarray(emb)).to(self.cfg.device)
         return self.quantizer.codes(x).cpu().numpy().astype(np.int64)
 
+    def _with_collab_part(self, embeddings: np.ndarray) -> np.ndarray:
+        """Text-width embeddings of new items widened with a zero collaborative part (they have no co-views yet)."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if self.collab_dim and emb.ndim == 2 and emb.shape[1] == self.embedding_dim - self.collab_dim:
+            emb = np.concatenate([unit_rows(emb), np.zeros((len(emb), self.collab_dim), np.float32)], axis=1)
+        return emb
+
     def _residual_dists(self, embeddings: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
         """Squared distances (m, dedup size) of new items' residuals to the dedup centroids ('residual' rule)."""
-        emb = np.asarray(embeddings, dtype=np.float32)
-        if self.collab_dim and emb.shape[1] == self.embedding_dim - self.collab_dim:
-            emb = np.concatenate([unit_rows(emb), np.zeros((len(emb), self.collab_dim), np.float32)], axis=1)
-        x = torch.from_numpy(np.ascontiguousarray(emb)).to(self.cfg.device)
+        x = torch.from_numpy(np.ascontiguousarray(self._with_collab_part(embeddings))).to(self.cfg.device)
         with torch.no_grad():
             residual = x - self.quantizer.reconstruct(torch.from_numpy(prefixes).to(self.cfg.device))
         centroids = self.dedup_centroids.to(self.cfg.device)
