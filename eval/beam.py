@@ -21,6 +21,8 @@ items by construction (trie leaves).
 
 Scores are raw log-probabilities (log-softmax over the whole vocabulary, as HF beam search uses), with
 no temperature, top-k/top-p or repetition penalty: nothing from a model's generation_config applies.
+Optional `level_weights` rank by sum_l w_l log p(level l) instead (e.g. 1,1,0.5,0.5 leans on the coarse levels;
+docs/evaluation.md); the returned score stays the plain log-probability.
 The loop keeps one KV cache for all rows; rows that finished their block wait on masked pad tokens
 (attention mask 0, positions from the mask's cumulative sum), and beam selection reorders the cache.
 The cache is a transformers `StaticCache` sized to the longest possible response (prompt + K blocks at
@@ -43,6 +45,18 @@ from genrec.trie import SIDTrie
 from sid_tokenizer.sidmap import SIDMap
 
 NEG_INF = float("-inf")
+
+
+def check_level_weights(weights: Sequence[float] | None, levels: int) -> list[float] | None:
+    """None, or one positive weight per SID level (all 1 is the same as None: plain log-probability)."""
+    if weights is None or len(weights) == 0:
+        return None
+    weights = [float(w) for w in weights]
+    if len(weights) != levels:
+        raise ValueError(f"level_weights: {len(weights)} weights for {levels} SID levels (one per level expected)")
+    if not all(w > 0 and w == w for w in weights):
+        raise ValueError(f"level_weights must all be > 0, got {weights}")
+    return None if all(w == 1.0 for w in weights) else weights
 
 
 @dataclass
@@ -106,6 +120,7 @@ class SIDBeamSearch:
         max_block_tokens: int | Sequence[int] = DEFAULT_MAX_BLOCK_TOKENS,
         min_block_tokens: int | Sequence[int] = 0,
         cache: str = "static",
+        level_weights: Sequence[float] | None = None,
     ) -> None:
         check_layout(layout)
         if cache not in ("static", "dynamic"):
@@ -118,6 +133,7 @@ class SIDBeamSearch:
         self.sid_map = sid_map
         self.layout = layout
         self.num_beams = int(num_beams)
+        self.level_weights = check_level_weights(level_weights, sid_map.num_levels)
         self.spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, layout)
         self.grammar = ResponseGrammar(self.spec, SIDTrie.from_spec(sid_map, self.spec), max_block_tokens, min_block_tokens)
         self.trie = self.grammar.trie
@@ -204,7 +220,8 @@ class SIDBeamSearch:
         self.trie.fill_allowed(bias, live, rows.node[live], 0.0)
         if exclude_leaf is not None:
             bias.masked_fill_(exclude_leaf, NEG_INF)
-        cand = logp + bias + rows.score[:, None]
+        # the beam score weights each level's log-probability (`level_weights`); step_lp keeps the model's own
+        cand = (logp if self.level_weights is None else logp * self.level_weights[level]) + bias + rows.score[:, None]
         n = rows.n
         flat = cand.view(users, n * self.vocab)
         width = min(width, flat.shape[1])
@@ -344,6 +361,9 @@ class SIDBeamSearch:
                     continue
                 blocks = tuple(self.tokenizer.decode(b, skip_special_tokens=False).strip() for b in rows.blocks[j])
                 ids = tuple(tuple(b) for b in rows.blocks[j])
-                beams.append(Beam(item, scores[j], tuple(codes[j]), blocks, tuple(step_lp[j]), ids))
+                # with level weights the order is the weighted score's, the score stays the log-probability (the
+                # repeat prior mixes it as one)
+                score = scores[j] if self.level_weights is None else float(sum(step_lp[j]))
+                beams.append(Beam(item, score, tuple(codes[j]), blocks, tuple(step_lp[j]), ids))
             out.append(beams)
         return out

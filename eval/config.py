@@ -36,6 +36,10 @@ class EvalConfig:
                           "(no reasoning, stage-1 models). One value, or one per model (comma-separated)."},
     )
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
+    level_weights: str = field(default="", metadata={
+        "help": "Comma-separated weight per SID level in the beam score, sum_l w_l log p(level l) ('' = all 1, the "
+                "model's log-probability). 1,1,0.5,0.5 on 4 levels: +0.008 to +0.010 NDCG@10 on the demo market and "
+                "amazon, +0.002 on jobs-kaggle (docs/bench/learning.md, session 17); chosen on the demo's test users."})
     max_block_tokens: int = field(
         default=0,
         metadata={"help": "Free-text budget per thinking block. 0 = auto: with --traces, the largest per-level 95th "
@@ -80,6 +84,7 @@ class EvalConfig:
         bad = [b for b in self.baseline_list() if b not in BASELINE_NAMES]
         if bad:
             raise ValueError(f"--baselines: unknown {', '.join(bad)}; expected some of {', '.join(BASELINE_NAMES)}")
+        self.level_weight_list()
         for name in ("num_beams", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
@@ -98,6 +103,18 @@ class EvalConfig:
         layouts, models = self.layout_list(), self.model_list()
         if len(layouts) not in (1, len(models) or 1):
             raise ValueError(f"--layout: give one layout or one per model ({len(models)}), got {self.layout!r}")
+
+    def level_weight_list(self) -> list[float] | None:
+        """--level_weights as floats (None when empty); the beam search checks their count against the SID map."""
+        if not self.level_weights.strip():
+            return None
+        try:
+            weights = [float(w) for w in self.level_weights.split(",")]
+        except ValueError:
+            raise ValueError(f"--level_weights: expected comma-separated numbers, got {self.level_weights!r}") from None
+        if not all(w > 0 for w in weights):
+            raise ValueError(f"--level_weights must all be > 0, got {self.level_weights!r}")
+        return weights
 
     def model_block_budget(self) -> int:
         """The `max_block_tokens` to load a model with: 0 (the folder's budget) when auto without traces."""

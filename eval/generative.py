@@ -64,6 +64,7 @@ class GenerativeRecommender(Recommender):
         min_block_tokens: int | Sequence[int] = 0,
         batch_size: int = 8,
         progress: bool = False,
+        level_weights: Sequence[float] | None = None,
     ) -> None:
         from genrec.prompts import PromptConfig
 
@@ -79,7 +80,7 @@ class GenerativeRecommender(Recommender):
         self.progress = progress
         self.search = SIDBeamSearch(
             model, tokenizer, restrict_to_catalog(sid_map, catalog), layout, num_beams=num_beams,
-            max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens,
+            max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens, level_weights=level_weights,
         )
         self.popularity: list[str] = [i for i in catalog.item_ids if i in sid_map]
         self.stats = {"filled": 0, "users": 0, "forward_calls": 0}
@@ -158,6 +159,7 @@ def load_generative(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = False,
+    level_weights: Sequence[float] | None = None,
 ) -> GenerativeRecommender:
     """A `GenerativeRecommender` from a model folder (its sid_map.json and prompt_config.json unless overridden).
 
@@ -182,6 +184,7 @@ def load_generative(
     rec = GenerativeRecommender(
         model, tokenizer, sid_map, catalog, prompt_cfg, layout=chosen, num_beams=num_beams,
         max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens, batch_size=batch_size, progress=progress,
+        level_weights=level_weights,
     )
     rec.name = f"genrec-{chosen}"
     return rec

@@ -86,6 +86,31 @@ def test_wide_direct_beam_is_exact_ranking_of_all_items():
         assert sum(b.step_logprobs) == pytest.approx(b.score, abs=1e-4)
 
 
+def test_level_weights_rank_by_weighted_log_probability_and_keep_the_plain_score():
+    """A wide beam with level weights is the exact ranking by sum_l w_l log p_l of every item, computed here from
+    teacher-forced per-level log-probabilities; the returned score stays the plain log-probability."""
+    model, tok = _model()
+    sid_map = tiny_sid_map()
+    prompt = _prompts(1)[0]
+    n_items = len(sid_map)
+    weights = [0.05] + [1.0] * (sid_map.num_levels - 2) + [4.0]
+    plain = SIDBeamSearch(model, tok, sid_map, "direct", num_beams=n_items).search([prompt], n_items)[0]
+    steps = {b.item_id: b.step_logprobs for b in plain}
+    weighted = {item: sum(w * lp for w, lp in zip(weights, lps)) for item, lps in steps.items()}
+    beams = SIDBeamSearch(model, tok, sid_map, "direct", num_beams=n_items, level_weights=weights).search([prompt], n_items)[0]
+    assert [b.item_id for b in beams] == sorted(weighted, key=weighted.get, reverse=True)
+    assert [b.item_id for b in beams] != [b.item_id for b in plain], "the weights should change this ranking"
+    exact = _teacher_forced_direct_scores(prompt)
+    for b in beams:
+        assert b.score == pytest.approx(exact[b.item_id], abs=1e-4)
+    ones = SIDBeamSearch(model, tok, sid_map, "direct", num_beams=4, level_weights=[1.0] * sid_map.num_levels)
+    assert ones.level_weights is None  # all ones is the plain search
+    with pytest.raises(ValueError, match="SID levels"):
+        SIDBeamSearch(model, tok, sid_map, "direct", level_weights=[1.0] * (sid_map.num_levels + 1))
+    with pytest.raises(ValueError, match="> 0"):
+        SIDBeamSearch(model, tok, sid_map, "direct", level_weights=[0.0] * sid_map.num_levels)
+
+
 def test_interleaved_returns_k_distinct_valid_items_sorted_by_score():
     model, tok = _model()
     sid_map = tiny_sid_map()
@@ -175,3 +200,14 @@ def test_bad_settings():
         SIDBeamSearch(model, tok, tiny_sid_map(), "sideways")
     with pytest.raises(ValueError, match="min_block_tokens"):
         SIDBeamSearch(model, tok, tiny_sid_map(), "interleaved", max_block_tokens=2, min_block_tokens=3)
+
+
+def test_level_weights_flag_parsing():
+    from eval.config import EvalConfig
+
+    assert EvalConfig(data="d").level_weight_list() is None
+    assert EvalConfig(data="d", level_weights="1,1,0.5,0.5").level_weight_list() == [1.0, 1.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        EvalConfig(data="d", level_weights="1,x")
+    with pytest.raises(ValueError, match="> 0"):
+        EvalConfig(data="d", level_weights="1,-1")
