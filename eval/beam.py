@@ -59,6 +59,19 @@ def check_level_weights(weights: Sequence[float] | None, levels: int) -> list[fl
     return None if all(w == 1.0 for w in weights) else weights
 
 
+def parse_level_weights(text: str) -> list[float] | None:
+    """The --level_weights flag ("1,1,0.5,0.5"; "" = None); the beam search checks the count against the SID map."""
+    if not text.strip():
+        return None
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--level_weights: expected comma-separated numbers, got {text!r}") from None
+    if not all(w > 0 for w in weights):
+        raise ValueError(f"--level_weights must all be > 0, got {text!r}")
+    return weights
+
+
 @dataclass
 class Beam:
     """One returned item with its cumulative SID log-probability and the reasoning that led to it."""

@@ -106,15 +106,9 @@ class EvalConfig:
 
     def level_weight_list(self) -> list[float] | None:
         """--level_weights as floats (None when empty); the beam search checks their count against the SID map."""
-        if not self.level_weights.strip():
-            return None
-        try:
-            weights = [float(w) for w in self.level_weights.split(",")]
-        except ValueError:
-            raise ValueError(f"--level_weights: expected comma-separated numbers, got {self.level_weights!r}") from None
-        if not all(w > 0 for w in weights):
-            raise ValueError(f"--level_weights must all be > 0, got {self.level_weights!r}")
-        return weights
+        from eval.beam import parse_level_weights
+
+        return parse_level_weights(self.level_weights)
 
     def model_block_budget(self) -> int:
         """The `max_block_tokens` to load a model with: 0 (the folder's budget) when auto without traces."""

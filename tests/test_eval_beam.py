@@ -211,3 +211,11 @@ def test_level_weights_flag_parsing():
         EvalConfig(data="d", level_weights="1,x")
     with pytest.raises(ValueError, match="> 0"):
         EvalConfig(data="d", level_weights="1,-1")
+
+
+def test_recommend_rejects_a_bad_level_weights_flag_before_loading():
+    from genrec.commands.recommend import RecommendConfig
+
+    assert RecommendConfig(level_weights="1,1,0.5,0.5").level_weights == "1,1,0.5,0.5"
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        RecommendConfig(level_weights="0.5;1")

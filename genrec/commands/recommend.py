@@ -34,6 +34,8 @@ class RecommendConfig:
     topk: int = field(default=10, metadata={"help": "Number of jobs to list."})
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
     layout: str = field(default="auto", metadata={"help": "auto, interleaved, coarse, blocks_first or direct."})
+    level_weights: str = field(default="", metadata={
+        "help": "One weight per SID level in the beam score ('' = all 1), as `genrec evaluate --level_weights`."})
     max_block_tokens: int = field(
         default=0, metadata={"help": "Free-text budget per thinking block; 0 = the model folder's (genrec_model.json), "
                              "else genrec.traces.budget.DEFAULT_MAX_BLOCK_TOKENS."})
@@ -48,6 +50,9 @@ class RecommendConfig:
     def __post_init__(self) -> None:
         if self.topk < 1:
             raise ValueError(f"--topk must be >= 1, got {self.topk}")
+        from eval.beam import parse_level_weights
+
+        parse_level_weights(self.level_weights)  # a bad flag fails before anything loads
 
 
 # DataConfig: how --user's history and the repeat prior are read (give the flags the model was trained with, e.g.
@@ -66,6 +71,7 @@ def display_template(catalog, given: str = "") -> str | None:
 
 
 def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
+    from eval.beam import parse_level_weights
     from eval.generative import load_generative
     from eval.interactive import explain, format_recommendations, resolve_history, split_history
     from eval.harness import check_k
@@ -98,7 +104,8 @@ def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
     sid_map = load_checked_sid_map(cfg.model, cfg.sid_map or None, catalog, cfg.data, command="recommend")
     history = resolve_history(entries, catalog, sid_map)  # before the model loads: bad history fails fast
     rec = load_generative(cfg.model, catalog, sid_map_path=cfg.sid_map or None, layout=cfg.layout,
-                          num_beams=cfg.num_beams, max_block_tokens=cfg.max_block_tokens, device=cfg.device)
+                          num_beams=cfg.num_beams, max_block_tokens=cfg.max_block_tokens, device=cfg.device,
+                          level_weights=parse_level_weights(cfg.level_weights))
     example = Example(cfg.user or "cli-user", tuple(h.item_id for h in history), "", profile)
     beams = rec.recommend_beams([example], cfg.topk, cfg.exclude_history)[0]
     prior = None
