@@ -47,15 +47,20 @@ from sid_tokenizer.sidmap import SIDMap
 NEG_INF = float("-inf")
 
 
+def _positive_weights(weights: Sequence[float]) -> list[float]:
+    weights = [float(w) for w in weights]
+    if not all(w > 0 for w in weights):  # NaN fails too
+        raise ValueError(f"level_weights must all be > 0, got {weights}")
+    return weights
+
+
 def check_level_weights(weights: Sequence[float] | None, levels: int) -> list[float] | None:
     """None, or one positive weight per SID level (all 1 is the same as None: plain log-probability)."""
     if weights is None or len(weights) == 0:
         return None
-    weights = [float(w) for w in weights]
+    weights = _positive_weights(weights)
     if len(weights) != levels:
         raise ValueError(f"level_weights: {len(weights)} weights for {levels} SID levels (one per level expected)")
-    if not all(w > 0 and w == w for w in weights):
-        raise ValueError(f"level_weights must all be > 0, got {weights}")
     return None if all(w == 1.0 for w in weights) else weights
 
 
@@ -67,9 +72,7 @@ def parse_level_weights(text: str) -> list[float] | None:
         weights = [float(w) for w in text.split(",")]
     except ValueError:
         raise ValueError(f"--level_weights: expected comma-separated numbers, got {text!r}") from None
-    if not all(w > 0 for w in weights):
-        raise ValueError(f"--level_weights must all be > 0, got {text!r}")
-    return weights
+    return _positive_weights(weights)
 
 
 @dataclass
