@@ -14,7 +14,8 @@ a history item against 24% of valid and 22% of test targets. Nothing is tuned on
 - `w` is the fraction of the split's targets that occur in their own history (0 where the data has no repeats,
   and then the ranking is the model's unchanged);
 - `p_rank[r]` is, among those repeat targets, the share that was the r-th most recent distinct history item;
-- `p_model(item)` is exp(the beam's cumulative SID log-probability); items outside the beam list count 0.
+- `p_model(item)` is exp(the beam's cumulative SID log-probability), given in the list's own order (level-weighted
+  lists, `apply_repeat_prior`); items outside the beam list count 0.
 
 Under the `new` protocol (history items excluded) the prior contributes nothing and the model's list is kept.
 """
@@ -110,11 +111,17 @@ def fit_prior(data, eval_split: str = "test") -> RepeatPrior:
 
 def apply_repeat_prior(prior: RepeatPrior, beams_per_user, examples: Sequence[Example], k: int, beam_factory):
     """The prior applied to each user's beam list; `beam_factory(item_id, log_p)` builds a beam for a
-    history item the model did not return. Beams the prior keeps carry their reasoning, with the mixed score."""
+    history item the model did not return. Beams the prior keeps carry their reasoning, with the mixed score.
+
+    The list's own order is the model's ranking: with level weights (eval/beam.py) it is not the order of the plain
+    log-probabilities each beam carries. So the model mode gives the list's plain probabilities, largest first, to
+    its items in list order: the mixture keeps the model's order among its items and the list's probability mass.
+    Without level weights the list is already in that order and this is the plain mixture."""
     out = []
     for beams, ex in zip(beams_per_user, examples):
         by_item = {b.item_id: b for b in beams}
-        mixed = prior.mix([(b.item_id, b.score) for b in beams], ex.history, k)
+        by_rank = sorted((b.score for b in beams), reverse=True)
+        mixed = prior.mix([(b.item_id, lp) for b, lp in zip(beams, by_rank)], ex.history, k)
         out.append([replace(by_item[it], score=lp) if it in by_item else beam_factory(it, lp) for it, lp in mixed])
     return out
 

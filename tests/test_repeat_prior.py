@@ -54,6 +54,26 @@ def test_mix_reranks_history_items_by_the_mixture():
     assert [item for item, _ in tied] == ["m", "h"]  # ties keep the model's order
 
 
+def test_apply_keeps_a_level_weighted_lists_order_among_model_items():
+    """A level-weighted beam list is not in the order of its plain scores: the mixture must keep the list's order
+    (and its probability mass), not re-sort the model's items by their plain log-probabilities."""
+    from eval.beam import Beam
+    from eval.repeat import apply_repeat_prior
+
+    prior = RepeatPrior(0.5, (1.0,))
+    # the search ranked m1 first although its plain probability (0.2) is below m2's (0.5)
+    beams = [Beam("m1", math.log(0.2), (0,)), Beam("m2", math.log(0.5), (1,)), Beam("m3", math.log(0.1), (2,))]
+    ex = Example("u", ("h",), "m1")
+    out = apply_repeat_prior(prior, [beams], [ex], 4, lambda item, lp: Beam(item, lp, ()))[0]
+    # model mode: 0.5, 0.2, 0.1 in list order m1, m2, m3 (x 0.5); repeat mode: h 1.0 (x 0.5)
+    assert [b.item_id for b in out] == ["h", "m1", "m2", "m3"]
+    assert [math.exp(b.score) for b in out] == pytest.approx([0.5, 0.25, 0.1, 0.05])
+    # a list already in plain order (no level weights) is the plain mixture
+    plain = sorted(beams, key=lambda b: -b.score)
+    again = apply_repeat_prior(prior, [plain], [ex], 4, lambda item, lp: Beam(item, lp, ()))[0]
+    assert [(b.item_id, b.score) for b in again] == prior.mix([(b.item_id, b.score) for b in plain], ex.history, 4)
+
+
 def _with_repeats(folder):
     """Rewrite the tiny pre-split files so every target with a history repeats its last item."""
     for split in ("train", "valid", "test"):
