@@ -36,10 +36,11 @@ class EvalConfig:
                           "(no reasoning, stage-1 models). One value, or one per model (comma-separated)."},
     )
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
-    level_weights: str = field(default="", metadata={
-        "help": "Comma-separated weight per SID level in the beam score, sum_l w_l log p(level l) ('' = all 1, the "
-                "model's log-probability). 1,1,0.5,0.5 on 4 levels: +0.008 to +0.010 NDCG@10 on the demo market and "
-                "amazon, +0.002 on jobs-kaggle (docs/bench/learning.md, session 17); chosen on the demo's test users."})
+    level_weights: str = field(default="auto", metadata={
+        "help": "Weight per SID level in the beam score, sum_l w_l log p(level l): 'auto' = 0.5 on the last two levels "
+                "(the finest code and the dedup code), 1 on the others; 'none' = all 1 (the model's log-probability); "
+                "or one number per level, comma-separated. 'auto': +0.004 to +0.010 NDCG@10 on the demo market, amazon "
+                "and jobs-kaggle, never below 'none' outside noise (docs/bench/learning.md, sessions 17-18)."})
     max_block_tokens: int = field(
         default=0,
         metadata={"help": "Free-text budget per thinking block. 0 = auto: with --traces, the largest per-level 95th "
@@ -105,7 +106,7 @@ class EvalConfig:
             raise ValueError(f"--layout: give one layout or one per model ({len(models)}), got {self.layout!r}")
 
     def level_weight_list(self) -> list[float] | None:
-        """--level_weights as floats (None when empty); the beam search checks their count against the SID map."""
+        """--level_weights as floats, "auto" or None ("none"); the beam search resolves "auto" and checks the count."""
         from eval.beam import parse_level_weights
 
         return parse_level_weights(self.level_weights)

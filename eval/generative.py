@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.baselines.base import Recommender, train_popularity
-from eval.beam import Beam, SIDBeamSearch
+from eval.beam import Beam, LevelWeights, SIDBeamSearch
 from genrec.data.schema import Catalog, Example
 from genrec.model_folder import AUTO, resolve_layout, resolve_sid_map  # noqa: F401 - re-exported
 from genrec.response import BLOCKS_FIRST, DIRECT, INTERLEAVED
@@ -64,7 +64,7 @@ class GenerativeRecommender(Recommender):
         min_block_tokens: int | Sequence[int] = 0,
         batch_size: int = 8,
         progress: bool = False,
-        level_weights: Sequence[float] | None = None,
+        level_weights: LevelWeights = None,
     ) -> None:
         from genrec.prompts import PromptConfig
 
@@ -159,7 +159,7 @@ def load_generative(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = False,
-    level_weights: Sequence[float] | None = None,
+    level_weights: LevelWeights = None,
 ) -> GenerativeRecommender:
     """A `GenerativeRecommender` from a model folder (its sid_map.json and prompt_config.json unless overridden).
 

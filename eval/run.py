@@ -196,6 +196,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
                 _log(f"{mixed_name} [{protocol}]: ndcg@10={mixed.get('ndcg@10', float('nan')):.4f} "
                      f"recall@10={mixed.get('recall@10', float('nan')):.4f}")
         meta["methods"][name] = {"model": model_dir, "layout": rec.layout, "num_beams": cfg.num_beams,
+                                 "level_weights": rec.search.level_weights,  # None: the plain log-probability
                                  "max_block_tokens": rec.max_block_tokens, "load_and_eval_seconds": time.perf_counter() - t0}
 
     # Baselines, through the same harness.

@@ -111,6 +111,21 @@ def test_level_weights_rank_by_weighted_log_probability_and_keep_the_plain_score
         SIDBeamSearch(model, tok, sid_map, "direct", level_weights=[0.0] * sid_map.num_levels)
 
 
+def test_auto_level_weights_halve_the_last_two_levels():
+    from eval.beam import auto_level_weights, check_level_weights
+
+    assert auto_level_weights(4) == [1.0, 1.0, 0.5, 0.5]
+    assert auto_level_weights(3) == [1.0, 0.5, 0.5]
+    assert auto_level_weights(2) == [1.0, 1.0]  # halving every level would be the plain ranking
+    assert check_level_weights("auto", 4) == [1.0, 1.0, 0.5, 0.5]
+    assert check_level_weights("none", 4) is None
+    model, tok = _model()
+    sid_map = tiny_sid_map()  # 2 levels: "auto" is the plain search
+    assert SIDBeamSearch(model, tok, sid_map, "direct", level_weights="auto").level_weights is None
+    with pytest.raises(ValueError, match="auto"):
+        check_level_weights("fine", 4)
+
+
 def test_interleaved_returns_k_distinct_valid_items_sorted_by_score():
     model, tok = _model()
     sid_map = tiny_sid_map()
@@ -205,7 +220,9 @@ def test_bad_settings():
 def test_level_weights_flag_parsing():
     from eval.config import EvalConfig
 
-    assert EvalConfig(data="d").level_weight_list() is None
+    assert EvalConfig(data="d", level_weights="").level_weight_list() is None
+    assert EvalConfig(data="d", level_weights="none").level_weight_list() is None
+    assert EvalConfig(data="d", level_weights="auto").level_weight_list() == "auto"
     assert EvalConfig(data="d", level_weights="1,1,0.5,0.5").level_weight_list() == [1.0, 1.0, 0.5, 0.5]
     with pytest.raises(ValueError, match="comma-separated numbers"):
         EvalConfig(data="d", level_weights="1,x")

@@ -65,6 +65,8 @@ def test_run_with_reasoned_history_trains_stage2_on_sequences(tmp_path):
     assert PromptConfig.load(out / "sft2" / "final").history_reasoning == "evidence"
     argv = json.loads((out / "run_stages.json").read_text())["sft2"]["argv"]
     assert argv[argv.index("--stage2_tasks") + 1] == "sequence" and argv[argv.index("--replay_tasks") + 1] == ""
+    eval_argv = json.loads((out / "run_stages.json").read_text())["evaluate"]["argv"]
+    assert eval_argv[eval_argv.index("--level_weights") + 1] == "auto"
     results = json.loads((out / "eval" / "eval_report.json").read_text())["results"]
     assert sorted(n.rsplit(":", 1)[1] for n in results if not n.endswith("+repeat")) == ["sft1", "sft2"]
     assert all(m["invalid"] == 0 for r in results.values() for m in r.values())
@@ -77,6 +79,7 @@ def test_run_with_reasoned_history_trains_stage2_on_sequences(tmp_path):
     (["--data", "{tmp}", "--sft2_tasks", "chains"], "--sft2_tasks must be traces and/or sequence"),
     (["--data", "{tmp}", "--sft1_steps", "0", "--sft1_epochs", "0"], "--sft1_epochs must be > 0"),
     (["--data", "{tmp}/bad"], "missing item file"),
+    (["--data", "{tmp}", "--level_weights", "1,half"], "--level_weights: expected 'auto', 'none' or comma-separated"),
 ])
 def test_run_bad_input_is_one_line_error(tmp_path, capsys, argv, message):
     (tmp_path / "bad").mkdir()

@@ -34,8 +34,9 @@ class RecommendConfig:
     topk: int = field(default=10, metadata={"help": "Number of jobs to list."})
     num_beams: int = field(default=20, metadata={"help": "Beam width over SID prefixes."})
     layout: str = field(default="auto", metadata={"help": "auto, interleaved, coarse, blocks_first or direct."})
-    level_weights: str = field(default="", metadata={
-        "help": "One weight per SID level in the beam score ('' = all 1), as `genrec evaluate --level_weights`."})
+    level_weights: str = field(default="auto", metadata={
+        "help": "Weight per SID level in the beam score: auto, none or one number per level, as "
+                "`genrec evaluate --level_weights`."})
     max_block_tokens: int = field(
         default=0, metadata={"help": "Free-text budget per thinking block; 0 = the model folder's (genrec_model.json), "
                              "else genrec.traces.budget.DEFAULT_MAX_BLOCK_TOKENS."})

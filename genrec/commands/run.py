@@ -80,6 +80,8 @@ class RunConfig:
                 "(above GRPO on two sets, docs/bench/learning.md); configs/rl_sapo.yaml is the paper's settings."})
     eval_users: int = field(default=0, metadata={"help": "Test users evaluated (seeded sample; 0 = all)."})
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
+    level_weights: str = field(default="auto", metadata={
+        "help": "Weight per SID level in the beam score (`genrec evaluate --level_weights`): auto, none or numbers."})
     protocols: str = field(default="all,new", metadata={
         "help": "Evaluation protocols (`genrec evaluate --protocols`): all items, and/or new items only."})
     baselines: str = field(default="mostpop,recent,sasrec", metadata={
@@ -114,6 +116,9 @@ class RunConfig:
             need(getattr(self, name) >= 0, name, "an integer >= 0 (0 = all)")
         bad = [b for b in self.baseline_list() if b not in BASELINES]
         need(not bad, "baselines", f"some of {', '.join(BASELINES)} (comma-separated) or ''")
+        from eval.beam import parse_level_weights
+
+        parse_level_weights(self.level_weights)  # a bad flag fails before the first stage, not at evaluation
 
     def baseline_list(self) -> list[str]:
         return [b.strip() for b in self.baselines.split(",") if b.strip()]
@@ -279,6 +284,7 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                          *(["--traces", str(traces)] if reasoning else []),
                          "--baselines", ",".join(cfg.baseline_list()), "--sasrec_max_epochs", str(cfg.sasrec_epochs),
                          "--max_users", str(cfg.eval_users), "--num_beams", str(cfg.num_beams),
+                         "--level_weights", cfg.level_weights,
                          "--protocols", cfg.protocols, "--repeat_prior", str(cfg.repeat_prior).lower(), "--seed", seed],
                         ev / "eval_report.json"))
     return [Stage(s.key, s.title, s.command, stage_flags(s.command, s.argv, data_cfg, prompt_cfg), s.marker,
