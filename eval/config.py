@@ -105,7 +105,7 @@ class EvalConfig:
         if len(layouts) not in (1, len(models) or 1):
             raise ValueError(f"--layout: give one layout or one per model ({len(models)}), got {self.layout!r}")
 
-    def level_weight_list(self) -> list[float] | None:
+    def level_weight_list(self) -> list[float] | str | None:
         """--level_weights as floats, "auto" or None ("none"); the beam search resolves "auto" and checks the count."""
         from eval.beam import parse_level_weights
 
