@@ -14,7 +14,6 @@ Prints Markdown tables and, with --json, writes them.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.baselines.sasrec import SASRec, SASRecConfig  # noqa: E402
+from eval.metrics import per_user_ndcg, target_ranks  # noqa: E402
 from genrec.data.config import DataConfig  # noqa: E402
 from sid_tokenizer.sidmap import SIDMap  # noqa: E402
 
@@ -39,10 +39,6 @@ class CompareConfig:
     json: str = field(default="", metadata={"help": "Also write the tables here."})
 
 
-def ndcg_at_10(items: list[str], target: str) -> float:
-    return 1.0 / math.log2(items.index(target) + 2) if target in items[:10] else 0.0
-
-
 def prefix_table(lists: dict[str, list[list[str]]], targets: list[str], sid_map: SIDMap) -> dict[str, dict]:
     """Per SID depth n: share of users whose target's first n codes equal the top-1's (`top1`), appear among the
     top 10's (`in_top10`), and the mean number of distinct n-code prefixes in the top 10 (`distinct`)."""
@@ -50,8 +46,9 @@ def prefix_table(lists: dict[str, list[list[str]]], targets: list[str], sid_map:
     codes = [sid_map.codes(t) for t in targets]
     for name, ranked in lists.items():
         rows = {}
+        top10 = [[sid_map.codes(x) for x in items[:10]] for items in ranked]
         for n in range(1, sid_map.num_levels + 1):
-            heads = [[sid_map.codes(x)[:n] for x in items[:10]] for items in ranked]
+            heads = [[c[:n] for c in top] for top in top10]
             rows[n] = {
                 "top1": float(np.mean([bool(h) and h[0] == c[:n] for h, c in zip(heads, codes)])),
                 "in_top10": float(np.mean([c[:n] in h for h, c in zip(heads, codes)])),
@@ -64,6 +61,8 @@ def prefix_table(lists: dict[str, list[list[str]]], targets: list[str], sid_map:
 def kind_table(lists: dict[str, list[list[str]]], examples, sid_map: SIDMap) -> dict[str, dict]:
     """NDCG@10 of each method per kind of target (users counted per kind)."""
     group = Counter(codes[:3] for codes in sid_map.item_to_codes.values())
+    targets = [ex.target for ex in examples]
+    ndcg = {name: per_user_ndcg(target_ranks(ranked, targets), 10) for name, ranked in lists.items()}
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i, ex in enumerate(examples):
         t = sid_map.codes(ex.target)
@@ -72,8 +71,8 @@ def kind_table(lists: dict[str, list[list[str]]], examples, sid_map: SIDMap) -> 
                  "same first code as the last item" if last and last[0] == t[0] else "other first code",
                  f"look-alikes sharing 3 codes: {min(group[t[:3]], 3)}{'+' if group[t[:3]] >= 3 else ''}"]
         for kind in kinds:
-            for name, ranked in lists.items():
-                scores[kind][name].append(ndcg_at_10(ranked[i], ex.target))
+            for name in lists:
+                scores[kind][name].append(float(ndcg[name][i]))
     return {kind: {"users": len(next(iter(by.values()))), **{n: float(np.mean(v)) for n, v in by.items()}}
             for kind, by in scores.items()}
 
