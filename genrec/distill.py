@@ -128,11 +128,11 @@ def _find(seq: list[int], sub: list[int]) -> int:
 def load_distiller(path, tokenizer, sid_map, sid_token_ids: list[int], args) -> SIDDistiller:
     """The frozen teacher at `path` (by default the model stage 2 starts from), checked against the student's
     tokenizer: the soft targets are indexed by vocabulary id, so both must share one vocabulary."""
-    from genrec.modeling import check_model_tokens, load_model_and_tokenizer
+    from genrec.modeling import check_model_tokens, load_model_and_tokenizer, weights_dtype
 
     if getattr(args, "padding_free", False):
         raise ValueError("--distill_weight needs padded batches: set --padding_free false")
-    teacher, teacher_tok = load_model_and_tokenizer(path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    teacher, teacher_tok = load_model_and_tokenizer(path, dtype=weights_dtype(args))
     check_model_tokens(teacher_tok, sid_map, teacher, where=str(path))
     if teacher_tok.get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"--distill_model {path}: its tokenizer differs from the trained model's; the teacher must "

@@ -179,6 +179,22 @@ def add_sid_tokens(model, tokenizer, sid_map: SIDMap, *, init: str = "label", th
 # ----------------------------------------------------------------------------------------------
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX), where bf16 autocast makes
+    SFT faster (tiny model, demo market: stage 1 +10%, stage 2 +9% steps/s); elsewhere it is emulated and slower."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # private helpers of torch.cpu; absent: assume no native bf16
+        return False
+
+
+def weights_dtype(args) -> torch.dtype:
+    """The dtype training loads weights in: bf16 with `--bf16` on a GPU; fp32 on CPU, where `--bf16` is autocast over
+    fp32 master weights (updates of a few 1e-4 are below bf16's resolution of the weights)."""
+    on_gpu = torch.cuda.is_available() and not getattr(args, "use_cpu", False)
+    return torch.bfloat16 if args.bf16 and on_gpu else torch.float32
+
+
 def default_dtype() -> torch.dtype:
     """bf16 on a GPU that supports it, fp32 on CPU."""
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():

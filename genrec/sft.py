@@ -21,8 +21,8 @@ from genrec import stage_output
 from genrec.data.schema import Catalog, Example
 from genrec.data.sequences import reconstruct_sequences, sequence_windows
 from genrec.distill import load_distiller
-from genrec.modeling import (accepts_logits_to_keep, check_model_tokens, first_loss_position,
-                             load_model_and_tokenizer, load_tokenizer)
+from genrec.modeling import (accepts_logits_to_keep, check_model_tokens, cpu_native_bf16, first_loss_position,
+                             load_model_and_tokenizer, load_tokenizer, weights_dtype)
 from genrec.prompts import (
     PROMPT_CONFIG_FILE,
     PromptConfig,
@@ -53,7 +53,14 @@ class GenrecSFTConfig(SFTConfig):
     length-grouped ones (`--train_sampling_strategy group_by_length`) train stage 1 1.5x faster per step but scored
     0.171 against 0.202 on amazon (BENCHMARKS.md, session 9)."""
 
-    bf16: bool | None = field(default=None, metadata={"help": "Default: on when a bf16-capable GPU is present."})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 mixed precision (on a GPU: bf16 weights; on CPU: autocast over fp32 weights). Default: on with a "
+                "bf16-capable GPU; on CPU only with --cpu_bf16 true and a CPU with native bf16."})
+    cpu_bf16: bool = field(default=False, metadata={
+        "help": "When --bf16 is not given and no GPU is used: bf16 autocast (fp32 weights) if the CPU has native bf16 "
+                "(AVX512-BF16 or AMX), fp32 otherwise. configs/sft_stage2.yaml turns it on: demo stage 2 10-19% "
+                "faster per step, NDCG@10 -0.001 [-0.007, +0.005] (2 seeds); stage 1 -0.010 [-0.024, +0.003], so "
+                "off there (docs/bench/learning.md, session 19)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Off by default (small models)."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir."})
@@ -61,7 +68,12 @@ class GenrecSFTConfig(SFTConfig):
 
     def __post_init__(self) -> None:
         if self.bf16 is None:
-            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+            if torch.cuda.is_available():
+                self.bf16 = bool(torch.cuda.is_bf16_supported()) and not self.fp16
+            else:
+                self.bf16 = self.cpu_bf16 and cpu_native_bf16() and not self.fp16
+        if self.bf16 and not torch.cuda.is_available():
+            self.use_cpu = True  # CPU autocast: transformers accepts bf16 without a GPU only with use_cpu
         super().__post_init__()
 
 
@@ -427,7 +439,7 @@ def train_sft(
 ) -> Path:
     """Fine-tune `model_path` on prompt/completion rows with TRL; save `<output_dir>/final`; return it."""
     stage = stage or SFTStageConfig()
-    model, tokenizer = load_model_and_tokenizer(model_path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype=weights_dtype(args))
     check_model_tokens(tokenizer, sid_map, model, where=str(model_path))
     if args.gradient_checkpointing and sum(p.numel() for p in model.parameters()) < 50_000_000:
         log.warning("gradient_checkpointing on a model under 50M parameters only slows training down")

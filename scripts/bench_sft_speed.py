@@ -1,9 +1,12 @@
 """SFT step time, one run per table: stage 1 (TRL's fused LM head vs the full-logits loss, random vs length-grouped
-batches) or stage 2 (the LM head over every position vs only from the batch's first completion position on).
+batches), stage 2 (the LM head over every position vs only from the batch's first completion position on), or, with
+--precision, fp32 against bf16 autocast over fp32 weights (the CPU default where the CPU has native bf16), each run
+twice in the order fp32, bf16, fp32, bf16 so that a drift of the machine's speed hits both.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py              # demo market, 80 steps
     PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --steps 200 --threads 1
     PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --stage 2 --steps 60 --threads 1
+    PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --stage 2 --precision --steps 100
 
 Builds (once, under --work) the demo's synthetic market, SID map and tiny model with the genrec CLI, then trains the
 same `genrec sft --stage 1` (configs/sft_stage1.yaml, the `sequence` task) for --steps steps under each variant, one
@@ -58,9 +61,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=80)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stage", type=int, choices=(1, 2), default=1)
-    ap.add_argument("--out", default="", help="JSON path (default bench_results/bench_sft_speed[_stage2].json)")
+    ap.add_argument("--precision", action="store_true", help="fp32 vs bf16 autocast (the stage's default flags)")
+    ap.add_argument("--out", default="", help="JSON path (default bench_results/bench_sft_speed[_stage2][_precision]"
+                                              ".json)")
     args = ap.parse_args()
-    args.out = args.out or str(REPO / "bench_results" / f"bench_sft_speed{'_stage2' if args.stage == 2 else ''}.json")
+    suffix = ("_stage2" if args.stage == 2 else "") + ("_precision" if args.precision else "")
+    args.out = args.out or str(REPO / "bench_results" / f"bench_sft_speed{suffix}.json")
     work = Path(args.work)
     data, tok, model = work / "data", work / "tokenizer", work / "model"
     if not (data / "synth_config.json").exists():
@@ -73,21 +79,32 @@ def main() -> None:
                "--seed", "0")
     common = ["--sid_map", str(tok), "--data", str(data), "--max_steps", str(args.steps), "--save_steps", "100000",
               "--report_to", "none", "--max_eval_examples", "16", "--logging_steps", "20", "--seed", "0"]
+    traces = work / "traces"
+    if args.stage == 2 and not (traces / "traces_config.json").exists():
+        genrec(args.threads, "traces", "--data", str(data), "--sid_map", str(tok), "--model", str(model),
+               "--output_dir", str(traces), "--trace_seed", "0")
     runs = []  # (variant, flags shown, genrec argv, full_width)
-    if args.stage == 1:
+    if args.precision:
+        if args.stage == 1:
+            argv = ["sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model", str(model), "--output_dir",
+                    str(work / "sft"), *common]
+        else:
+            argv = ["sft", "--config", "configs/sft_stage2.yaml", "--stage", "2", "--model", str(model), "--traces",
+                    str(work / "traces"), "--output_dir", str(work / "sft2"), "--distill_weight", "0.5", *common]
+        for i in (1, 2):
+            for name, flag in (("fp32", "false"), ("bf16 autocast, fp32 weights", "true")):
+                runs.append((f"{name} (run {i})", ["--bf16", flag], [*argv, "--bf16", flag], False))
+    elif args.stage == 1:
         for name, flags in VARIANTS.items():
             runs.append((name, flags, ["sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model",
-                                       str(model), "--output_dir", str(work / "sft"), *common, *flags], False))
+                                       str(model), "--output_dir", str(work / "sft"), *common, *flags, "--bf16",
+                                       "false"], False))
     else:
-        traces = work / "traces"
-        if not (traces / "traces_config.json").exists():
-            genrec(args.threads, "traces", "--data", str(data), "--sid_map", str(tok), "--model", str(model),
-                   "--output_dir", str(traces), "--trace_seed", "0")
         for name, completion_only in STAGE2_VARIANTS.items():
             runs.append((name, [] if completion_only else ["(accepts_logits_to_keep patched to False)"],
                          ["sft", "--config", "configs/sft_stage2.yaml", "--stage", "2", "--model", str(model),
                           "--traces", str(traces), "--output_dir", str(work / "sft2"), "--distill_weight", "0.5",
-                          *common], not completion_only))
+                          *common, "--bf16", "false"], not completion_only))
     rows = []
     for name, flags, argv, full_width in runs:
         out = genrec(args.threads, *argv, full_width=full_width)

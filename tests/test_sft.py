@@ -443,7 +443,7 @@ def test_full_logits_loss_trains_like_trls_fused_lm_head(tmp_path):
     for impl in ("fused", "full"):
         args = GenrecSFTConfig(output_dir=str(tmp_path / impl), max_steps=6, per_device_train_batch_size=8,
                                learning_rate=5e-3, logging_steps=2, save_strategy="no", report_to="none",
-                               disable_tqdm=True, seed=0)
+                               disable_tqdm=True, seed=0, bf16=False)  # fp32: bf16 rounds the two orders apart
         final = train_sft(tiny_model_dir(), SIDS, ds, args, stage=SFTStageConfig(stage=2, loss_impl=impl),
                           prompt_cfg=pc)
         model, _ = load_model_and_tokenizer(final)
@@ -482,3 +482,30 @@ def _global_step(out: Path) -> int:
     """Steps trained, from the trainer state saved with the last checkpoint."""
     states = sorted(out.glob("checkpoint-*/trainer_state.json"))
     return json.loads(states[-1].read_text())["global_step"]
+
+
+def test_cpu_bf16_is_autocast_over_fp32_weights_where_the_cpu_has_native_bf16(tmp_path):
+    """On a CPU-only machine bf16 is off by default; `cpu_bf16` (stage 2's config) follows the CPU's native bf16
+    support, as autocast (use_cpu) over fp32 weights; an explicit --bf16 wins; a trained folder keeps fp32 weights."""
+    from genrec.modeling import cpu_native_bf16, weights_dtype
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only default")
+    assert not GenrecSFTConfig(output_dir=str(tmp_path / "a"), report_to="none").bf16  # fp32 unless asked
+    auto = GenrecSFTConfig(output_dir=str(tmp_path / "a"), report_to="none", cpu_bf16=True)
+    assert auto.bf16 == cpu_native_bf16()
+    assert auto.use_cpu == auto.bf16
+    off = GenrecSFTConfig(output_dir=str(tmp_path / "b"), report_to="none", bf16=False, cpu_bf16=True)
+    assert not off.bf16 and not off.use_cpu
+    on = GenrecSFTConfig(output_dir=str(tmp_path / "c"), report_to="none", bf16=True)
+    assert on.use_cpu and weights_dtype(on) == torch.float32
+
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    pc, ds = tiny_trace_rows(tmp_path / "tr", tok)
+    args = GenrecSFTConfig(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=8,
+                           save_strategy="no", report_to="none", disable_tqdm=True, seed=0, bf16=True)
+    final = train_sft(tiny_model_dir(), SIDS, ds, args, stage=SFTStageConfig(stage=2), prompt_cfg=pc)
+    from safetensors import safe_open
+
+    with safe_open(str(final / "model.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
