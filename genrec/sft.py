@@ -58,9 +58,9 @@ class GenrecSFTConfig(SFTConfig):
                 "bf16-capable GPU; on CPU only with --cpu_bf16 true and a CPU with native bf16."})
     cpu_bf16: bool = field(default=False, metadata={
         "help": "When --bf16 is not given and no GPU is used: bf16 autocast (fp32 weights) if the CPU has native bf16 "
-                "(AVX512-BF16 or AMX), fp32 otherwise. configs/sft_stage2.yaml turns it on: demo stage 2 10-19% "
-                "faster per step, NDCG@10 -0.001 [-0.007, +0.005] (2 seeds); stage 1 -0.010 [-0.024, +0.003], so "
-                "off there (docs/bench/learning.md, session 19)."})
+                "(AVX512-BF16 or AMX), fp32 otherwise. Demo stage 2: 1.1-1.2x faster per step, NDCG@10 -0.001 [-0.007, "
+                "+0.005] (2 seeds), but peak memory 1.2 -> 3.5 GB; stage 1: -0.010 [-0.024, +0.003] "
+                "(docs/bench/learning.md, session 19)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Off by default (small models)."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir."})
