@@ -1,6 +1,6 @@
 """SFT step time, one run per table: stage 1 (TRL's fused LM head vs the full-logits loss, random vs length-grouped
 batches), stage 2 (the LM head over every position vs only from the batch's first completion position on), or, with
---precision, fp32 against bf16 autocast over fp32 weights (the CPU default where the CPU has native bf16), each run
+--precision, fp32 against bf16 autocast over fp32 weights (`--cpu_bf16`, an option on a CPU with native bf16), each run
 twice in the order fp32, bf16, fp32, bf16 so that a drift of the machine's speed hits both.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py              # demo market, 80 steps
@@ -83,28 +83,24 @@ def main() -> None:
     if args.stage == 2 and not (traces / "traces_config.json").exists():
         genrec(args.threads, "traces", "--data", str(data), "--sid_map", str(tok), "--model", str(model),
                "--output_dir", str(traces), "--trace_seed", "0")
+    if args.stage == 1:
+        argv = ["sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model", str(model), "--output_dir",
+                str(work / "sft"), *common]
+    else:
+        argv = ["sft", "--config", "configs/sft_stage2.yaml", "--stage", "2", "--model", str(model), "--traces",
+                str(traces), "--output_dir", str(work / "sft2"), "--distill_weight", "0.5", *common]
     runs = []  # (variant, flags shown, genrec argv, full_width)
     if args.precision:
-        if args.stage == 1:
-            argv = ["sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model", str(model), "--output_dir",
-                    str(work / "sft"), *common]
-        else:
-            argv = ["sft", "--config", "configs/sft_stage2.yaml", "--stage", "2", "--model", str(model), "--traces",
-                    str(work / "traces"), "--output_dir", str(work / "sft2"), "--distill_weight", "0.5", *common]
         for i in (1, 2):
             for name, flag in (("fp32", "false"), ("bf16 autocast, fp32 weights", "true")):
                 runs.append((f"{name} (run {i})", ["--bf16", flag], [*argv, "--bf16", flag], False))
     elif args.stage == 1:
         for name, flags in VARIANTS.items():
-            runs.append((name, flags, ["sft", "--config", "configs/sft_stage1.yaml", "--stage", "1", "--model",
-                                       str(model), "--output_dir", str(work / "sft"), *common, *flags, "--bf16",
-                                       "false"], False))
+            runs.append((name, flags, [*argv, *flags, "--bf16", "false"], False))
     else:
         for name, completion_only in STAGE2_VARIANTS.items():
             runs.append((name, [] if completion_only else ["(accepts_logits_to_keep patched to False)"],
-                         ["sft", "--config", "configs/sft_stage2.yaml", "--stage", "2", "--model", str(model),
-                          "--traces", str(traces), "--output_dir", str(work / "sft2"), "--distill_weight", "0.5",
-                          *common, "--bf16", "false"], not completion_only))
+                         [*argv, "--bf16", "false"], not completion_only))
     rows = []
     for name, flags, argv, full_width in runs:
         out = genrec(args.threads, *argv, full_width=full_width)
