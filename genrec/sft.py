@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from transformers.trainer_pt_utils import BatchRebalanceSampler
 from trl import SFTConfig, SFTTrainer
 
 from genrec import stage_output
@@ -354,16 +355,22 @@ def sid_weighted_loss(sid_token_ids: list[int], weight: float, distill_weight: f
 
     `teacher` = (rows, cols, probs) from `SIDDistiller.targets`: at those logit positions the target becomes
     (1 - distill_weight) * one-hot + distill_weight * probs (knowledge distillation from the stage-1 model).
-    Each micro-batch is the weighted mean, scaled by its share of the step's tokens (`num_items_in_batch`), so
-    with weight 1 and no teacher it equals the plain token mean TRL computes, gradient accumulation included.
+    The loss is the weighted sum over this micro-batch divided by `num_items_in_batch`, which the trainer sets to the
+    whole optimizer step's total weight (`target_weights` summed over its micro-batches and processes): a step split
+    into micro-batches (gradient accumulation, `batch_rebalance` batches) has the gradient of the step's rows in one
+    batch. Without it, the micro-batch's own weighted mean. With weight 1 the total weight is the token count TRL uses.
     `offset`: the logits start at that position (the model ran with `logits_to_keep = width - offset`).
+    The returned function carries `target_weights(labels)`: each next-token target's weight (labels shifted by one).
     """
     ids = torch.tensor(sorted(set(sid_token_ids)), dtype=torch.long)
+
+    def target_weights(labels: torch.Tensor) -> torch.Tensor:
+        target = labels[:, 1:]
+        return torch.where(torch.isin(target, ids.to(target.device)), float(weight), 1.0) * (target != -100)
 
     def loss_func(outputs, labels, num_items_in_batch=None, teacher=None, offset: int = 0):
         logits = outputs.logits[:, :-1, :].float()
         target = labels[:, offset + 1:].to(logits.device)
-        valid = target != -100
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                                ignore_index=-100, reduction="none").view_as(target)
         if teacher is not None and distill_weight > 0 and len(teacher[0]):
@@ -372,12 +379,11 @@ def sid_weighted_loss(sid_token_ids: list[int], weight: float, distill_weight: f
             soft = -(probs * torch.log_softmax(logits[rows, cols], dim=-1)).sum(-1)
             mixed = (1.0 - distill_weight) * ce[rows, cols] + distill_weight * soft
             ce = ce.index_put((rows, cols), mixed)
-        w = torch.where(torch.isin(target, ids.to(target.device)), float(weight), 1.0) * valid
-        loss = (ce * w).sum() / w.sum().clamp(min=1e-8)
-        if num_items_in_batch is not None:
-            loss = loss * valid.sum() / torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
-        return loss
+        w = target_weights(labels.to(logits.device))[:, offset:]
+        total = w.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, device=logits.device)
+        return (ce * w).sum() / total.clamp(min=1e-8)
 
+    loss_func.target_weights = target_weights
     return loss_func
 
 
@@ -403,6 +409,26 @@ class GenrecSFTTrainer(SFTTrainer):
         self.sid_loss = sid_loss
         self.distiller = distiller
         self.keep_completion_logits = accepts_logits_to_keep(self.model)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """transformers' sampler; `batch_rebalance` draws with the run's seed (transformers leaves it at 42, so every
+        --seed would train on the same order)."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, BatchRebalanceSampler):
+            sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return sampler
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """With `sid_loss`: the step's total loss weight (SID targets count `sid_loss_weight` times) instead of its
+        token count, so that each micro-batch's weighted sum over it adds up to the step's weighted mean."""
+        count = super()._get_num_items_in_batch(batch_samples, device)
+        if self.sid_loss is None or count is None:
+            return count
+        weight = sum(self.sid_loss.target_weights(b["labels"]).sum() for b in batch_samples)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            return self.accelerator.gather(weight.to(device)).sum()  # as transformers sums the count over ranks
+        tokens = sum(b["labels"][..., 1:].ne(-100).sum() for b in batch_samples)
+        return count * (weight.to(device) / tokens.to(device).clamp(min=1))  # one process: the step's weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.sid_loss is None:

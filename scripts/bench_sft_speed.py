@@ -1,12 +1,15 @@
 """SFT step time, one run per table: stage 1 (TRL's fused LM head vs the full-logits loss, random vs length-grouped
 batches), stage 2 (the LM head over every position vs only from the batch's first completion position on), or, with
 --precision, fp32 against bf16 autocast over fp32 weights (`--cpu_bf16`, an option on a CPU with native bf16), each run
-twice in the order fp32, bf16, fp32, bf16 so that a drift of the machine's speed hits both.
+twice in the order fp32, bf16, fp32, bf16 so that a drift of the machine's speed hits both, or, with --sampling, one
+padded batch of 16 rows per step against the same 16 rows in length-balanced micro-batches (`batch_rebalance`), in
+the same alternating order.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py              # demo market, 80 steps
     PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --steps 200 --threads 1
     PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --stage 2 --steps 60 --threads 1
     PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --stage 2 --precision --steps 100
+    PYTHONPATH=. .venv/bin/python scripts/bench_sft_speed.py --stage 2 --sampling --steps 100
 
 Builds (once, under --work) the demo's synthetic market, SID map and tiny model with the genrec CLI, then trains the
 same `genrec sft --stage 1` (configs/sft_stage1.yaml, the `sequence` task) for --steps steps under each variant, one
@@ -36,6 +39,19 @@ VARIANTS = {  # name -> extra `genrec sft` flags
 }
 
 
+# --sampling: 16 rows per optimizer step, drawn at random, in one padded batch or in length-balanced micro-batches
+# (transformers' `batch_rebalance` sampler with gradient accumulation; the same gradient, tests/test_sft.py).
+SAMPLING_VARIANTS = {
+    "one batch of 16 (random)": ["--train_sampling_strategy", "random", "--per_device_train_batch_size", "16",
+                                 "--gradient_accumulation_steps", "1"],
+    "2 length-balanced micro-batches (batch_rebalance, 8 x 2)": [
+        "--train_sampling_strategy", "batch_rebalance", "--per_device_train_batch_size", "8",
+        "--gradient_accumulation_steps", "2"],
+    "4 length-balanced micro-batches (batch_rebalance, 4 x 4)": [
+        "--train_sampling_strategy", "batch_rebalance", "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "4"],
+}
+
 STAGE2_VARIANTS = {  # name -> whether the LM head runs only from the first completion position
     "LM head over every position (before session 13)": False,
     "LM head from the first completion position (genrec default)": True,
@@ -62,10 +78,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stage", type=int, choices=(1, 2), default=1)
     ap.add_argument("--precision", action="store_true", help="fp32 vs bf16 autocast (the stage's default flags)")
+    ap.add_argument("--sampling", action="store_true", help="one padded batch of 16 vs length-balanced micro-batches "
+                                                            "(each variant twice, alternating)")
     ap.add_argument("--out", default="", help="JSON path (default bench_results/bench_sft_speed[_stage2][_precision]"
                                               ".json)")
     args = ap.parse_args()
-    suffix = ("_stage2" if args.stage == 2 else "") + ("_precision" if args.precision else "")
+    suffix = ("_stage2" if args.stage == 2 else "") + ("_precision" if args.precision else "") + (
+        "_sampling" if args.sampling else "")
     args.out = args.out or str(REPO / "bench_results" / f"bench_sft_speed{suffix}.json")
     work = Path(args.work)
     data, tok, model = work / "data", work / "tokenizer", work / "model"
@@ -94,6 +113,10 @@ def main() -> None:
         for i in (1, 2):
             for name, flag in (("fp32", "false"), ("bf16 autocast, fp32 weights", "true")):
                 runs.append((f"{name} (run {i})", ["--bf16", flag], [*argv, "--bf16", flag], False))
+    elif args.sampling:
+        for i in (1, 2):
+            for name, flags in SAMPLING_VARIANTS.items():
+                runs.append((f"{name} (run {i})", flags, [*argv, *flags, "--bf16", "false"], False))
     elif args.stage == 1:
         for name, flags in VARIANTS.items():
             runs.append((name, flags, [*argv, *flags, "--bf16", "false"], False))

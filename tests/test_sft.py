@@ -83,6 +83,35 @@ def test_stage1_cli_lowers_loss_logs_and_resumes(tmp_path):
     assert [h["loss"] for h in state["log_history"] if "loss" in h][:6] == losses
 
 
+def test_length_balanced_batches_resume_mid_epoch_to_the_same_weights(tmp_path):
+    """The configs' `batch_rebalance` sampler (a batch sampler, seeded by --seed): a run resumed from a checkpoint in
+    the middle of an epoch skips the batches it already trained on and ends with the uninterrupted run's weights;
+    another --data_seed (or --seed) draws other batches."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+
+    def train(out: Path, *extra: str) -> dict:
+        argv = ["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--sid_map", str(tmp_path / "sid_map.json"),
+                "--data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "4",
+                "--gradient_accumulation_steps", "2", "--train_sampling_strategy", "batch_rebalance",
+                "--learning_rate", "5e-3", "--max_steps", "10", "--save_steps", "5", "--eval_valid", "false",
+                *QUIET, *extra]
+        assert main(argv) == 0
+        return load_file(out / "final" / "model.safetensors")
+
+    whole = train(tmp_path / "a")
+    shutil.copytree(tmp_path / "a" / "checkpoint-5", tmp_path / "b" / "checkpoint-5")
+    resumed = train(tmp_path / "b", "--resume", "true")
+    assert json.loads((tmp_path / "b" / "checkpoint-10" / "trainer_state.json").read_text())["global_step"] == 10
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    other = train(tmp_path / "c", "--data_seed", "1")  # the sampler's seed (transformers' default would be 42)
+    assert not all(torch.equal(whole[k], other[k]) for k in whole)
+
+
 def test_stage2_output_parses_to_catalog_items(tmp_path):
     """Stage 2 on grounded traces; constrained decoding always yields valid items, unconstrained is measured."""
     _, tok = load_model_and_tokenizer(tiny_model_dir())
@@ -400,6 +429,10 @@ def test_sid_weighted_loss_on_hand_built_logits():
     assert weighted.item() == pytest.approx(((ce[0] + 4 * ce[1] + ce[2]) / 6).item())
     # num_items_in_batch (tokens of the whole step, gradient accumulation): scaled by this batch's share
     assert sid_weighted_loss([3], 1.0)(Out, labels, num_items_in_batch=6).item() == pytest.approx(ce.sum().item() / 6)
+    # ... and with weights, the step's total weight divides this batch's weighted sum
+    assert sid_weighted_loss([3], 4.0).target_weights(labels).tolist() == [[1.0, 4.0, 1.0]]
+    assert sid_weighted_loss([3], 4.0)(Out, labels, num_items_in_batch=12).item() == pytest.approx(
+        ((ce[0] + 4 * ce[1] + ce[2]) / 12).item())
 
 
 def test_sid_loss_weight_trains_the_sid_tokens_faster(tmp_path):
@@ -430,6 +463,49 @@ def test_sid_loss_weight_trains_the_sid_tokens_faster(tmp_path):
     assert ce[8.0] < ce[1.0], ce
     with pytest.raises(ValueError, match="sid_loss_weight"):
         SFTStageConfig(stage=2, sid_loss_weight=0)
+
+
+def test_a_step_split_into_length_balanced_micro_batches_trains_as_one_batch(tmp_path):
+    """`--train_sampling_strategy batch_rebalance` with gradient accumulation (the CPU configs: less padding) must
+    train the weights one batch of the same rows trains, with SID targets weighted and distillation on: each
+    micro-batch's weighted sum is divided by the whole step's weight. The rows mix long reasoning rows and short
+    SID-only rows, so the two micro-batches have different SID shares (a per-micro-batch mean would differ)."""
+    from datasets import Dataset
+
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    pc, ds = tiny_trace_rows(tmp_path / "tr", tok)
+    long_rows = ds.select(range(4)).to_dict()
+    rows = Dataset.from_dict({
+        "prompt": long_rows["prompt"] * 2,
+        "completion": long_rows["completion"] + ["".join(SIDS.tokens(ex.target)) for ex in REC.train[:4]]})
+    stage = SFTStageConfig(stage=2, sid_loss_weight=16.0, distill_weight=0.5)
+    weights = {}
+    for name, batch, accum, sampling in (("one", 8, 1, "random"), ("split", 4, 2, "batch_rebalance")):
+        args = GenrecSFTConfig(output_dir=str(tmp_path / name), max_steps=1, per_device_train_batch_size=batch,
+                               gradient_accumulation_steps=accum, train_sampling_strategy=sampling, optim="sgd",
+                               learning_rate=0.5, max_grad_norm=0.0, warmup_steps=0, lr_scheduler_type="constant",
+                               save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+        final = train_sft(tiny_model_dir(), SIDS, rows, args, stage=stage, prompt_cfg=pc)
+        weights[name] = load_model_and_tokenizer(final)[0].state_dict()
+    start = load_model_and_tokenizer(tiny_model_dir())[0].state_dict()
+    moved = max((weights["one"][k] - start[k]).abs().max().item() for k in start)
+    assert moved > 1e-3  # the step changed the weights
+    for k in start:
+        assert torch.allclose(weights["split"][k], weights["one"][k], atol=1e-5 * max(1.0, moved)), k
+    # The step's divisor is its total loss weight (SID targets x16), so one batch keeps the weighted mean.
+    from genrec.sft import GenrecSFTTrainer, sid_weighted_loss
+
+    sid_ids = tok.convert_tokens_to_ids(SIDS.all_tokens())
+    loss_func = sid_weighted_loss(sid_ids, 16.0)
+    model = load_model_and_tokenizer(tiny_model_dir())[0]
+    trainer = GenrecSFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok, sid_loss=loss_func)
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) == 2
+    total = trainer._get_num_items_in_batch(batches, torch.device("cpu"))
+    labels = [b["labels"] for b in batches]
+    assert total.item() == pytest.approx(sum(float(loss_func.target_weights(x).sum()) for x in labels))
+    tokens = sum(int(x[:, 1:].ne(-100).sum()) for x in labels)
+    assert tokens < total.item()  # 16x on the SID targets
 
 
 def test_full_logits_loss_trains_like_trls_fused_lm_head(tmp_path):
