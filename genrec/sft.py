@@ -50,9 +50,10 @@ STAGE2_TASKS = ("traces", "sequence")
 @dataclass
 class GenrecSFTConfig(SFTConfig):
     """TRL's SFTConfig with defaults for this project: bf16 only where the GPU supports it, no gradient
-    checkpointing (slow for small models), TensorBoard logging, a couple of checkpoints kept. Batches stay random:
-    length-grouped ones (`--train_sampling_strategy group_by_length`) train stage 1 1.5x faster per step but scored
-    0.171 against 0.202 on amazon (BENCHMARKS.md, session 9)."""
+    checkpointing (slow for small models), TensorBoard logging, a couple of checkpoints kept. Each step's rows are
+    drawn at random; configs/sft_stage{1,2}.yaml split them into length-balanced micro-batches (`batch_rebalance`
+    with gradient accumulation: the same gradient, less padding). Length-grouped steps (`group_by_length`) train stage
+    1 1.5x faster per step but scored 0.171 against 0.202 on amazon (BENCHMARKS.md, session 9)."""
 
     bf16: bool | None = field(default=None, metadata={
         "help": "bf16 mixed precision (on a GPU: bf16 weights; on CPU: autocast over fp32 weights). Default: on with a "

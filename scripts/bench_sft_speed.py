@@ -30,20 +30,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-VARIANTS = {  # name -> extra `genrec sft` flags
-    "fused LM head, random batches (TRL defaults)": ["--loss_impl", "fused", "--train_sampling_strategy", "random"],
+ONE_BATCH = ["--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "1"]  # before session 20
+VARIANTS = {  # name -> extra `genrec sft` flags (one batch of 16 per step, as when these were measured)
+    "fused LM head, random batches (TRL defaults)": ["--loss_impl", "fused", "--train_sampling_strategy", "random",
+                                                     *ONE_BATCH],
     "full logits, random batches (genrec default on CPU)": ["--loss_impl", "full", "--train_sampling_strategy",
-                                                           "random"],
+                                                           "random", *ONE_BATCH],
     "full logits, length-grouped batches (an option: lower NDCG@10 on amazon)": ["--loss_impl", "full",
-                                                                    "--train_sampling_strategy", "group_by_length"],
+                                                                    "--train_sampling_strategy", "group_by_length",
+                                                                    *ONE_BATCH],
 }
 
 
 # --sampling: 16 rows per optimizer step, drawn at random, in one padded batch or in length-balanced micro-batches
 # (transformers' `batch_rebalance` sampler with gradient accumulation; the same gradient, tests/test_sft.py).
 SAMPLING_VARIANTS = {
-    "one batch of 16 (random)": ["--train_sampling_strategy", "random", "--per_device_train_batch_size", "16",
-                                 "--gradient_accumulation_steps", "1"],
+    "one batch of 16 (random)": ["--train_sampling_strategy", "random", *ONE_BATCH],
     "2 length-balanced micro-batches (batch_rebalance, 8 x 2)": [
         "--train_sampling_strategy", "batch_rebalance", "--per_device_train_batch_size", "8",
         "--gradient_accumulation_steps", "2"],
