@@ -30,7 +30,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-ONE_BATCH = ["--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "1"]  # before session 20
+def batching(rows: int, micro_batches: int = 1) -> list[str]:
+    """`genrec sft` flags for `rows` rows per optimizer step in `micro_batches` micro-batches."""
+    return ["--per_device_train_batch_size", str(rows // micro_batches), "--gradient_accumulation_steps",
+            str(micro_batches)]
+
+
+ONE_BATCH = batching(16)  # before session 20
 VARIANTS = {  # name -> extra `genrec sft` flags (one batch of 16 per step, as when these were measured)
     "fused LM head, random batches (TRL defaults)": ["--loss_impl", "fused", "--train_sampling_strategy", "random",
                                                      *ONE_BATCH],
@@ -46,12 +52,8 @@ VARIANTS = {  # name -> extra `genrec sft` flags (one batch of 16 per step, as w
 # (transformers' `batch_rebalance` sampler with gradient accumulation; the same gradient, tests/test_sft.py).
 SAMPLING_VARIANTS = {
     "one batch of 16 (random)": ["--train_sampling_strategy", "random", *ONE_BATCH],
-    "2 length-balanced micro-batches (batch_rebalance, 8 x 2)": [
-        "--train_sampling_strategy", "batch_rebalance", "--per_device_train_batch_size", "8",
-        "--gradient_accumulation_steps", "2"],
-    "4 length-balanced micro-batches (batch_rebalance, 4 x 4)": [
-        "--train_sampling_strategy", "batch_rebalance", "--per_device_train_batch_size", "4",
-        "--gradient_accumulation_steps", "4"],
+    **{f"{n} length-balanced micro-batches (batch_rebalance, {16 // n} x {n})":
+       ["--train_sampling_strategy", "batch_rebalance", *batching(16, n)] for n in (2, 4)},
 }
 
 STAGE2_VARIANTS = {  # name -> whether the LM head runs only from the first completion position
