@@ -17,7 +17,17 @@ from typing import Sequence
 import torch
 from transformers import LogitsProcessor
 
-from genrec.grammar import F_IS_OPEN, PHASE_NAMES, T_EOS, T_INVALID, T_SID, GrammarError, ResponseGrammar
+from genrec.grammar import (
+    F_IS_OPEN,
+    PHASE_NAMES,
+    T_EOS,
+    T_INVALID,
+    T_SID,
+    T_TEXT,
+    T_TEXT_CLOSE,
+    GrammarError,
+    ResponseGrammar,
+)
 from genrec.response import ResponseSpec
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS
 from genrec.trie import SIDTrie
@@ -41,6 +51,9 @@ class SIDLogitsProcessor(LogitsProcessor):
             (default) or ``"eos"`` (force EOS; counted in `num_invalid_rows`).
         prompt_len: fixed prompt length; by default it is the input length at the first call of each
             `generate` run (detected when the batch, length or prompt tokens do not continue the last call).
+        greedy_text: inside a thinking block keep only the most likely allowed token, so a sampling `generate`
+            writes each block as greedy decoding (and the evaluation's beam search) would, and samples only the
+            SID tokens (RL rollouts with `block_decoding='greedy'`).
     """
 
     def __init__(
@@ -52,6 +65,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         *,
         on_invalid: str = "raise",
         prompt_len: int | None = None,
+        greedy_text: bool = False,
     ) -> None:
         if on_invalid not in ("raise", "eos"):
             raise ValueError(f"on_invalid must be 'raise' or 'eos', got {on_invalid!r}")
@@ -59,6 +73,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         self.spec, self.trie, self.layout = g.spec, g.trie, g.layout  # read by callers (RL, eval, tests)
         self.on_invalid = on_invalid
         self.fixed_prompt_len = prompt_len
+        self.greedy_text = greedy_text
         self.num_invalid_rows = 0
         self._cache: tuple | None = None
         self.reset()
@@ -125,8 +140,9 @@ class SIDLogitsProcessor(LogitsProcessor):
             tpl = torch.where(invalid, T_EOS, tpl)
         return tpl, node
 
-    def _bias(self, gen: torch.Tensor, vocab: int) -> torch.Tensor:
-        """Additive bias, 0 for allowed tokens and -inf otherwise (float add is the fastest masking op).
+    def _bias(self, gen: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Additive bias, 0 for allowed tokens and -inf otherwise (float add is the fastest masking op), and each
+        row's template.
 
         (B, V), or (1, V) when every row has the same template and none needs trie children.
         """
@@ -135,8 +151,8 @@ class SIDLogitsProcessor(LogitsProcessor):
         lo, hi = torch.aminmax(tpl)
         lo, hi = int(lo), int(hi)
         if lo == hi and lo != T_SID:
-            return t["bias"][lo : lo + 1]
-        return self.grammar.fill(t["bias"].index_select(0, tpl), tpl, node, 0.0)
+            return t["bias"][lo : lo + 1], tpl
+        return self.grammar.fill(t["bias"].index_select(0, tpl), tpl, node, 0.0), tpl
 
     def allowed_mask(self, input_ids: torch.Tensor, prompt_len: int | None = None, vocab_size: int | None = None) -> torch.Tensor:
         """(B, V) bool mask of allowed next tokens for each row of prompt + completion `input_ids`.
@@ -176,8 +192,10 @@ class SIDLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         prompt_len = self._track_prompt(input_ids)
-        bias = self._bias(input_ids[:, prompt_len:], scores.shape[-1])
+        bias, tpl = self._bias(input_ids[:, prompt_len:], scores.shape[-1])
         out = scores + bias.to(scores.dtype)
+        if self.greedy_text:
+            out = _keep_argmax(out, (tpl == T_TEXT) | (tpl == T_TEXT_CLOSE))
         best = out.amax(dim=1)
         if bool(best.min() == float("-inf")):
             r = int(torch.nonzero(best == float("-inf"))[0])
@@ -189,3 +207,12 @@ class SIDLogitsProcessor(LogitsProcessor):
                 "(another logits processor, e.g. min_new_tokens, bad_words_ids or suppress_tokens, removed them)"
             )
         return out
+
+
+def _keep_argmax(scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`scores` with every entry but each selected row's largest set to -inf (ties: the first, as argmax)."""
+    if not bool(rows.any()):
+        return scores
+    best = scores.argmax(dim=1, keepdim=True)
+    only_best = torch.full_like(scores, float("-inf")).scatter(1, best, scores.gather(1, best))
+    return torch.where(rows[:, None], only_best, scores)

@@ -19,6 +19,7 @@ from rl.advantages import ALGORITHMS, STEP_ALGORITHMS, STEP_TOKENS, algorithm_re
 
 
 ROLLOUTS = ("sample", "beam")  # how a prompt's G rollouts are drawn (SAPOConfig.rollouts)
+BLOCK_DECODING = ("sample", "greedy")  # how sampled rollouts write their thinking blocks (SAPOConfig.block_decoding)
 
 
 def _bf16_available() -> bool:
@@ -71,6 +72,15 @@ class SAPOConfig(GRPOConfig):
                   "evaluation uses, blocks written greedily: the group compares the model's own top-G list, as in "
                   "MiniOneRec's beam rollouts). 'beam' needs constrained_rollouts and the transformers backend.",
                   "choices": list(ROLLOUTS)},
+    )
+    block_decoding: str = field(
+        default="sample",
+        metadata={"help": "How sampled rollouts write their thinking blocks: 'sample' (at `temperature`, like the SID "
+                  "tokens) or 'greedy' (each block's most likely text given the prompt and the SID tokens before "
+                  "it, as the evaluation writes blocks; only the SID tokens are sampled, so the group's rollouts "
+                  "differ in their SID choices and RL trains them in the contexts the evaluation decodes). 'greedy' "
+                  "needs constrained_rollouts and rollouts='sample'.",
+                  "choices": list(BLOCK_DECODING)},
     )
     masked_logprobs: bool = field(
         default=True,
@@ -170,6 +180,14 @@ class SAPOConfig(GRPOConfig):
                 "rollouts='beam' runs genrec's constrained SID beam search on the transformers model: it needs "
                 f"constrained_rollouts=true and use_vllm=false (got constrained_rollouts={self.constrained_rollouts}, "
                 f"use_vllm={self.use_vllm})"
+            )
+        if self.block_decoding not in BLOCK_DECODING:
+            raise ValueError(f"block_decoding must be one of {', '.join(BLOCK_DECODING)}, got {self.block_decoding!r}")
+        if self.block_decoding == "greedy" and (not self.constrained_rollouts or self.rollouts != "sample"):
+            raise ValueError(
+                "block_decoding='greedy' is applied by the constrained sampler: it needs constrained_rollouts=true and "
+                f"rollouts='sample' (got constrained_rollouts={self.constrained_rollouts}, rollouts={self.rollouts!r}; "
+                "beam rollouts write their blocks greedily already)"
             )
         if self.constrained_rollouts and (
             self.top_k or self.top_p < 1.0 or self.min_p or (self.repetition_penalty or 1.0) != 1.0

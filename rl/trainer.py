@@ -153,7 +153,8 @@ class SAPOTrainer(GRPOTrainer):
 
         from rl.vllm_processor import constrained_vllm_generation_class, write_constraint_file
 
-        path = write_constraint_file(args.output_dir, self.sid_map, tokenizer, args.layout, args.max_block_tokens)
+        path = write_constraint_file(args.output_dir, self.sid_map, tokenizer, args.layout, args.max_block_tokens,
+                                     greedy_text=args.block_decoding == "greedy")
         original = grpo_module.VLLMGeneration
         grpo_module.VLLMGeneration = constrained_vllm_generation_class(original, path)
         try:
@@ -165,7 +166,8 @@ class SAPOTrainer(GRPOTrainer):
         """A fresh structure + trie processor for one `generate` call (it tracks where the prompt ends)."""
         from genrec.constrained import SIDLogitsProcessor
 
-        return SIDLogitsProcessor(self.spec, self.grammar.trie, self.grammar.max_block)
+        return SIDLogitsProcessor(self.spec, self.grammar.trie, self.grammar.max_block,
+                                  greedy_text=self.args.block_decoding == "greedy")
 
     def _generate(self, prompts):
         out = super()._generate(prompts)

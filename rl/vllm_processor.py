@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from genrec.grammar import T_SID, GrammarState, ResponseGrammar, per_level
+from genrec.grammar import T_SID, T_TEXT, T_TEXT_CLOSE, GrammarState, ResponseGrammar, per_level
 from genrec.response import ResponseSpec
 from genrec.trie import SIDTrie
 
@@ -44,6 +44,7 @@ class ConstraintTables:
     layout: str
     max_block_tokens: list[int]
     grammar: ResponseGrammar
+    greedy_text: bool = False  # inside a thinking block only the most likely allowed token (SAPOConfig.block_decoding)
 
     @property
     def num_levels(self) -> int:
@@ -58,7 +59,8 @@ class ConstraintTables:
         )
         trie = SIDTrie.from_codes(p["items"], spec.level_token_ids)
         budget = per_level(p["max_block_tokens"], spec.num_levels, "max_block_tokens")
-        return cls(layout=p["layout"], max_block_tokens=budget, grammar=ResponseGrammar(spec, trie, budget))
+        return cls(layout=p["layout"], max_block_tokens=budget, grammar=ResponseGrammar(spec, trie, budget),
+                   greedy_text=bool(p.get("greedy_text", False)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ConstraintTables":
@@ -73,7 +75,7 @@ class ConstraintTables:
         return cls.from_payload(payload)
 
 
-def constraint_payload(sid_map, tokenizer, layout: str, max_block_tokens) -> dict:
+def constraint_payload(sid_map, tokenizer, layout: str, max_block_tokens, greedy_text: bool = False) -> dict:
     spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, layout)
     return {
         "layout": layout,
@@ -86,15 +88,16 @@ def constraint_payload(sid_map, tokenizer, layout: str, max_block_tokens) -> dic
         "text_forbidden": torch.nonzero(~spec.text_allowed).flatten().tolist(),
         "max_block_tokens": max_block_tokens,
         "items": [list(c) for c in sid_map.item_to_codes.values()],
+        "greedy_text": greedy_text,
     }
 
 
-def write_constraint_file(output_dir, sid_map, tokenizer, layout: str, max_block_tokens) -> Path:
+def write_constraint_file(output_dir, sid_map, tokenizer, layout: str, max_block_tokens, greedy_text: bool = False) -> Path:
     """Write <output_dir>/sid_constraint.json and point $GENREC_SID_CONSTRAINT at it; returns the path."""
     from sid_tokenizer.sidmap import atomic_write_text
 
     path = Path(output_dir) / CONSTRAINT_FILE
-    atomic_write_text(path, json.dumps(constraint_payload(sid_map, tokenizer, layout, max_block_tokens)))
+    atomic_write_text(path, json.dumps(constraint_payload(sid_map, tokenizer, layout, max_block_tokens, greedy_text)))
     os.environ[CONSTRAINT_ENV] = str(path.resolve())
     return path
 
@@ -104,6 +107,7 @@ class RequestConstraint(GrammarState):
 
     def __init__(self, tables: ConstraintTables) -> None:
         super().__init__(tables.grammar)
+        self.greedy_text = tables.greedy_text
         self.consumed = 0
         self._device_cache: dict[tuple, torch.Tensor] = {}
 
@@ -119,7 +123,11 @@ class RequestConstraint(GrammarState):
             mask = self.allowed_mask(vocab).to(logits.device)
             if tpl != T_SID:
                 self._device_cache[key] = mask
-        return logits.masked_fill(~mask, float("-inf"))
+        out = logits.masked_fill(~mask, float("-inf"))
+        if self.greedy_text and tpl in (T_TEXT, T_TEXT_CLOSE):
+            best = int(out.argmax())
+            out = torch.full_like(out, float("-inf")).index_fill(0, torch.tensor([best], device=out.device), out[best])
+        return out
 
 
 @functools.lru_cache(maxsize=None)

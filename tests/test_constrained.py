@@ -396,3 +396,39 @@ def test_incremental_state_equals_fresh_computation(layout, data):
             tok_id = data.draw(st.sampled_from(sorted(mask_set(incremental[r]))))
             walks[r].append(tok_id)
             buf[r, 3 + step] = tok_id
+
+
+@pytest.mark.parametrize("layout", [INTERLEAVED, BLOCKS_FIRST, COARSE])
+def test_greedy_text_writes_blocks_greedily_and_samples_sid_tokens(layout):
+    """greedy_text: every block token a sampling `generate` writes is the most likely allowed token given what came
+    before it, while the SID tokens are still sampled; without it the same sampling writes other blocks."""
+    sid_map, tok, model, trie = setup(0)
+    spec = ResponseSpec.from_tokenizer(tok, sid_map, layout)
+    prompt = PROMPTS[:1]
+    enc = tok(prompt, return_tensors="pt")
+    n_prompt = enc.input_ids.shape[1]
+    proc = SIDLogitsProcessor(spec, trie, max_block_tokens=4, greedy_text=True)
+    torch.manual_seed(0)
+    comp = generate(model, tok, proc, prompt, do_sample=True, num_return_sequences=12, temperature=3.0)
+    parsed = check_outputs(comp, spec, sid_map, [4] * 3, [0] * 3)
+    assert len({tuple(p.codes) for p in parsed}) > 1  # SID tokens are sampled
+    text_checked = 0
+    for row, p in zip(comp.tolist(), parsed):
+        ids = torch.tensor([enc.input_ids[0].tolist() + row[: p.eos_pos + 1]])
+        with torch.no_grad():
+            logits = model(ids).logits[0]
+        allowed = SIDLogitsProcessor(spec, trie, max_block_tokens=4)
+        for s in p.steps:
+            for pos in range(s.block_start + 1, s.block_end):  # block text and its </think>
+                mask = allowed.allowed_mask(ids[:, : n_prompt + pos], n_prompt, logits.shape[-1])[0]
+                if int(mask.sum()) > 1:
+                    best = int(logits[n_prompt + pos - 1].masked_fill(~mask, float("-inf")).argmax())
+                    assert row[pos] == best
+                    text_checked += 1
+    assert text_checked > 0
+    first_block = {tuple(row[: p.steps[0].block_end]) for row, p in zip(comp.tolist(), parsed) if p.steps[0].block_end}
+    assert len(first_block) == 1  # one prompt, one greedy first block
+    sampled = generate(model, tok, SIDLogitsProcessor(spec, trie, max_block_tokens=4), prompt, do_sample=True,
+                       num_return_sequences=12, temperature=3.0)
+    sampled_parsed = check_outputs(sampled, spec, sid_map, [4] * 3, [0] * 3)
+    assert len({tuple(row[: p.steps[0].block_end]) for row, p in zip(sampled.tolist(), sampled_parsed)}) > 1

@@ -397,6 +397,40 @@ def test_beam_rollouts_need_the_constrained_transformers_path():
         SAPOConfig(output_dir="unused", rollouts="beam", constrained_rollouts=False, use_cpu=True, report_to=[])
 
 
+def test_greedy_block_decoding_needs_sampled_constrained_rollouts():
+    from rl.config import SAPOConfig
+
+    for bad in (dict(rollouts="beam"), dict(constrained_rollouts=False)):
+        with pytest.raises(ValueError, match="block_decoding='greedy'.*constrained_rollouts=true"):
+            SAPOConfig(output_dir="unused", block_decoding="greedy", use_cpu=True, report_to=[], **bad)
+    with pytest.raises(ValueError, match="block_decoding must be one of sample, greedy"):
+        SAPOConfig(output_dir="unused", block_decoding="beam", use_cpu=True, report_to=[])
+
+
+def test_greedy_block_rollouts_share_their_blocks_up_to_the_sid_choices(tmp_path):
+    """block_decoding='greedy': a group's rollouts all write the same first block (one prompt, greedy text) and
+    differ only where a sampled SID token differs; a short run trains."""
+    from genrec.response import parse_response
+
+    trainer, ds = _make_trainer(tmp_path, layout="interleaved", block_decoding="greedy", temperature=3.0)
+    trainer.model.train()
+    inputs = [dict(ds[0]) for _ in range(G)]
+    out = trainer._generate_and_score_completions(inputs)
+    rows = [ids[m.bool()].tolist() for ids, m in zip(out["completion_ids"], out["completion_mask"])]
+    parsed = [parse_response(r, trainer.spec) for r in rows]
+    assert all(p.ok for p in parsed)
+    assert len({tuple(r[: p.steps[0].block_end]) for r, p in zip(rows, parsed)}) == 1
+    by_first_sid: dict[int, set] = {}
+    for r, p in zip(rows, parsed):  # the same first SID token -> the same second block
+        s1 = p.steps[1]
+        by_first_sid.setdefault(r[p.steps[0].sid_pos], set()).add(tuple(r[s1.block_start: s1.block_end]))
+    assert all(len(blocks) == 1 for blocks in by_first_sid.values())
+    assert len({tuple(p.codes) for p in parsed}) > 1
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in trainer.model.named_parameters())
+
+
 def test_beam_rollouts_of_a_group_split_across_processes_take_their_ranks(tmp_path, monkeypatch):
     """A group of G rollouts spanning two processes: each process's rows take the ranks of their global positions,
     so the two halves together are the G distinct items that one process gets for the whole group."""

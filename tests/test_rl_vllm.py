@@ -96,6 +96,37 @@ def test_request_processor_masks_logits_incrementally(tokenizer):
     assert torch.nonzero(torch.isfinite(out)).flatten().tolist() == [spec.eos_id]
 
 
+def test_request_processor_greedy_text_keeps_only_the_best_block_token(tokenizer):
+    """With the file's greedy_text flag (SAPOConfig.block_decoding='greedy') a block position keeps only its most
+    likely allowed token; SID positions keep every allowed child, as without it."""
+    import json as _json
+
+    from genrec.constrained import SIDLogitsProcessor
+    from genrec.trie import SIDTrie
+    from rl.vllm_processor import ConstraintTables, RequestConstraint, constraint_payload
+
+    sid_map = tiny_sid_map()
+    payload = _json.loads(_json.dumps(constraint_payload(sid_map, tokenizer, "interleaved", 3, greedy_text=True)))
+    tables = ConstraintTables.from_payload(payload)
+    assert tables.greedy_text
+    spec = tables.grammar.spec
+    hf = SIDLogitsProcessor(spec, SIDTrie.from_sid_map(sid_map, tokenizer), 3, greedy_text=True, prompt_len=0)
+    text = torch.nonzero(spec.text_allowed).flatten()
+    torch.manual_seed(0)
+    logits = torch.randn(spec.vocab_size)
+    logits[spec.think_close_id] = -5.0  # a text token is the best one inside the block
+    proc = RequestConstraint(tables)
+    ids = [spec.think_open_id]
+    out = proc(ids, logits.clone())
+    best = int(text[logits[text].argmax()])
+    assert torch.nonzero(torch.isfinite(out)).flatten().tolist() == [best] and out[best] == logits[best]
+    ref = hf(torch.tensor([ids]), logits.clone()[None])  # the transformers processor, same state
+    assert torch.equal(torch.isfinite(ref[0]), torch.isfinite(out))
+    ids += [best, spec.think_close_id]
+    out = proc(ids, logits.clone())
+    assert set(torch.nonzero(torch.isfinite(out)).flatten().tolist()) == set(spec.level_token_ids[0])
+
+
 def test_constraint_file_roundtrip(tokenizer, tmp_path, monkeypatch):
     from rl.vllm_processor import CONSTRAINT_ENV, ConstraintTables, write_constraint_file
 
