@@ -171,9 +171,35 @@ def train(trainer, checkpoint: str | os.PathLike | None) -> None:
     loaded, not trained from: transformers (5.24) resuming from it runs one optimizer step past max_steps when
     max_steps ends mid-epoch, so rerunning a finished (or killed-while-saving-final) stage changed its weights."""
     if checkpoint is None or not checkpoint_finished(checkpoint, trainer.args.max_steps):
+        if checkpoint is not None:
+            continue_tensorboard(trainer, checkpoint_step(checkpoint))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return
     from transformers.trainer_callback import TrainerState
 
     trainer._load_from_checkpoint(str(checkpoint))  # the weights (adapters too), as train() would load them
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
+
+
+def continue_tensorboard(trainer, step: int) -> Path | None:
+    """Before resuming at optimizer step `step`: log into the newest TensorBoard folder of `<output_dir>/runs` (the
+    interrupted run's) instead of a new one, and purge its events after `step`, which the resumed run logs again.
+
+    transformers names a new folder per start (date and host), so without this a resumed run shows in TensorBoard as
+    two overlapping runs, with the steps between the checkpoint and the kill logged twice. Returns the folder reused
+    (None: no TensorBoard callback, or no earlier events).
+    """
+    from transformers.integrations import TensorBoardCallback
+
+    callback = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TensorBoardCallback)), None)
+    if callback is None or callback.tb_writer is not None or callback._SummaryWriter is None:
+        return None
+    if not trainer.is_world_process_zero():
+        return None
+    runs = [p for p in (Path(trainer.args.output_dir) / "runs").glob("*") if any(p.glob("events.out.tfevents*"))]
+    if not runs:
+        return None
+    previous = max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("events.out.tfevents*")))
+    callback.logging_dir = str(previous)
+    callback.tb_writer = callback._SummaryWriter(log_dir=str(previous), purge_step=step + 1)
+    return previous

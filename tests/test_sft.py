@@ -585,3 +585,33 @@ def test_cpu_bf16_is_autocast_over_fp32_weights_where_the_cpu_has_native_bf16(tm
 
     with safe_open(str(final / "model.safetensors"), framework="pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+
+
+def test_resumed_run_continues_its_tensorboard_log(tmp_path):
+    """A run killed after its last checkpoint and resumed logs into the same TensorBoard folder, and the steps it
+    trains again replace the first attempt's (one value per step), instead of a second, overlapping run."""
+    import shutil
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+    out = tmp_path / "sft1"
+    argv = ["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--sid_map", str(tmp_path / "sid_map.json"),
+            "--data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "8",
+            "--learning_rate", "5e-3", "--max_steps", "8", "--save_steps", "4", "--logging_steps", "1",
+            "--eval_valid", "false", "--report_to", "tensorboard", "--disable_tqdm", "true", "--seed", "0"]
+    assert main(argv) == 0
+    first = _losses(out / "checkpoint-8")
+    shutil.rmtree(out / "checkpoint-8")  # killed after logging step 8, before its checkpoint and final folder
+    shutil.rmtree(out / "final")
+    time.sleep(1.1)  # transformers names a new log folder by the second
+    assert main(argv + ["--resume", "true"]) == 0
+    folders = [p for p in (out / "runs").iterdir() if any(p.glob("events.out.tfevents*"))]
+    assert len(folders) == 1
+    events = EventAccumulator(str(folders[0]), size_guidance={"scalars": 0})
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, 9))
+    assert [e.value for e in loss] == pytest.approx(first, rel=1e-6)
