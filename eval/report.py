@@ -103,6 +103,8 @@ def write_report(out_dir: str | Path, results: Results, meta: Mapping | None = N
     for key in ("data", "split", "num_examples", "protocols", "topk"):
         if key in meta:
             md.append(f"- {key}: {meta[key]}")
+            if key == "num_examples" and meta.get("split_examples", meta[key]) > meta[key]:
+                md[-1] += f" (a seeded sample of the split's {meta['split_examples']}: --max_users)"
     md += ["", markdown_table(results), "",
            "R = Recall (hit rate), N = NDCG, one held-out item per user; protocol `all`: every item is a "
            "candidate; `new`: history items excluded, repeat targets dropped. invalid must be 0.", "",

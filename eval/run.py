@@ -105,7 +105,11 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     if not cfg.data:
         raise ValueError("--data is required: the dataset folder or file prefix to evaluate on")
     data = load_data(cfg.data, data_cfg, verbose=False)
-    examples = subset(getattr(data, cfg.eval_split), cfg.max_users, cfg.seed)
+    split_examples = getattr(data, cfg.eval_split)
+    examples = subset(split_examples, cfg.max_users, cfg.seed)
+    if len(examples) < len(split_examples):
+        _log(f"evaluating a seeded sample of {len(examples):,} of the {len(split_examples):,} {cfg.eval_split} examples "
+             "(--max_users)")
     validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data))
     ks = cfg.topk_list()
     check_k(ks[-1], len(data.catalog))
@@ -124,6 +128,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     per_user: dict[tuple[str, str], dict] = {}  # (method, protocol) -> per-user NDCG@10, for paired intervals
     meta: dict = {
         "data": str(cfg.data), "dataset": data.name, "split": cfg.eval_split, "num_examples": len(examples),
+        "split_examples": len(split_examples),
         "catalog_size": len(data.catalog), "topk": ks, "protocols": protocols, "data_summary": data.summary,
         "config": {k: v for k, v in vars(cfg).items()}, "methods": {}, "skipped_protocols": skipped,
     }

@@ -76,6 +76,10 @@ def test_evaluate_direct_layout_and_subset(setup, tmp_path):
     results = json.loads((out / "eval_report.json").read_text())["results"]
     assert list(results) == ["genrec-direct"]
     assert results["genrec-direct"]["all"]["num_users"] == 5
+    meta = json.loads((out / "eval_report.json").read_text())["meta"]
+    assert meta["num_examples"] == 5 and meta["split_examples"] > 5
+    assert f"- num_examples: 5 (a seeded sample of the split's {meta['split_examples']}: --max_users)" in (
+        out / "report.md").read_text()
 
 
 def test_protocols_from_one_search_equal_each_protocol_alone(setup, tmp_path):
