@@ -17,7 +17,6 @@ def _csv(value: str | list | tuple) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-
 @dataclass
 class EvalConfig:
     """What to evaluate, on which split, how to decode, and where to write the report."""
@@ -56,7 +55,8 @@ class EvalConfig:
     batch_size: int = field(default=0, metadata={
         "help": f"Users per beam-search batch (rows = users x beams). 0 = auto: about {AUTO_BATCH_ROWS} rows, i.e. "
                 f"{AUTO_BATCH_ROWS} // num_beams users (the tiny model's forward is mostly per-call overhead on a CPU: "
-                "at 10 beams 16 users ran 1.13x faster than 8, at 20 beams 16 users 0.92x; BENCHMARKS.md)."})
+                "at 10 beams 16 users ran 1.13-1.16x faster than 8, the same lists; at 20 beams 16 users 0.92-1.03x; "
+                "BENCHMARKS.md)."})
     topk: str = field(default="1,5,10,20", metadata={"help": "Cut-offs K, comma-separated; the largest is the list length."})
     protocols: str = field(
         default="all,new",

@@ -78,8 +78,9 @@ class SAPOConfig(GRPOConfig):
         metadata={"help": "How sampled rollouts write their thinking blocks: 'sample' (at `temperature`, like the SID "
                   "tokens) or 'greedy' (each block's most likely text given the prompt and the SID tokens before "
                   "it, as the evaluation writes blocks; only the SID tokens are sampled, so the group's rollouts "
-                  "differ in their SID choices and RL trains them in the contexts the evaluation decodes). 'greedy' "
-                  "needs constrained_rollouts and rollouts='sample'.",
+                  "differ in their SID choices and RL trains them in the contexts the evaluation decodes; on the demo "
+                  "market level with 'sample', docs/bench/learning.md session 21). 'greedy' needs constrained_rollouts "
+                  "and rollouts='sample'.",
                   "choices": list(BLOCK_DECODING)},
     )
     masked_logprobs: bool = field(
