@@ -159,3 +159,60 @@ def test_stage_budgets_reach_their_sft_commands(tmp_path):
     assert budget("sft2") == ("-1", "2.0", "1600")  # the recipe: 2 epochs, at most 1,600 steps
     with pytest.raises(ValueError, match="--sft2_max_steps must be >= 0"):
         RunConfig(data="d", sft2_max_steps=-1)
+
+
+def test_changed_sources_names_edited_added_and_removed_files(tmp_path):
+    """`genrec run` stops before a stage when its source changed since it started (stages import lazily, so an
+    edit mid-run would give a later stage a mix of old and new modules)."""
+    import os
+
+    from genrec.commands.run import changed_sources, source_stamp
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    for name in ("a.py", "sub/b.py", "c.py"):
+        (pkg / name).write_text("x = 1\n")
+    (pkg / "notes.txt").write_text("not code\n")
+    stamp = source_stamp([pkg])
+    assert changed_sources(stamp, [pkg]) == []
+    st = (pkg / "a.py").stat()
+    os.utime(pkg / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    (pkg / "sub" / "new.py").write_text("y = 2\n")
+    (pkg / "c.py").unlink()
+    (pkg / "notes.txt").write_text("edited\n")
+    assert changed_sources(stamp, [pkg]) == sorted(str(pkg / n) for n in ("a.py", "c.py", "sub/new.py"))
+
+
+def test_run_stops_before_a_stage_when_its_source_changed_and_resumes(tmp_path, monkeypatch, capsys):
+    """A source file edited while `genrec run` works (simulated after the tokenizer stage) stops the run before the
+    next stage with a one-line error naming the file; the same command then resumes with the finished stage kept."""
+    import genrec.commands.run as run_module
+
+    pkg = tmp_path / "src"
+    pkg.mkdir()
+    (pkg / "module.py").write_text("x = 1\n")
+    monkeypatch.setattr(run_module, "SOURCE_ROOTS", [pkg])
+    import genrec.cli as cli
+
+    original = cli.run_command
+
+    def edit_after_tokenizer(name, argv):
+        original(name, argv)
+        if name == "fit-tokenizer":
+            (pkg / "module.py").write_text("x = 2  # edited during the run\n")
+
+    monkeypatch.setattr(cli, "run_command", edit_after_tokenizer)
+    data, out = tmp_path / "data", tmp_path / "run"
+    original("synth", ["--out", str(data), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    argv = ["run", "--data", str(data), "--out", str(out), *TINY, "--skip_rl", "true", "--baselines", ""]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("genrec run: error: "))
+    assert "source changed" in line and str(pkg / "module.py") in line and "build-model" not in json.loads(
+        (out / "run_stages.json").read_text())
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["status"] == "failed" and summary["stages"][-1]["status"] == "failed"
+    monkeypatch.setattr(cli, "run_command", original)
+    assert main(argv) == 0
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["stages"][0]["status"] == "skipped"

@@ -37,6 +37,7 @@ CONFIGS = REPO / "configs"
 SUMMARY_FILE = "run_summary.json"
 STAGES_FILE = "run_stages.json"  # argv and seconds of each finished stage (warns when a skipped stage's flags differ)
 BASELINES = ("mostpop", "recent", "sasrec")
+SOURCE_ROOTS = [REPO / pkg for pkg in ("genrec", "rl", "eval", "sid_tokenizer")]  # the code the stages import
 
 
 @dataclass
@@ -307,6 +308,25 @@ class StageError(ValueError):
     """A stage failed on bad input; the message names the stage."""
 
 
+def source_stamp(roots=None) -> dict[str, int]:
+    """Modification time (ns) of every .py file under `roots` (default SOURCE_ROOTS): the code a run started with."""
+    stamp: dict[str, int] = {}
+    for root in SOURCE_ROOTS if roots is None else roots:
+        for path in Path(root).rglob("*.py"):
+            stamp[str(path)] = path.stat().st_mtime_ns
+    return stamp
+
+
+def changed_sources(stamp: dict[str, int], roots=None) -> list[str]:
+    """Files added, removed or modified since `stamp` was taken.
+
+    Why: the stages run in this process and import their modules when they start, so a source file edited during a
+    long run gives a later stage a mix of old and new modules (a failure deep inside, or a silently different
+    stage); `genrec run` stops before such a stage instead, and a rerun resumes with the new code."""
+    now = source_stamp(roots)
+    return sorted(k for k in stamp.keys() | now.keys() if stamp.get(k) != now.get(k))
+
+
 def _check_data(cfg: RunConfig, data_cfg: DataConfig):
     """Load the dataset once before any stage: a clear error now instead of one after hours of training."""
     from genrec.data.loader import load_data
@@ -379,6 +399,7 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
         return summary
 
     upstream_ran = False  # once a stage runs, every later stage runs too (its inputs changed)
+    source = source_stamp()  # the code this run started with (changed_sources)
 
     def run_stage(i: int, s: Stage) -> None:
         nonlocal upstream_ran
@@ -393,6 +414,14 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
                             "seconds_when_run": earlier.get("seconds")})
             return
         argv = [*s.argv, *(s.fresh_flags if fresh else ())]
+        changed = changed_sources(source)
+        if changed:
+            error = (f"the genrec source changed since this {label} started ({', '.join(changed[:3])}"
+                     f"{', ...' if len(changed) > 3 else ''}): stopped before stage {i}/{total} {s.title} so that it "
+                     f"does not run on a mix of old and new modules; rerun the same command to resume with the new code")
+            records.append({"stage": s.key, "status": "failed", "command": s.command_line(), "error": error})
+            finish("failed")
+            raise StageError(error)
         upstream_ran = True
         print(f"\n{head}: {shlex.join(['genrec', s.command, *argv])}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
