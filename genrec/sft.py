@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 from trl import SFTConfig, SFTTrainer
 
@@ -283,6 +283,20 @@ def tokenize_prompt_completion(rows: dict[str, list], tokenizer) -> dict[str, li
         out["completion_mask"].append([0] * n_prompt + [1] * (len(ids) - n_prompt))
         out["task"].append(task)
     return out
+
+
+TOKENIZED_COLUMNS = ("input_ids", "completion_mask", "task")
+
+
+def tokenized_dataset(rows: dict[str, list], tokenizer, chunk: int = 20_000) -> Dataset:
+    """`tokenize_prompt_completion` as a Dataset, built `chunk` rows at a time (same rows, same order).
+
+    Why: Python lists of token ids take about nine times the memory of the Arrow columns they become; stage 2
+    tokenized all 92,764 traces of a 100k-interaction set into lists at once and peaked at 3.0 GB (stage 1: 0.8)."""
+    n = len(rows["prompt"])
+    parts = [Dataset.from_dict(tokenize_prompt_completion({k: v[i:i + chunk] for k, v in rows.items()}, tokenizer))
+             for i in range(0, n, chunk)] or [Dataset.from_dict(tokenize_prompt_completion(rows, tokenizer))]
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
 def stage1_tokenized_rows(
@@ -610,19 +624,17 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
 
             rec = load_data(stage.data, data_cfg, verbose=False)
             tokenizer = load_tokenizer(stage.model)
-            parts: dict[str, dict[str, list]] = {}
+            parts: dict[str, Dataset] = {}  # each part in Arrow as soon as it is tokenized (see tokenized_dataset)
             if "traces" in stage.stage2():
-                parts["trace"] = tokenize_prompt_completion({**train.to_dict(), "task": ["traces"] * len(train)},
-                                                            tokenizer)
+                parts["trace"] = tokenized_dataset({**train.to_dict(), "task": ["traces"] * len(train)}, tokenizer)
             if "sequence" in stage.stage2():
-                parts["reasoned sequence"] = sequence_rows(rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg,
-                                                           reasoning=True)
+                parts["reasoned sequence"] = Dataset.from_dict(sequence_rows(
+                    rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, reasoning=True))
             if stage.replay():
-                parts["replayed stage-1"] = stage1_tokenized_rows(rec.catalog, sid_map, rec.train, tokenizer,
-                                                                  used_prompt_cfg, stage.replay())
-            train = Dataset.from_dict({k: [v for part in parts.values() for v in part[k]]
-                                       for k in ("input_ids", "completion_mask", "task")})
-            log.info("stage 2 rows: %s", ", ".join(f"{len(p['task'])} {name}" for name, p in parts.items()))
+                parts["replayed stage-1"] = Dataset.from_dict(stage1_tokenized_rows(
+                    rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay()))
+            train = concatenate_datasets([p.select_columns(list(TOKENIZED_COLUMNS)) for p in parts.values()])
+            log.info("stage 2 rows: %s", ", ".join(f"{len(p)} {name}" for name, p in parts.items()))
         elif stage.replay():
             log.info("stage 2: no --data, so no stage-1 rows are replayed (replay_tasks=%s)", stage.replay_tasks)
     train = _shuffle_cap(train, stage.max_train_examples, seed)

@@ -615,3 +615,19 @@ def test_resumed_run_continues_its_tensorboard_log(tmp_path):
     loss = events.Scalars("train/loss")
     assert [e.step for e in loss] == list(range(1, 9))
     assert [e.value for e in loss] == pytest.approx(first, rel=1e-6)
+
+
+def test_tokenized_dataset_in_chunks_equals_the_rows_tokenized_at_once(tmp_path):
+    """Stage 2 tokenizes its traces chunk by chunk into Arrow (memory); the rows and their order are unchanged."""
+    from genrec.sft import tokenize_prompt_completion, tokenized_dataset
+
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    _, ds = tiny_trace_rows(tmp_path / "tr", tok)
+    rows = {**ds.select_columns(["prompt", "completion"]).to_dict(), "task": ["traces"] * len(ds)}
+    assert len(ds) > 7
+    whole = tokenize_prompt_completion(rows, tok)
+    for chunk in (3, 7, len(ds), 10 * len(ds)):
+        got = tokenized_dataset(rows, tok, chunk=chunk)
+        assert got.to_dict() == whole, chunk
+    empty = tokenized_dataset({"prompt": [], "completion": [], "task": []}, tok)
+    assert len(empty) == 0
