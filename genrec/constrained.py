@@ -23,10 +23,9 @@ from genrec.grammar import (
     T_EOS,
     T_INVALID,
     T_SID,
-    T_TEXT,
-    T_TEXT_CLOSE,
     GrammarError,
     ResponseGrammar,
+    greedy_in_blocks,
 )
 from genrec.response import ResponseSpec
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS
@@ -195,7 +194,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         bias, tpl = self._bias(input_ids[:, prompt_len:], scores.shape[-1])
         out = scores + bias.to(scores.dtype)
         if self.greedy_text:
-            out = _keep_argmax(out, (tpl == T_TEXT) | (tpl == T_TEXT_CLOSE))
+            out = greedy_in_blocks(out, tpl)
         best = out.amax(dim=1)
         if bool(best.min() == float("-inf")):
             r = int(torch.nonzero(best == float("-inf"))[0])
@@ -207,12 +206,3 @@ class SIDLogitsProcessor(LogitsProcessor):
                 "(another logits processor, e.g. min_new_tokens, bad_words_ids or suppress_tokens, removed them)"
             )
         return out
-
-
-def _keep_argmax(scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """`scores` with every entry but each selected row's largest set to -inf (ties: the first, as argmax)."""
-    if not bool(rows.any()):
-        return scores
-    best = scores.argmax(dim=1, keepdim=True)
-    only_best = torch.full_like(scores, float("-inf")).scatter(1, best, scores.gather(1, best))
-    return torch.where(rows[:, None], only_best, scores)

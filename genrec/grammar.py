@@ -110,6 +110,18 @@ def per_level(value: int | Sequence[int], k: int, name: str) -> list[int]:
     return vals
 
 
+def greedy_in_blocks(scores: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """`scores` (B, V) with every entry but the largest set to -inf in the rows whose `template` (B,) is free block
+    text: those rows then decode their block greedily under any sampler (RL rollouts with
+    `block_decoding='greedy'`, transformers and vLLM processors alike). Ties: the first, as argmax."""
+    rows = (template == T_TEXT) | (template == T_TEXT_CLOSE)
+    if not bool(rows.any()):
+        return scores
+    best = scores.argmax(dim=1, keepdim=True)
+    only_best = torch.full_like(scores, float("-inf")).scatter(1, best, scores.gather(1, best))
+    return torch.where(rows[:, None], only_best, scores)
+
+
 class GrammarError(ValueError):
     """The grammar cannot be applied to this vocabulary (a token id beyond the logits, no text token)."""
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from genrec.grammar import T_SID, T_TEXT, T_TEXT_CLOSE, GrammarState, ResponseGrammar, per_level
+from genrec.grammar import T_SID, GrammarState, ResponseGrammar, greedy_in_blocks, per_level
 from genrec.response import ResponseSpec
 from genrec.trie import SIDTrie
 
@@ -124,9 +124,8 @@ class RequestConstraint(GrammarState):
             if tpl != T_SID:
                 self._device_cache[key] = mask
         out = logits.masked_fill(~mask, float("-inf"))
-        if self.greedy_text and tpl in (T_TEXT, T_TEXT_CLOSE):
-            best = int(out.argmax())
-            out = torch.full_like(out, float("-inf")).index_fill(0, torch.tensor([best], device=out.device), out[best])
+        if self.greedy_text:
+            out = greedy_in_blocks(out[None], self.template.to(out.device))[0]
         return out
 
 
