@@ -40,8 +40,9 @@ class PromptConfig:
     history_format: str = field(default="both", metadata={
         "help": "'sid': SID tokens only; 'text': item text only; 'both': SID then text on each line."})
     item_template: str = field(default="", metadata={
-        "help": "str.format template over catalog fields, e.g. '{title} at {company}, {city}'. Empty: '{title}' when "
-                "the catalog has a title field, else every non-empty field as 'name: value'."})
+        "help": "str.format template over catalog fields, e.g. '{title} at {company}, {city}'. Empty: the catalog's "
+                "title field ('title', else e.g. 'movie_title': Catalog.title_field), else every non-empty field as "
+                "'name: value'."})
     prompt_max_history: int = field(default=10, metadata={
         "help": "Keep at most this many of the most recent history items."})
     include_profile: bool = field(default=False, metadata={
@@ -96,7 +97,8 @@ def resolve_item_template(catalog: Catalog, template: str) -> str | None:
     """The template actually used (None means Catalog.render's 'name: value' default)."""
     if template:
         return template
-    return "{title}" if "title" in catalog.fields else None
+    name = catalog.title_field
+    return "{" + name + "}" if name else None
 
 
 def item_text(item_id: str, catalog: Catalog, cfg: PromptConfig) -> str:

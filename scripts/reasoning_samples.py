@@ -21,7 +21,7 @@ from sid_tokenizer.sidmap import SIDMap  # noqa: E402
 
 def sample_lines(predictions: Path, catalog, sid_map: SIDMap, n: int) -> list[str]:
     def title(item: str) -> str:
-        return catalog.record(item).get("title") or catalog.render(item)
+        return catalog.record(item).get(catalog.title_field or "") or catalog.render(item)
 
     out: list[str] = []
     for line in predictions.read_text(encoding="utf-8").splitlines()[:n]:

@@ -156,3 +156,24 @@ def test_trace_blocks_cite_only_the_lines_the_budget_keeps():
     assert rows["blocks"][0] == grounded_blocks(truncated, CAT, SIDS, teacher_cfg)
     assert rows["blocks"][0] != grounded_blocks(EX, CAT, SIDS, teacher_cfg)  # the full history reads differently
     assert fit_prompt(EX, CAT, SIDS, TOK)[1] == len(HIST)  # no budget pressure: every item shown
+
+
+def test_a_title_column_under_another_name_is_the_items_title():
+    """A catalog whose title column is `movie_title` (RecBole's ml-100k) shows and cites the title alone, as a
+    catalog with `title` does; a catalog with no title-like column still renders every field."""
+    from genrec.data.schema import Catalog
+    from genrec.traces.grounded import grounded_blocks
+
+    fields = {("movie_title" if k == "title" else k): v for k, v in CAT.fields.items()}
+    movies = Catalog(list(CAT.item_ids), fields)
+    assert movies.title_field == "movie_title" and CAT.title_field == "title"
+    p = build_prompt(EX, movies, SIDS, TOK)
+    assert p == build_prompt(EX, CAT, SIDS, TOK)  # the same lines as with a `title` column
+    assert "company:" not in p and "1. <a_0><b_0> Data Analyst\n" in p
+    blocks = " ".join(grounded_blocks(EX, movies, SIDS))
+    assert '"Database Administrator"' in blocks and "movie_title:" not in blocks
+    untitled = Catalog(list(CAT.item_ids), {k: v for k, v in CAT.fields.items() if k != "title"})
+    assert untitled.title_field is None
+    assert f"company: {CAT.record('j000')['company']}" in build_prompt(EX, untitled, SIDS, TOK)
+    named = Catalog(list(CAT.item_ids), {"brand_name": fields["company"], "product_name": fields["movie_title"]})
+    assert named.title_field == "product_name"  # 'brand_name' is not a title

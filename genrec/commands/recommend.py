@@ -65,9 +65,10 @@ def display_template(catalog, given: str = "") -> str | None:
     """'{title} at {company}, {city}' with the fields the catalog has (None: every field)."""
     if given:
         return given
-    if "title" not in catalog.fields:
+    title = catalog.title_field
+    if title is None:
         return None
-    return "{title}" + (" at {company}" if "company" in catalog.fields else "") + (
+    return "{" + title + "}" + (" at {company}" if "company" in catalog.fields else "") + (
         ", {city}" if "city" in catalog.fields else "")
 
 

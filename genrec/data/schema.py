@@ -9,6 +9,9 @@ import string
 from dataclasses import dataclass, field
 
 
+TITLE_NAMES = ("name", "item_name", "product_name")  # Catalog.title_field's last resort
+
+
 @dataclass(frozen=True, slots=True)
 class Example:
     """One next-item prediction example: the user's history (oldest first) and the held-out target."""
@@ -47,6 +50,21 @@ class Catalog:
     @property
     def field_names(self) -> list[str]:
         return list(self.fields)
+
+    @property
+    def title_field(self) -> str | None:
+        """The field that names an item, which prompts, traces and displays quote: 'title'; else the first field whose
+        name ends in 'title' (RecBole's ml-100k has 'movie_title'); else 'name', 'item_name' or 'product_name'; else
+        None (they then render every field)."""
+        if "title" in self.fields:
+            return "title"
+        for name in self.fields:
+            if name.lower().endswith("title"):
+                return name
+        for name in self.fields:
+            if name.lower() in TITLE_NAMES:
+                return name
+        return None
 
     def record(self, item_id: str) -> dict[str, str]:
         i = self._index[item_id]

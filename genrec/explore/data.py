@@ -383,8 +383,8 @@ class RunIndex:
         cat = self.data.catalog if self.data is not None else None
         if cat is None or item_id not in cat:
             return ""
-        if "title" in cat.fields:
-            return cat.fields["title"][cat.index(item_id)]
+        if cat.title_field:
+            return cat.fields[cat.title_field][cat.index(item_id)]
         return cat.render(item_id)[:80]
 
     def item(self, item_id: str) -> dict:

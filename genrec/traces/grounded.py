@@ -25,8 +25,8 @@ GROUNDED_STYLES = ("evidence", "pointer")
 class GroundedConfig:
     """Options of the grounded teacher."""
 
-    title_field: str = "title"
-    """Catalog field cited as the item's title (falls back to the rendered item text)."""
+    title_field: str = ""
+    """Catalog field cited as the item's title ('' = `Catalog.title_field`; falls back to the rendered item text)."""
     history_lines: int = 10
     """History lines the prompt shows (PromptConfig.prompt_max_history): blocks cite these line numbers."""
     cite_titles: bool = True
@@ -51,7 +51,7 @@ def clean_text(text: str) -> str:
 def _title(item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
     if item_id in catalog:
         rec = catalog.record(item_id)
-        text = rec.get(cfg.title_field) or catalog.render(item_id)
+        text = rec.get(cfg.title_field or catalog.title_field or "") or catalog.render(item_id)
     else:
         text = ""
     return clean_text(text) or "an earlier job"

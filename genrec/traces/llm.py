@@ -45,8 +45,10 @@ class LLMTeacherConfig:
     seed: int = 0
 
 
-def teacher_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, title_field: str = "title") -> str:
-    """What the teacher sees: history texts, profile, target text and the target's SID labels (not the codes)."""
+def teacher_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, title_field: str = "") -> str:
+    """What the teacher sees: history texts, profile, target text and the target's SID labels (not the codes).
+    `title_field`: the field quoted for each item ('' = `Catalog.title_field`, else every field)."""
+    title_field = title_field or catalog.title_field or ""
 
     def text(item: str) -> str:
         if item not in catalog:
