@@ -606,7 +606,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
     else:
         if not stage.traces:
             raise ValueError("--traces is required for stage 2")
-        from genrec.traces.dataset import load_traces
+        from genrec.traces.dataset import load_traces, trace_sample_rate
 
         train = load_traces(stage.traces, sid_map, "train").select_columns(["prompt", "completion"])
         eval_ds = None
@@ -631,8 +631,14 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
                 parts["reasoned sequence"] = Dataset.from_dict(sequence_rows(
                     rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, reasoning=True))
             if stage.replay():
-                parts["replayed stage-1"] = Dataset.from_dict(stage1_tokenized_rows(
+                replay = Dataset.from_dict(stage1_tokenized_rows(
                     rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay()))
+                rate = trace_sample_rate(stage.traces)
+                if rate < 1.0:  # the traces are a sample of the split: replay the same share of its stage-1 rows
+                    replay = _shuffle_cap(replay, max(1, round(rate * len(replay))), seed)
+                    log.info("the traces hold %.1f%% of the train split; stage 2 replays as many of its stage-1 rows",
+                             100 * rate)
+                parts["replayed stage-1"] = replay
             train = concatenate_datasets([p.select_columns(list(TOKENIZED_COLUMNS)) for p in parts.values()])
             log.info("stage 2 rows: %s", ", ".join(f"{len(p)} {name}" for name, p in parts.items()))
         elif stage.replay():

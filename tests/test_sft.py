@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -159,7 +160,7 @@ def test_bad_inputs_give_precise_errors(tmp_path, capsys):
     assert main(["sft", "--stage", "2", "--sid_map", str(tmp_path / "shrunk.json"), "--traces",
                  str(tmp_path / "tr")] + base) == 1
     err = capsys.readouterr().err
-    assert "field 'codes'" in err and "row 0" in err and "is not in the SID map" in err
+    assert re.search(r"field 'codes': row \d+:", err) and "is not in the SID map" in err
     # Missing inputs.
     assert main(["sft", "--stage", "2", "--sid_map", str(tmp_path / "shrunk.json")] + base) == 1
     assert "--traces is required" in capsys.readouterr().err
@@ -370,6 +371,16 @@ def test_stage2_from_a_real_stage1_output_replays_and_keeps_settings(tmp_path, c
     n_traces = len(load_traces(tmp_path / "tr", SIDS))
     info = json.loads((final / "genrec_model.json").read_text())
     assert info["sft_stage"] == 2 and info["train_rows"] > n_traces  # trace rows + replayed sequence rows
+    # traces sampled from the split (`genrec traces --max_examples`): the replayed stage-1 rows at the same rate
+    replayed, kept = info["train_rows"] - n_traces, n_traces // 2
+    assert main(["traces", "--data", str(data), "--sid_map", str(tmp_path / "sid_map.json"), "--model", str(stage1),
+                 "--output_dir", str(tmp_path / "half"), "--splits", "train", "--max_examples", str(kept)]
+                + prompt_flags) == 0
+    assert len(load_traces(tmp_path / "half", SIDS)) == kept
+    assert main(["sft", "--stage", "2", "--model", str(stage1), "--traces", str(tmp_path / "half"), "--data", str(data),
+                 "--output_dir", str(tmp_path / "sft2_half")] + common) == 0
+    half = json.loads((tmp_path / "sft2_half" / "final" / "genrec_model.json").read_text())
+    assert half["train_rows"] == kept + round(replayed * kept / n_traces)
     # genrec_model.json (genrec/model_folder.py): stage 1 says direct, stage 2 its traces' layout and budget
     from genrec.traces.budget import traces_block_budget
 

@@ -141,7 +141,11 @@ def test_trace_dataset_parses_with_response_parser(tmp_path):
     out3 = make_traces(REC, SIDS, TOK, TraceConfig(output_dir=str(tmp_path / "co"), splits="train", max_examples=5),
                        PromptConfig())
     coarse = ResponseSpec.from_tokenizer(TOK, SIDS, "coarse")
-    for row, full in zip(load_traces(out3, SIDS), ds.select(range(5))):
+    by_prompt = {(row["user_id"], row["target"], row["prompt"]): row for row in ds}
+    sampled = load_traces(out3, SIDS)
+    assert len(sampled) == 5
+    for row in sampled:
+        full = by_prompt[row["user_id"], row["target"], row["prompt"]]
         assert row["completion"] == f"<think> {full['blocks'][0]}</think>" + SIDS.sid_string(row["target"])
         assert row["blocks"] == [full["blocks"][0], ""]
         parsed = parse_response(TOK.encode(row["completion"], add_special_tokens=False) + [TOK.eos_token_id], coarse)
@@ -221,3 +225,15 @@ def test_llm_teacher_with_smollm2(tmp_path):
     assert all(len(t.split()) >= 5 for t in texts)  # a real LM writes sentences
     blocks = teacher(REC.train[:2])
     assert all(len(b) == SIDS.num_levels and all(b) for b in blocks)
+
+
+def test_max_examples_is_a_seeded_sample_in_split_order():
+    """Not the split's head (the first users only): a sample over the whole split, the same for the same seed, in
+    the split's order; a limit at or above the split's size keeps it whole and unchanged."""
+    from genrec.traces.build import sample_examples
+
+    items = list(range(1000))
+    a = sample_examples(items, 100, 0)
+    assert len(a) == 100 and a == sorted(a) and a == sample_examples(items, 100, 0)
+    assert a != sample_examples(items, 100, 1) and a != items[:100] and max(a) > 500
+    assert sample_examples(items, 1000, 0) is items and sample_examples(items, 0, 0) is items

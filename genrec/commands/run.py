@@ -234,6 +234,21 @@ def _config_file(path: str, flag: str) -> Path:
     raise FileNotFoundError(f"{path}: config file not found (--{flag}; tried the working folder and {REPO})")
 
 
+def stage2_trace_rows(cfg: RunConfig) -> int:
+    """Traces stage 2 can train on: its step budget (sft2_steps, else the sft2_max_steps cap) times the rows of one
+    optimizer step in configs/sft_stage2.yaml; 0 = every example (no step bound, or reasoned `sequence` rows, which
+    need every user's traces). A larger train split gets a seeded sample of this many traces: the trainer would draw
+    no more than these (each once) from all of them, and the traces stage and stage 2's tokenization stop growing
+    with the split (a 1M-interaction set has ~1M examples)."""
+    import yaml
+
+    steps = cfg.sft2_steps or cfg.sft2_max_steps
+    if not steps or "sequence" in cfg.sft2_tasks:
+        return 0
+    stage2 = yaml.safe_load((CONFIGS / "sft_stage2.yaml").read_text(encoding="utf-8"))
+    return steps * int(stage2["per_device_train_batch_size"]) * int(stage2.get("gradient_accumulation_steps", 1))
+
+
 def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, codebook_size: int) -> list[Stage]:
     """The recipe: every stage after the data, with its command line and finished marker."""
     out, data, seed = Path(cfg.out), cfg.data, str(cfg.seed)
@@ -252,7 +267,7 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
     if reasoning:
         stages.append(Stage("traces", "reasoning traces", "traces",
                             ["--data", data, "--sid_map", str(tok), "--model", str(model), "--output_dir", str(traces),
-                             "--trace_seed", seed,
+                             "--trace_seed", seed, "--max_examples", str(stage2_trace_rows(cfg)),
                              # reasoned history lines are written interleaved (genrec.prompts.history_answers)
                              *(["--layout", "interleaved"] if prompt_cfg.history_reasoning else [])],
                             traces / "traces_config.json"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,9 @@ class TraceConfig:
                 "'blocks_first'. coarse scored NDCG@10 0.083 against interleaved 0.056 on the demo market (paired, "
                 "docs/bench/learning.md, session 10)."})
     splits: str = field(default="train,valid", metadata={"help": "Comma-separated splits to build traces for."})
-    max_examples: int = field(default=0, metadata={"help": "Per split; 0 = all."})
+    max_examples: int = field(default=0, metadata={
+        "help": "Per split: a random sample of at most this many examples (seeded by trace_seed, kept in their split "
+                "order); 0 = all. `genrec run` sets it to the rows its stage-2 step budget can train on."})
     grounded_style: str = field(default="evidence", metadata={
         "help": "Grounded teacher: 'evidence' (blocks state what the prompt says given the codes already written; no "
                 "decision) or 'pointer' (blocks name the history line the target follows at each level)."})
@@ -53,7 +56,7 @@ class TraceConfig:
     max_profile_words: int = field(default=12, metadata={
         "help": "Ignored since session 4 (the grounded teacher no longer quotes the profile); kept so older configs "
                 "still parse."})
-    trace_seed: int = field(default=0, metadata={"help": "Seed of the LLM teacher's sampling."})
+    trace_seed: int = field(default=0, metadata={"help": "Seed of the LLM teacher's sampling and of max_examples."})
 
     def __post_init__(self) -> None:
         if self.teacher not in TEACHERS:
@@ -94,7 +97,7 @@ def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prom
         )
         teacher = llm
     splits = {}
-    counts = {}
+    counts, split_examples = {}, {}
     for name in [s.strip() for s in cfg.splits.split(",") if s.strip()]:
         if name not in ("train", "valid", "test"):
             raise ValueError(f"unknown split {name!r} in splits={cfg.splits!r} (expected train, valid, test)")
@@ -102,12 +105,21 @@ def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prom
         dropped = len(getattr(rec, name)) - len(examples)
         if dropped:
             log.warning("%s: %d examples dropped: target has no SID (items missing from the SID map)", name, dropped)
-        if cfg.max_examples:
-            examples = examples[: cfg.max_examples]
+        split_examples[name] = len(examples)
+        examples = sample_examples(examples, cfg.max_examples, cfg.trace_seed)
         splits[name] = build_trace_rows(examples, rec.catalog, sid_map, tokenizer, prompt_cfg, teacher,
                                         layout=cfg.layout)
         counts[name] = len(examples)
-    info = {"config": asdict(cfg), "counts": counts, "codebook_sizes": list(sid_map.codebook_sizes),
+    info = {"config": asdict(cfg), "counts": counts, "split_examples": split_examples, "codebook_sizes": list(sid_map.codebook_sizes),
             "num_items": len(sid_map), "teacher_stats": llm.stats() if llm else {},
             "block_tokens": block_token_stats([b for cols in splits.values() for b in cols["blocks"]], tokenizer)}
     return save_traces(cfg.output_dir, splits, info, prompt_cfg)
+
+
+def sample_examples(examples: list, limit: int, seed: int) -> list:
+    """At most `limit` of `examples` (0 = all): a seeded random sample in the examples' own order. Why random: a split
+    is ordered by user, so its head would be the first users only."""
+    if not limit or len(examples) <= limit:
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
