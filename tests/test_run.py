@@ -156,7 +156,7 @@ def test_stage_budgets_reach_their_sft_commands(tmp_path):
     assert budget("sft1", sft1_steps=0, sft1_epochs=4, sft1_max_steps=70) == ("-1", "4", "70")
     assert budget("sft2", sft2_steps=0, sft2_epochs=2.5, sft2_max_steps=90) == ("-1", "2.5", "90")
     assert budget("sft2", sft2_steps=30, sft2_max_steps=0) == ("30", "2.0", "0")
-    assert budget("sft2") == ("-1", "2.0", "1600")  # the recipe: 2 epochs, at most 1,600 steps
+    assert budget("sft2") == ("-1", "2.0", "3200")  # the recipe: 2 epochs, at most 3,200 steps
 
     def traces_cap(**kw) -> int:
         stage = next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
@@ -165,7 +165,7 @@ def test_stage_budgets_reach_their_sft_commands(tmp_path):
 
     # the traces stage samples no more examples than stage 2's steps can train on (16 rows per step in
     # configs/sft_stage2.yaml); reasoned sequence rows need every user's traces
-    assert traces_cap() == 1600 * 16 and traces_cap(sft2_steps=30) == 30 * 16
+    assert traces_cap() == 3200 * 16 and traces_cap(sft2_steps=30) == 30 * 16
     assert traces_cap(sft2_max_steps=0) == 0
     assert traces_cap(sft2_tasks="sequence") == 0
     with pytest.raises(ValueError, match="--sft2_max_steps must be >= 0"):

@@ -66,8 +66,10 @@ class RunConfig:
         "help": "Stage-2 SFT epochs (used when sft2_steps is 0). About 2 epochs was best on all three sets: demo "
                 "market 1.2 epochs 0.101, 1.8 0.131, 2.5 0.129; amazon 0.9 epochs 0.207, 1.9 0.225; jobs-kaggle "
                 "2.1 epochs 0.225, 4.1 0.218 (docs/bench/learning.md, session 14)."})
-    sft2_max_steps: int = field(default=1600, metadata={
-        "help": "CPU budget: at most this many stage-2 steps when sft2_epochs would take more (0 = no cap)."})
+    sft2_max_steps: int = field(default=3200, metadata={
+        "help": "CPU budget: at most this many stage-2 steps when sft2_epochs would take more (0 = no cap). On a "
+                "100k-interaction market (0.46 epochs of its rows at 3,200 steps) 3,200 steps scored 0.251 where 1,600 scored "
+                "0.227, level with stage 1 (docs/bench/learning.md, session 22)."})
     sft2_tasks: str = field(default="traces", metadata={
         "help": "Stage-2 rows (`genrec sft --stage2_tasks`): 'traces' (one row per trace, stage-1 rows replayed) or "
                 "'sequence' (every line of a user's history with its reasoning in one pass; needs --history_reasoning "
