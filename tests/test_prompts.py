@@ -105,7 +105,8 @@ def test_reasoning_switch_and_config_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("command, texts", [
-    ("traces", ["Keep at most this many of the most recent history items", "Per split: a random sample of at most this many examples",
+    ("traces", ["Keep at most this many of the most recent history items",
+                "Per split: a random sample of at most this many examples",
                 "Grounded teacher: 'evidence'"]),
     ("build-model", ["Hidden size of the tiny Llama", "Byte-level BPE vocabulary"]),
 ])

@@ -68,8 +68,8 @@ class RunConfig:
                 "2.1 epochs 0.225, 4.1 0.218 (docs/bench/learning.md, session 14)."})
     sft2_max_steps: int = field(default=3200, metadata={
         "help": "CPU budget: at most this many stage-2 steps when sft2_epochs would take more (0 = no cap). On a "
-                "100k-interaction market (0.46 epochs of its rows at 3,200 steps) 3,200 steps scored 0.251 where 1,600 scored "
-                "0.227, level with stage 1 (docs/bench/learning.md, session 22)."})
+                "100k-interaction market (0.46 epochs of its rows at 3,200 steps) 3,200 steps scored 0.251 where "
+                "1,600 scored 0.227, level with stage 1 (docs/bench/learning.md, session 22)."})
     sft2_tasks: str = field(default="traces", metadata={
         "help": "Stage-2 rows (`genrec sft --stage2_tasks`): 'traces' (one row per trace, stage-1 rows replayed) or "
                 "'sequence' (every line of a user's history with its reasoning in one pass; needs --history_reasoning "

@@ -110,8 +110,8 @@ def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prom
         splits[name] = build_trace_rows(examples, rec.catalog, sid_map, tokenizer, prompt_cfg, teacher,
                                         layout=cfg.layout)
         counts[name] = len(examples)
-    info = {"config": asdict(cfg), "counts": counts, "split_examples": split_examples, "codebook_sizes": list(sid_map.codebook_sizes),
-            "num_items": len(sid_map), "teacher_stats": llm.stats() if llm else {},
+    info = {"config": asdict(cfg), "counts": counts, "split_examples": split_examples,
+            "codebook_sizes": list(sid_map.codebook_sizes), "num_items": len(sid_map), "teacher_stats": llm.stats() if llm else {},
             "block_tokens": block_token_stats([b for cols in splits.values() for b in cols["blocks"]], tokenizer)}
     return save_traces(cfg.output_dir, splits, info, prompt_cfg)
 
