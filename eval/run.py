@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from eval.metrics import paired_difference
 from eval.protocols import excludes_history, select_examples
 from eval.repeat import REPEAT_SUFFIX, apply_repeat_prior, fit_prior
 from eval.report import write_report
-from genrec.data.schema import Example
+from genrec.data.splits import seeded_subset
 from genrec.model_folder import load_info, resolve_layout
 from genrec.stage_output import begin_writing, end_writing
 from sid_tokenizer.sidmap import atomic_write_text
@@ -24,14 +23,6 @@ from sid_tokenizer.sidmap import atomic_write_text
 
 def _log(msg: str) -> None:
     print(f"[eval] {msg}", file=sys.stderr, flush=True)
-
-
-def subset(examples: list[Example], max_users: int, seed: int) -> list[Example]:
-    """A seeded random subset (original order kept), or everything when max_users is 0 or large enough."""
-    if not max_users or max_users >= len(examples):
-        return list(examples)
-    keep = sorted(random.Random(seed).sample(range(len(examples)), max_users))
-    return [examples[i] for i in keep]
 
 
 def model_labels(model_dirs: list[str]) -> list[str]:
@@ -106,7 +97,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         raise ValueError("--data is required: the dataset folder or file prefix to evaluate on")
     data = load_data(cfg.data, data_cfg, verbose=False)
     split_examples = getattr(data, cfg.eval_split)
-    examples = subset(split_examples, cfg.max_users, cfg.seed)
+    examples = seeded_subset(split_examples, cfg.max_users, cfg.seed)
     if len(examples) < len(split_examples):
         _log(f"evaluating a seeded sample of {len(examples):,} of the {len(split_examples):,} {cfg.eval_split} examples "
              "(--max_users)")

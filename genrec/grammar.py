@@ -110,11 +110,16 @@ def per_level(value: int | Sequence[int], k: int, name: str) -> list[int]:
     return vals
 
 
+def is_block_text(template: torch.Tensor) -> torch.Tensor:
+    """Where `template` is free text inside a thinking block (any text token or a free ``</think>``)."""
+    return (template == T_TEXT) | (template == T_TEXT_CLOSE)
+
+
 def greedy_in_blocks(scores: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
     """`scores` (B, V) with every entry but the largest set to -inf in the rows whose `template` (B,) is free block
     text: those rows then decode their block greedily under any sampler (RL rollouts with
     `block_decoding='greedy'`, transformers and vLLM processors alike). Ties: the first, as argmax."""
-    rows = (template == T_TEXT) | (template == T_TEXT_CLOSE)
+    rows = is_block_text(template)
     if not bool(rows.any()):
         return scores
     best = scores.argmax(dim=1, keepdim=True)
@@ -147,7 +152,7 @@ class Positions:
     @property
     def text(self) -> torch.Tensor:
         """(B, T) bool: free positions inside a thinking block (any text token or a free ``</think>``)."""
-        return (self.template == T_TEXT) | (self.template == T_TEXT_CLOSE)
+        return is_block_text(self.template)
 
     def sid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, cols, trie nodes) of the SID tokens; the allowed tokens there are the node's children."""

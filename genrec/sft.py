@@ -606,7 +606,8 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
     else:
         if not stage.traces:
             raise ValueError("--traces is required for stage 2")
-        from genrec.traces.dataset import load_traces, trace_sample_rate
+        from genrec.traces.budget import trace_sample_rate
+        from genrec.traces.dataset import load_traces
 
         train = load_traces(stage.traces, sid_map, "train").select_columns(["prompt", "completion"])
         eval_ds = None

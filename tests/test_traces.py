@@ -230,7 +230,7 @@ def test_llm_teacher_with_smollm2(tmp_path):
 def test_max_examples_is_a_seeded_sample_in_split_order():
     """Not the split's head (the first users only): a sample over the whole split, the same for the same seed, in
     the split's order; a limit at or above the split's size keeps it whole and unchanged."""
-    from genrec.traces.build import sample_examples
+    from genrec.data.splits import seeded_subset as sample_examples
 
     items = list(range(1000))
     a = sample_examples(items, 100, 0)

@@ -6,6 +6,7 @@ easy to test. Input sequences are already sorted oldest -> newest (stable on fil
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
@@ -181,6 +182,15 @@ def temporal_split(
             seg = 0 if r[i] < t1 else (1 if r[i] < t2 else 2)
             out[seg].append(Example(user, _history(s, i, max_history), s[i], profile))
     return out[0], out[1], out[2], no_history
+
+
+def seeded_subset(items: list, limit: int, seed: int) -> list:
+    """At most `limit` of `items` (0 = all): a seeded random sample kept in the items' own order; `items` itself when
+    it is no longer. Why random: a split is ordered by user, so its head would be the first users only."""
+    if not limit or limit >= len(items):
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
 
 
 def drop_repeat_targets(examples: list[Example]) -> tuple[list[Example], int]:

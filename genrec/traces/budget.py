@@ -55,13 +55,29 @@ def traces_block_budget(traces: str | Path, num_levels: int | None = None) -> tu
     return max(1, max(p95)), p95
 
 
-def traces_layout(traces: str | Path) -> str | None:
-    """The response layout recorded in a `genrec traces` folder's traces_config.json; None when it does not say."""
+def _recorded(traces: str | Path) -> dict:
+    """A `genrec traces` folder's traces_config.json; {} when it is missing or unreadable (callers then assume the
+    defaults)."""
     path = Path(traces) / TRACES_CONFIG_FILE
     if not path.is_file():
-        return None
+        return {}
     try:
-        layout = json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("layout")
-    except (json.JSONDecodeError, AttributeError):
-        return None
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def traces_layout(traces: str | Path) -> str | None:
+    """The response layout recorded in a `genrec traces` folder's traces_config.json; None when it does not say."""
+    config = _recorded(traces).get("config")
+    layout = config.get("layout") if isinstance(config, dict) else None
     return layout if isinstance(layout, str) else None
+
+
+def trace_sample_rate(traces: str | Path, split: str = "train") -> float:
+    """The share of the split's examples the traces hold (1.0 unless `genrec traces --max_examples` sampled them):
+    stage 2 samples the stage-1 rows it replays at the same rate, so its mixture stays the split's."""
+    info = _recorded(traces)
+    kept, total = info.get("counts", {}).get(split), info.get("split_examples", {}).get(split)
+    return kept / total if kept is not None and total else 1.0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genrec.data.schema import RecData
+from genrec.data.splits import seeded_subset
 from genrec.prompts import PromptConfig
 from genrec.response import INTERLEAVED, LAYOUTS, check_layout
 from genrec.traces.dataset import build_trace_rows, save_traces
@@ -106,20 +106,13 @@ def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prom
         if dropped:
             log.warning("%s: %d examples dropped: target has no SID (items missing from the SID map)", name, dropped)
         split_examples[name] = len(examples)
-        examples = sample_examples(examples, cfg.max_examples, cfg.trace_seed)
+        examples = seeded_subset(examples, cfg.max_examples, cfg.trace_seed)
         splits[name] = build_trace_rows(examples, rec.catalog, sid_map, tokenizer, prompt_cfg, teacher,
                                         layout=cfg.layout)
         counts[name] = len(examples)
     info = {"config": asdict(cfg), "counts": counts, "split_examples": split_examples,
-            "codebook_sizes": list(sid_map.codebook_sizes), "num_items": len(sid_map), "teacher_stats": llm.stats() if llm else {},
+            "codebook_sizes": list(sid_map.codebook_sizes), "num_items": len(sid_map),
+            "teacher_stats": llm.stats() if llm else {},
             "block_tokens": block_token_stats([b for cols in splits.values() for b in cols["blocks"]], tokenizer)}
     return save_traces(cfg.output_dir, splits, info, prompt_cfg)
 
-
-def sample_examples(examples: list, limit: int, seed: int) -> list:
-    """At most `limit` of `examples` (0 = all): a seeded random sample in the examples' own order. Why random: a split
-    is ordered by user, so its head would be the first users only."""
-    if not limit or len(examples) <= limit:
-        return examples
-    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]

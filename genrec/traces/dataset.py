@@ -120,15 +120,6 @@ def load_traces(path: str | os.PathLike, sid_map: SIDMap, split: str = "train") 
     return ds
 
 
-def trace_sample_rate(path: str | os.PathLike, split: str = "train") -> float:
-    """The share of the split's examples the traces hold (1.0 unless `genrec traces --max_examples` sampled them):
-    stage 2 samples the stage-1 rows it replays at the same rate, so its mixture stays the split's."""
-    config = Path(path) / TRACES_CONFIG_FILE
-    info = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    kept, total = info.get("counts", {}).get(split), info.get("split_examples", {}).get(split)
-    return kept / total if kept is not None and total else 1.0
-
-
 def validate_trace_rows(ds: Dataset, sid_map: SIDMap, where: str | os.PathLike) -> None:
     """Every row's codes must be a catalog SID, and the completion's SID tokens must spell exactly those codes."""
     for i, row in enumerate(ds.select_columns(["completion", "target", "codes"])):
