@@ -116,6 +116,10 @@ class SFTStageConfig:
                 "Keeps stage 1's ranking of codes while stage 2 learns to reason (0 = off)."})
     distill_model: str = field(default="", metadata={
         "help": "Teacher of --distill_weight (default: --model, the stage-1 model stage 2 starts from)."})
+    dropout: float = field(default=0.0, metadata={
+        "help": "Training-time dropout on the token embeddings and on each attention and MLP output before it joins "
+                "the residual stream (GPT-2's embd/resid dropout; Llama has none). Only during this training: the "
+                "saved model is unchanged (0 = off)."})
     max_train_examples: int = field(default=0, metadata={"help": "Cap on training rows (0 = all)."})
     max_steps_cap: int = field(default=0, metadata={
         "help": "Upper bound on optimizer steps when training by epochs (--max_steps <= 0): a larger epoch budget is "
@@ -147,6 +151,8 @@ class SFTStageConfig:
             raise ValueError(f"--distill_weight must be in [0, 1], got {self.distill_weight}")
         if self.distill_weight > 0 and self.stage != 2:
             raise ValueError("--distill_weight applies to stage 2 (the teacher is the stage-1 model it starts from)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not self.sid_loss_weight > 0:
             raise ValueError(f"--sid_loss_weight must be > 0, got {self.sid_loss_weight}")
         if self.loss_impl not in ("auto", "fused", "full"):
@@ -364,6 +370,23 @@ def apply_lora(model, stage: SFTStageConfig):
     return model
 
 
+def add_training_dropout(model, p: float) -> list:
+    """Dropout, active only in train mode, on the embedding output and on every attention/MLP output projection
+    (the sublayer output before the residual add, as GPT-2's embd_pdrop/resid_pdrop). Forward hooks, so the model's
+    class and saved weights stay a plain transformers model. Returns the hook handles."""
+    import torch.nn.functional as F
+
+    def hook(module, inputs, output):
+        return F.dropout(output, p, training=True) if module.training else output
+
+    targets = [model.get_input_embeddings()]
+    targets += [m for name, m in model.named_modules() if name.endswith(("self_attn.o_proj", "mlp.down_proj"))]
+    if len(targets) < 3:
+        raise ValueError(f"--dropout: found no attention/MLP output projections (o_proj, down_proj) in "
+                         f"{type(model).__name__}; dropout by hooks supports Llama-style models")
+    return [m.register_forward_hook(hook) for m in targets]
+
+
 def sid_weighted_loss(sid_token_ids: list[int], weight: float, distill_weight: float = 0.0):
     """The loss of `GenrecSFTTrainer` (outputs, labels, num_items_in_batch, teacher) -> loss: next-token cross-entropy
     where SID-token targets count `weight` times, other completion tokens once, prompt tokens (label -100) not at all.
@@ -496,6 +519,8 @@ def train_sft(
         resume = args.resume_from_checkpoint
     else:
         stage_output.clear_checkpoints(out_dir, log=log.warning)
+    if stage.dropout > 0:
+        add_training_dropout(model, stage.dropout)
     if stage.use_lora:
         model = apply_lora(model, stage)
     cap_epoch_budget(args, len(train_ds), stage.max_steps_cap)

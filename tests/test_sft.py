@@ -642,3 +642,38 @@ def test_tokenized_dataset_in_chunks_equals_the_rows_tokenized_at_once(tmp_path)
         assert got.to_dict() == whole, chunk
     empty = tokenized_dataset({"prompt": [], "completion": [], "task": []}, tok)
     assert len(empty) == 0
+
+
+def test_training_dropout_is_active_in_train_mode_only_and_leaves_the_saved_model_plain(tmp_path):
+    from genrec.sft import add_training_dropout
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir())
+    ids = tok("history: <a_0><b_1> then", return_tensors="pt").input_ids
+    keys = set(model.state_dict())
+    model.eval()
+    plain = model(ids).logits
+    handles = add_training_dropout(model, 0.3)
+    assert len(handles) == 1 + 2 * model.config.num_hidden_layers  # embeddings + o_proj, down_proj per layer
+    assert torch.equal(model(ids).logits, plain)  # eval mode: the hooks pass outputs through
+    model.train()
+    torch.manual_seed(0)
+    a = model(ids).logits
+    b = model(ids).logits
+    assert not torch.allclose(a, b) and not torch.allclose(a, plain)
+    assert set(model.state_dict()) == keys  # hooks add no weights: the saved folder is a plain model
+    with pytest.raises(ValueError, match="--dropout"):
+        SFTStageConfig(dropout=1.0)
+
+    # through the CLI: trains, and the saved model reloads as a plain transformers model without the hooks
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+    out = tmp_path / "sft1"
+    assert main(["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--sid_map", str(tmp_path / "sid_map.json"),
+                 "--data", str(data), "--output_dir", str(out), "--dropout", "0.2", "--learning_rate", "5e-3",
+                 "--per_device_train_batch_size", "8", "--logging_steps", "5", "--max_steps", "20", "--save_steps",
+                 "20", "--eval_valid", "false"] + QUIET) == 0
+    losses = _losses(out / "checkpoint-20")
+    assert losses[-1] < losses[0]
+    trained, _ = load_model_and_tokenizer(out / "final")
+    trained.train()
+    assert torch.equal(trained(ids).logits, trained(ids).logits)  # no dropout travels with the saved model
