@@ -374,16 +374,16 @@ def add_training_dropout(model, p: float) -> list:
     """Dropout, active only in train mode, on the embedding output and on every attention/MLP output projection
     (the sublayer output before the residual add, as GPT-2's embd_pdrop/resid_pdrop). Forward hooks, so the model's
     class and saved weights stay a plain transformers model. Returns the hook handles."""
-    import torch.nn.functional as F
-
     def hook(module, inputs, output):
-        return F.dropout(output, p, training=True) if module.training else output
+        return torch.nn.functional.dropout(output, p, training=True) if module.training else output
 
-    targets = [model.get_input_embeddings()]
-    targets += [m for name, m in model.named_modules() if name.endswith(("self_attn.o_proj", "mlp.down_proj"))]
-    if len(targets) < 3:
-        raise ValueError(f"--dropout: found no attention/MLP output projections (o_proj, down_proj) in "
-                         f"{type(model).__name__}; dropout by hooks supports Llama-style models")
+    suffixes = ("self_attn.o_proj", "mlp.down_proj")
+    projections = [(name, m) for name, m in model.named_modules() if name.endswith(suffixes)]
+    missing = [s for s in suffixes if not any(name.endswith(s) for name, _ in projections)]
+    if missing:
+        raise ValueError(f"--dropout: found no {' or '.join(missing)} modules in {type(model).__name__}; dropout by "
+                         "hooks supports Llama-style models")
+    targets = [model.get_input_embeddings()] + [m for _, m in projections]
     return [m.register_forward_hook(hook) for m in targets]
 
 

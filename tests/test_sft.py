@@ -663,6 +663,11 @@ def test_training_dropout_is_active_in_train_mode_only_and_leaves_the_saved_mode
     assert set(model.state_dict()) == keys  # hooks add no weights: the saved folder is a plain model
     with pytest.raises(ValueError, match="--dropout"):
         SFTStageConfig(dropout=1.0)
+    no_mlp = torch.nn.Module()  # attention but no MLP output projection: a clear error, not a silent half
+    no_mlp.get_input_embeddings = lambda: model.get_input_embeddings()
+    no_mlp.self_attn = model.model.layers[0].self_attn
+    with pytest.raises(ValueError, match="found no mlp.down_proj modules"):
+        add_training_dropout(no_mlp, 0.1)
 
     # through the CLI: trains, and the saved model reloads as a plain transformers model without the hooks
     data = write_tiny_data_dir(tmp_path / "data")
