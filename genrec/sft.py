@@ -116,6 +116,14 @@ class SFTStageConfig:
                 "Keeps stage 1's ranking of codes while stage 2 learns to reason (0 = off)."})
     distill_model: str = field(default="", metadata={
         "help": "Teacher of --distill_weight (default: --model, the stage-1 model stage 2 starts from)."})
+    sasrec_distill_weight: float = field(default=0.0, metadata={
+        "help": "Stage 1: share of a SASRec teacher's distribution in each SID token's target, (1 - w) * one-hot + "
+                "w * q, where q is SASRec's next-item distribution after the row's earlier lines, summed over the "
+                "items under the line's true coarser codes and grouped by this level's code "
+                "(genrec/collab_distill.py). SASRec is trained on the train split first, as the evaluation trains it "
+                "(0 = off)."})
+    sasrec_distill_temperature: float = field(default=1.0, metadata={
+        "help": "Softmax temperature of the SASRec teacher's scores (> 1 flattens its distribution)."})
     dropout: float = field(default=0.0, metadata={
         "help": "Training-time dropout on the token embeddings and on each attention and MLP output before it joins "
                 "the residual stream (GPT-2's embd/resid dropout; Llama has none). Only during this training: the "
@@ -151,6 +159,13 @@ class SFTStageConfig:
             raise ValueError(f"--distill_weight must be in [0, 1], got {self.distill_weight}")
         if self.distill_weight > 0 and self.stage != 2:
             raise ValueError("--distill_weight applies to stage 2 (the teacher is the stage-1 model it starts from)")
+        if not 0.0 <= self.sasrec_distill_weight <= 1.0:
+            raise ValueError(f"--sasrec_distill_weight must be in [0, 1], got {self.sasrec_distill_weight}")
+        if self.sasrec_distill_weight > 0 and self.stage != 1:
+            raise ValueError("--sasrec_distill_weight applies to stage 1 (stage 2 distils from the stage-1 model: "
+                             "--distill_weight)")
+        if not self.sasrec_distill_temperature > 0:
+            raise ValueError(f"--sasrec_distill_temperature must be > 0, got {self.sasrec_distill_temperature}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not self.sid_loss_weight > 0:
@@ -500,8 +515,10 @@ def train_sft(
     eval_ds: Dataset | None = None,
     stage: SFTStageConfig | None = None,
     prompt_cfg: PromptConfig | None = None,
+    sasrec=None,
 ) -> Path:
-    """Fine-tune `model_path` on prompt/completion rows with TRL; save `<output_dir>/final`; return it."""
+    """Fine-tune `model_path` on prompt/completion rows with TRL; save `<output_dir>/final`; return it.
+    `sasrec`: the fitted SASRec teacher of `stage.sasrec_distill_weight`."""
     stage = stage or SFTStageConfig()
     model, tokenizer = load_model_and_tokenizer(model_path, dtype=weights_dtype(args))
     check_model_tokens(tokenizer, sid_map, model, where=str(model_path))
@@ -528,10 +545,19 @@ def train_sft(
         args.completion_only_loss = True  # pre-tokenized rows carry their loss mask in completion_mask
     loss_func = distiller = None
     sid_ids = tokenizer.convert_tokens_to_ids(sid_map.all_tokens())
-    if stage.sid_loss_weight != 1.0 or stage.distill_weight > 0 or full_logits_loss(stage.loss_impl):
-        loss_func = sid_weighted_loss(sid_ids, stage.sid_loss_weight, stage.distill_weight)
+    soft_weight = stage.distill_weight or stage.sasrec_distill_weight
+    if stage.sid_loss_weight != 1.0 or soft_weight > 0 or full_logits_loss(stage.loss_impl):
+        loss_func = sid_weighted_loss(sid_ids, stage.sid_loss_weight, soft_weight)
     if stage.distill_weight > 0:
         distiller = load_distiller(stage.distill_model or model_path, tokenizer, sid_map, sid_ids, args)
+    elif stage.sasrec_distill_weight > 0:
+        if sasrec is None:
+            raise ValueError("--sasrec_distill_weight needs the fitted SASRec teacher (genrec.sft.run_stage fits it)")
+        if getattr(args, "padding_free", False):
+            raise ValueError("--sasrec_distill_weight needs padded batches: set --padding_free false")
+        from genrec.collab_distill import SASRecDistiller
+
+        distiller = SASRecDistiller(sasrec, tokenizer, sid_map, stage.sasrec_distill_temperature)
     trainer = GenrecSFTTrainer(
         model=model,
         args=args,
@@ -612,6 +638,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         raise FileNotFoundError(f"{stage.model}: model folder not found")
     sid_map = SIDMap.load(stage.sid_map)
     seed = args.seed
+    sasrec = None
     if stage.stage == 1:
         if not stage.data:
             raise ValueError("--data is required for stage 1")
@@ -628,6 +655,10 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
             eval_ds = Dataset.from_dict(stage1_rows(rec.catalog, sid_map, rec.valid, tokenizer, prompt_cfg,
                                                     ["history2sid"]))
         used_prompt_cfg = prompt_cfg
+        if stage.sasrec_distill_weight > 0:
+            from genrec.collab_distill import fit_sasrec_teacher
+
+            sasrec = fit_sasrec_teacher(rec.train, rec.catalog, rec.valid, seed)
     else:
         if not stage.traces:
             raise ValueError("--traces is required for stage 2")
@@ -672,4 +703,5 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
     train = _shuffle_cap(train, stage.max_train_examples, seed)
     if eval_ds is not None:
         eval_ds = _shuffle_cap(eval_ds, stage.max_eval_examples, seed)
-    return train_sft(stage.model, sid_map, train, args, eval_ds=eval_ds, stage=stage, prompt_cfg=used_prompt_cfg)
+    return train_sft(stage.model, sid_map, train, args, eval_ds=eval_ds, stage=stage, prompt_cfg=used_prompt_cfg,
+                     sasrec=sasrec)
