@@ -16,6 +16,7 @@ codes 1..l-1 (teacher forcing, as the student's own loss), grouped by their leve
 from __future__ import annotations
 
 import logging
+import zlib
 
 import torch
 
@@ -24,22 +25,39 @@ from sid_tokenizer.sidmap import SIDMap, parse_sid_token
 log = logging.getLogger(__name__)
 
 
+def user_fold(user_id: str, folds: int) -> int:
+    """A user's fold for cross-fitted teachers (stable across runs and processes)."""
+    return zlib.crc32(user_id.encode("utf-8")) % folds
+
+
 class SASRecDistiller:
     """Teacher probabilities at the SID targets of a batch, in `SIDDistiller.targets`' form: (rows, cols, probs) =
     the batch row, the logit position before each SID target, and the (N, V) target distribution over the vocabulary.
 
     Rows are read by their SID tokens: every run of one token per level, in level order, is one item's line. A line
     without a line before it in its row (nothing for SASRec to read) or whose codes name no item gets no soft target.
+
+    `sasrec` is one fitted SASRec, or a list of cross-fitted ones with `row_teacher`: the token ids of each training
+    row -> the index of the teacher that did not train on that row's user (a row not listed uses teacher 0).
     """
 
-    def __init__(self, sasrec, tokenizer, sid_map: SIDMap, temperature: float = 1.0) -> None:
-        if sasrec.model is None:
+    def __init__(self, sasrec, tokenizer, sid_map: SIDMap, temperature: float = 1.0,
+                 row_teacher: dict[tuple[int, ...], int] | None = None) -> None:
+        teachers = list(sasrec) if isinstance(sasrec, (list, tuple)) else [sasrec]
+        if any(t.model is None for t in teachers):
             raise ValueError("SASRecDistiller needs a fitted SASRec")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.model = sasrec.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        sasrec = teachers[0]
+        if any(t.item_ids != sasrec.item_ids for t in teachers):
+            raise ValueError("cross-fitted SASRec teachers must share one catalog")
+        self.models = [t.model.eval() for t in teachers]
+        for m in self.models:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self.model = self.models[0]
+        self.row_teacher = row_teacher or {}
+        self.unlisted_rows = 0
         self.max_len = self.model.pos_emb.num_embeddings
         self.temperature = temperature
         self.levels = sid_map.num_levels
@@ -84,8 +102,12 @@ class SASRecDistiller:
         lengths = (attention_mask.sum(1) if attention_mask is not None else
                    torch.full((input_ids.shape[0],), input_ids.shape[1])).tolist()
         has_label = (labels != -100).tolist()
-        seqs, rows, cols, seq_of, pos_of, item_of, level_of = [], [], [], [], [], [], []
+        seqs, rows, cols, seq_of, pos_of, item_of, level_of, teacher_of = [], [], [], [], [], [], [], []
         for b, (ids, n) in enumerate(zip(input_ids.tolist(), lengths)):
+            teacher = self.row_teacher.get(tuple(ids[:n]))
+            if teacher is None:
+                self.unlisted_rows += len(self.models) > 1
+                teacher = 0
             found = self.lines(ids[:n])
             if len(found) < 2:
                 continue
@@ -106,13 +128,19 @@ class SASRecDistiller:
                     pos_of.append(self.max_len - len(seq) + k - 1)
                     item_of.append(col)
                     level_of.append(level)
+                    teacher_of.append(teacher)
             seqs.append([0] * (self.max_len - len(seq)) + seq)
         if not rows:
             empty = torch.zeros(0, dtype=torch.long, device=dev)
             return empty, empty, torch.zeros(0, self.vocab_size, device=dev)
-        states = self.model.states(torch.tensor(seqs, dtype=torch.long))
-        h = states[torch.tensor(seq_of), torch.tensor(pos_of)]
-        p = torch.softmax(self.model.item_scores(h).float() / self.temperature, dim=-1)  # (N, items + 1)
+        seqs_t, seq_of_t, pos_of_t, teacher_t = (torch.tensor(x, dtype=torch.long)
+                                                 for x in (seqs, seq_of, pos_of, teacher_of))
+        p = torch.zeros(len(rows), self.codes.shape[0])  # (N, items + 1)
+        for k, model in enumerate(self.models):
+            pick = torch.nonzero(teacher_t == k).flatten()
+            if len(pick):
+                h = model.states(seqs_t)[seq_of_t[pick], pos_of_t[pick]]
+                p[pick] = torch.softmax(model.item_scores(h).float() / self.temperature, dim=-1)
         true = self.codes[torch.tensor(item_of)]  # (N, levels)
         level = torch.tensor(level_of)
         # items under the line's true codes 1..l-1 (all items at level 0)
@@ -136,3 +164,16 @@ def fit_sasrec_teacher(train, catalog, valid, seed: int, max_epochs: int = 200):
 
     log.info("stage 1: training the SASRec teacher (seed %d)", seed)
     return SASRec(SASRecConfig(max_epochs=max_epochs, seed=seed, progress=True)).fit(train, catalog, valid)
+
+
+def fit_cross_teachers(train, catalog, valid, seed: int, folds: int, max_epochs: int = 200) -> list:
+    """`folds` SASRecs, teacher k trained (and early-stopped) on the users outside fold k, so the distribution it
+    gives a fold-k user's row is a prediction for an unseen user, as at test time, not a recall of that user's
+    own training targets."""
+    teachers = []
+    for k in range(folds):
+        keep = [ex for ex in train if user_fold(ex.user_id, folds) != k]
+        held = [ex for ex in (valid or []) if user_fold(ex.user_id, folds) != k] or None
+        log.info("stage 1: SASRec teacher %d of %d on %d of %d training examples", k + 1, folds, len(keep), len(train))
+        teachers.append(fit_sasrec_teacher(keep, catalog, held, seed))
+    return teachers

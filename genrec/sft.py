@@ -122,6 +122,10 @@ class SFTStageConfig:
                 "items under the line's true coarser codes and grouped by this level's code "
                 "(genrec/collab_distill.py). SASRec is trained on the train split first, as the evaluation trains it "
                 "(0 = off)."})
+    sasrec_distill_folds: int = field(default=1, metadata={
+        "help": "Cross-fitted SASRec teachers: with k > 1, k teachers, each trained on the users outside one fold and "
+                "teaching that fold's rows, so a row's soft target is SASRec's prediction for an unseen user "
+                "(1 = one teacher trained on every training user)."})
     sasrec_distill_temperature: float = field(default=1.0, metadata={
         "help": "Softmax temperature of the SASRec teacher's scores (> 1 flattens its distribution)."})
     dropout: float = field(default=0.0, metadata={
@@ -164,6 +168,8 @@ class SFTStageConfig:
         if self.sasrec_distill_weight > 0 and self.stage != 1:
             raise ValueError("--sasrec_distill_weight applies to stage 1 (stage 2 distils from the stage-1 model: "
                              "--distill_weight)")
+        if self.sasrec_distill_folds < 1:
+            raise ValueError(f"--sasrec_distill_folds must be >= 1, got {self.sasrec_distill_folds}")
         if not self.sasrec_distill_temperature > 0:
             raise ValueError(f"--sasrec_distill_temperature must be > 0, got {self.sasrec_distill_temperature}")
         if not 0.0 <= self.dropout < 1.0:
@@ -557,7 +563,8 @@ def train_sft(
             raise ValueError("--sasrec_distill_weight needs padded batches: set --padding_free false")
         from genrec.collab_distill import SASRecDistiller
 
-        distiller = SASRecDistiller(sasrec, tokenizer, sid_map, stage.sasrec_distill_temperature)
+        teachers, row_teacher = sasrec if isinstance(sasrec, tuple) else (sasrec, None)
+        distiller = SASRecDistiller(teachers, tokenizer, sid_map, stage.sasrec_distill_temperature, row_teacher)
     trainer = GenrecSFTTrainer(
         model=model,
         args=args,
@@ -582,6 +589,9 @@ def train_sft(
             model_folder.save_model_folder(final, info, model=trained, tokenizer=tokenizer, sid_map=sid_map,
                                            prompt_cfg=prompt_cfg)
         trainer.accelerator.wait_for_everyone()
+    if getattr(distiller, "unlisted_rows", 0):
+        log.warning("%d training rows matched no cross-fitted SASRec teacher and were taught by teacher 1",
+                    distiller.unlisted_rows)
     return final
 
 
@@ -629,6 +639,26 @@ def check_prompt_consistency(model_dir: str | Path, traces_dir: str | Path, trac
                          f"trained with ({shown}); rebuild the traces with the model's prompt flags")
 
 
+def sasrec_teachers(stage: SFTStageConfig, rec, sid_map: SIDMap, tokenizer, prompt_cfg: PromptConfig, seed: int):
+    """The SASRec teacher(s) of `--sasrec_distill_weight`: one SASRec, or (teachers, row -> teacher) when cross-fitted,
+    where each user's `sequence` rows map to the teacher that did not train on that user."""
+    from genrec.collab_distill import fit_cross_teachers, fit_sasrec_teacher, user_fold
+
+    folds = stage.sasrec_distill_folds
+    if folds == 1:
+        return fit_sasrec_teacher(rec.train, rec.catalog, rec.valid, seed)
+    if "sequence" not in stage.tasks():
+        raise ValueError("--sasrec_distill_folds > 1 needs the stage-1 task 'sequence' (its rows are matched to users)")
+    by_user: dict[str, list[Example]] = {}
+    for ex in rec.train:
+        by_user.setdefault(ex.user_id, []).append(ex)
+    row_teacher = {}
+    for user, examples in by_user.items():
+        for ids in sequence_rows(rec.catalog, sid_map, examples, tokenizer, prompt_cfg)["input_ids"]:
+            row_teacher[tuple(ids)] = user_fold(user, folds)
+    return fit_cross_teachers(rec.train, rec.catalog, rec.valid, seed, folds), row_teacher
+
+
 def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: SFTConfig) -> Path:
     """What `genrec sft` runs: build the stage's dataset, check inputs, train, save out/final."""
     for name in ("model", "sid_map"):
@@ -656,9 +686,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
                                                     ["history2sid"]))
         used_prompt_cfg = prompt_cfg
         if stage.sasrec_distill_weight > 0:
-            from genrec.collab_distill import fit_sasrec_teacher
-
-            sasrec = fit_sasrec_teacher(rec.train, rec.catalog, rec.valid, seed)
+            sasrec = sasrec_teachers(stage, rec, sid_map, tokenizer, prompt_cfg, seed)
     else:
         if not stage.traces:
             raise ValueError("--traces is required for stage 2")

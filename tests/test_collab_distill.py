@@ -8,10 +8,10 @@ import torch
 
 from eval.baselines.sasrec import SASRec, SASRecConfig
 from genrec.cli import main
-from genrec.collab_distill import SASRecDistiller
+from genrec.collab_distill import SASRecDistiller, user_fold
 from genrec.modeling import load_model_and_tokenizer, load_tokenizer
 from genrec.prompts import PromptConfig
-from genrec.sft import SFTStageConfig, sequence_rows
+from genrec.sft import SFTStageConfig, sasrec_teachers, sequence_rows
 from tests.helpers_tiny import tiny_model_dir, tiny_recdata, tiny_sid_map, write_tiny_data_dir
 
 torch.set_num_threads(1)
@@ -89,3 +89,35 @@ def test_stage1_with_the_sasrec_teacher_through_the_cli(tmp_path):
         SFTStageConfig(stage=2, sasrec_distill_weight=0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         SFTStageConfig(stage=1, sasrec_distill_weight=1.5)
+
+
+def test_cross_fitted_teachers_teach_the_users_they_did_not_train_on():
+    tok = load_tokenizer(tiny_model_dir())
+    cfg = PromptConfig(reasoning=False)
+    stage = SFTStageConfig(stage=1, sasrec_distill_weight=0.5, sasrec_distill_folds=2)
+    teachers, row_teacher = sasrec_teachers(stage, REC, SIDS, tok, cfg, seed=0)
+    assert len(teachers) == 2
+    users = {ex.user_id for ex in REC.train}
+    assert {user_fold(u, 2) for u in users} == {0, 1}  # both folds hold users here
+    owners: dict[tuple, set] = {}
+    for user in users:
+        rows = sequence_rows(REC.catalog, SIDS, [ex for ex in REC.train if ex.user_id == user], tok, cfg)
+        for ids in rows["input_ids"]:
+            owners.setdefault(tuple(ids), set()).add(user)
+    own = {row: users_ for row, users_ in owners.items() if len(users_) == 1}  # rows two users share are either's
+    assert len(own) > len(owners) / 2
+    for row, (user,) in own.items():  # every row of a user goes to the teacher of the user's fold
+        assert row_teacher[row] == user_fold(user, 2)
+    rows = sequence_rows(REC.catalog, SIDS, REC.train, tok, cfg)
+    inputs, mask, labels = _batch(rows, 4)
+    both = SASRecDistiller(teachers, tok, SIDS, row_teacher=row_teacher).targets(inputs, mask, labels)
+    for k in (0, 1):  # each row's targets are those of its own teacher alone
+        alone = SASRecDistiller(teachers[k], tok, SIDS).targets(inputs, mask, labels)
+        mine = torch.tensor([row_teacher[tuple(inputs[b, :int(mask[b].sum())].tolist())] == k
+                             for b in both[0].tolist()])
+        assert torch.equal(both[0], alone[0]) and torch.equal(both[1], alone[1])
+        assert torch.allclose(both[2][mine], alone[2][mine])
+        if (~mine).any():
+            assert not torch.allclose(both[2][~mine], alone[2][~mine])
+    with pytest.raises(ValueError, match="folds"):
+        SFTStageConfig(stage=1, sasrec_distill_folds=0)
