@@ -79,6 +79,10 @@ class SASRecDistiller:
                 codes[col] = torch.tensor(c)
                 self.column[tuple(c)] = col
         self.codes = codes
+        # prefix_id[l, column]: which distinct prefix of l codes the item has (level 0: the empty prefix, all 0)
+        self.prefix_id = torch.zeros(self.levels, len(codes), dtype=torch.long)
+        for level in range(1, self.levels):
+            _, self.prefix_id[level] = torch.unique(codes[:, :level], dim=0, return_inverse=True)
 
     def lines(self, ids: list[int]) -> list[tuple[int, int]]:
         """(start position, SASRec column) of every item line of one row, in order."""
@@ -141,11 +145,9 @@ class SASRecDistiller:
             if len(pick):
                 h = model.states(seqs_t)[seq_of_t[pick], pos_of_t[pick]]
                 p[pick] = torch.softmax(model.item_scores(h).float() / self.temperature, dim=-1)
-        true = self.codes[torch.tensor(item_of)]  # (N, levels)
         level = torch.tensor(level_of)
-        # items under the line's true codes 1..l-1 (all items at level 0)
-        depth = torch.arange(self.levels)[None, None, :] < level[:, None, None]
-        same = ((self.codes[None] == true[:, None]) | ~depth).all(-1)  # (N, items + 1)
+        prefixes = self.prefix_id[level]  # (N, items + 1)
+        same = prefixes == prefixes.gather(1, torch.tensor(item_of)[:, None])  # under the line's true codes 1..l-1
         mass = p * same
         item_code = self.codes[:, level].T  # (N, items + 1): each item's code at the target's level
         width = self.level_token.shape[1]
