@@ -230,10 +230,23 @@ def test_llm_teacher_with_smollm2(tmp_path):
 def test_max_examples_is_a_seeded_sample_in_split_order():
     """Not the split's head (the first users only): a sample over the whole split, the same for the same seed, in
     the split's order; a limit at or above the split's size keeps it whole and unchanged."""
-    from genrec.data.splits import seeded_subset as sample_examples
+    from genrec.data.splits import seeded_subset
 
     items = list(range(1000))
-    a = sample_examples(items, 100, 0)
-    assert len(a) == 100 and a == sorted(a) and a == sample_examples(items, 100, 0)
-    assert a != sample_examples(items, 100, 1) and a != items[:100] and max(a) > 500
-    assert sample_examples(items, 1000, 0) is items and sample_examples(items, 0, 0) is items
+    a = seeded_subset(items, 100, 0)
+    assert len(a) == 100 and a == sorted(a) and a == seeded_subset(items, 100, 0)
+    assert a != seeded_subset(items, 100, 1) and a != items[:100] and max(a) > 500
+    assert seeded_subset(items, 1000, 0) is items and seeded_subset(items, 0, 0) is items
+
+
+def test_trace_sample_rate_reads_the_recorded_counts_and_names_a_bad_field(tmp_path):
+    from genrec.traces.budget import TRACES_CONFIG_FILE, trace_sample_rate
+
+    assert trace_sample_rate(tmp_path) == 1.0  # nothing recorded: the traces are the whole split
+    path = tmp_path / TRACES_CONFIG_FILE
+    path.write_text(json.dumps({"counts": {"train": 300}, "split_examples": {"train": 1200}}))
+    assert trace_sample_rate(tmp_path) == 0.25
+    assert trace_sample_rate(tmp_path, "valid") == 1.0
+    path.write_text(json.dumps({"counts": [300], "split_examples": {"train": 1200}}))  # hand-edited, wrong shape
+    with pytest.raises(ValueError, match=r"traces_config.json: 'counts' must map split names"):
+        trace_sample_rate(tmp_path)

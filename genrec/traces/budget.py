@@ -79,5 +79,13 @@ def trace_sample_rate(traces: str | Path, split: str = "train") -> float:
     """The share of the split's examples the traces hold (1.0 unless `genrec traces --max_examples` sampled them):
     stage 2 samples the stage-1 rows it replays at the same rate, so its mixture stays the split's."""
     info = _recorded(traces)
-    kept, total = info.get("counts", {}).get(split), info.get("split_examples", {}).get(split)
+    numbers = []
+    for key in ("counts", "split_examples"):
+        table = info.get(key, {})
+        value = table.get(split) if isinstance(table, dict) else table
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{Path(traces) / TRACES_CONFIG_FILE}: '{key}' must map split names to example counts "
+                             f"(e.g. {{\"{split}\": 1200}}), got {table!r}")
+        numbers.append(value)
+    kept, total = numbers
     return kept / total if kept is not None and total else 1.0
