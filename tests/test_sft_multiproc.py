@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _sft(cmd: list[str], data: Path, sid_map: Path, model: Path, out: Path, per_device: int, cwd: Path) -> None:
     args = ["sft", "--stage", "1", "--model", str(model), "--sid_map", str(sid_map), "--data", str(data),
             "--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", str(per_device),
-            "--gradient_accumulation_steps", "1", "--optim", "sgd", "--max_grad_norm", "0", "--learning_rate", "1.0", "--lr_scheduler_type",
-            "constant", "--warmup_steps", "0", "--sid_loss_weight", "2", "--loss_impl", "full",
+            "--gradient_accumulation_steps", "1", "--optim", "sgd", "--max_grad_norm", "0", "--learning_rate", "1.0",
+            "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--sid_loss_weight", "2", "--loss_impl", "full",
             "--train_sampling_strategy", "random", "--save_steps", "1", "--eval_valid", "false", "--use_cpu", "true",
             "--disable_tqdm", "true", "--report_to", "none", "--seed", "0", "--dataloader_drop_last", "true"]
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
