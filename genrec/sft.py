@@ -170,6 +170,8 @@ class SFTStageConfig:
                              "--distill_weight)")
         if self.sasrec_distill_folds < 1:
             raise ValueError(f"--sasrec_distill_folds must be >= 1, got {self.sasrec_distill_folds}")
+        if self.sasrec_distill_folds > 1 and self.sasrec_distill_weight == 0:
+            raise ValueError("--sasrec_distill_folds applies with --sasrec_distill_weight > 0")
         if not self.sasrec_distill_temperature > 0:
             raise ValueError(f"--sasrec_distill_temperature must be > 0, got {self.sasrec_distill_temperature}")
         if not 0.0 <= self.dropout < 1.0:
@@ -559,12 +561,14 @@ def train_sft(
     elif stage.sasrec_distill_weight > 0:
         if sasrec is None:
             raise ValueError("--sasrec_distill_weight needs the fitted SASRec teacher (genrec.sft.run_stage fits it)")
-        if getattr(args, "padding_free", False):
-            raise ValueError("--sasrec_distill_weight needs padded batches: set --padding_free false")
+        if getattr(args, "padding_free", False) or getattr(args, "packing", False):
+            raise ValueError("--sasrec_distill_weight reads each row's lines: set --padding_free false and --packing "
+                             "false")
         from genrec.collab_distill import SASRecDistiller
 
         teachers, row_teacher = sasrec if isinstance(sasrec, tuple) else (sasrec, None)
-        distiller = SASRecDistiller(teachers, tokenizer, sid_map, stage.sasrec_distill_temperature, row_teacher)
+        distiller = SASRecDistiller(teachers, tokenizer, sid_map, stage.sasrec_distill_temperature, row_teacher,
+                                    vocab_size=model.get_input_embeddings().weight.shape[0])
     trainer = GenrecSFTTrainer(
         model=model,
         args=args,
@@ -589,9 +593,6 @@ def train_sft(
             model_folder.save_model_folder(final, info, model=trained, tokenizer=tokenizer, sid_map=sid_map,
                                            prompt_cfg=prompt_cfg)
         trainer.accelerator.wait_for_everyone()
-    if getattr(distiller, "unlisted_rows", 0):
-        log.warning("%d training rows matched no cross-fitted SASRec teacher and were taught by teacher 1",
-                    distiller.unlisted_rows)
     return final
 
 
@@ -647,15 +648,16 @@ def sasrec_teachers(stage: SFTStageConfig, rec, sid_map: SIDMap, tokenizer, prom
     folds = stage.sasrec_distill_folds
     if folds == 1:
         return fit_sasrec_teacher(rec.train, rec.catalog, rec.valid, seed)
-    if "sequence" not in stage.tasks():
-        raise ValueError("--sasrec_distill_folds > 1 needs the stage-1 task 'sequence' (its rows are matched to users)")
+    if stage.tasks() != ["sequence"]:
+        raise ValueError("--sasrec_distill_folds > 1 needs --stage1_tasks sequence alone (its rows are matched to "
+                         f"users; got {stage.stage1_tasks!r})")
     by_user: dict[str, list[Example]] = {}
     for ex in rec.train:
         by_user.setdefault(ex.user_id, []).append(ex)
     row_teacher = {}
     for user, examples in by_user.items():
         for ids in sequence_rows(rec.catalog, sid_map, examples, tokenizer, prompt_cfg)["input_ids"]:
-            row_teacher[tuple(ids)] = user_fold(user, folds)
+            row_teacher[hash(tuple(ids))] = user_fold(user, folds)
     return fit_cross_teachers(rec.train, rec.catalog, rec.valid, seed, folds), row_teacher
 
 

@@ -75,28 +75,39 @@ def test_stage1_with_the_sasrec_teacher_through_the_cli(tmp_path):
     data = write_tiny_data_dir(tmp_path / "data")
     SIDS.save(tmp_path / "sid_map.json")
     finals = []
-    for weight in ("0.5", "0"):  # same seed, same rows: only the teacher's share differs
-        out = tmp_path / f"sft1_{weight}"
+    for weight, folds in (("0.5", "1"), ("0", "1"), ("0.5", "2")):  # same seed, same rows
+        out = tmp_path / f"sft1_{weight}_{folds}"
         assert main(["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--sid_map",
                      str(tmp_path / "sid_map.json"), "--data", str(data), "--output_dir", str(out),
-                     "--sasrec_distill_weight", weight, "--loss_impl", "full", "--learning_rate", "5e-3",
+                     "--sasrec_distill_weight", weight, "--sasrec_distill_folds", folds, "--loss_impl", "full",
+                     "--learning_rate", "5e-3",
                      "--per_device_train_batch_size", "8", "--max_steps", "6", "--save_steps", "6",
                      "--eval_valid", "false"] + QUIET) == 0
         finals.append(load_model_and_tokenizer(out / "final")[0])
     ids = torch.tensor([[5, 6, 7, 8]])
     assert not torch.allclose(finals[0](ids).logits, finals[1](ids).logits)  # the teacher changed the training
+    assert not torch.allclose(finals[2](ids).logits, finals[1](ids).logits)  # cross-fitted: every row found its teacher
     with pytest.raises(ValueError, match="applies to stage 1"):
         SFTStageConfig(stage=2, sasrec_distill_weight=0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         SFTStageConfig(stage=1, sasrec_distill_weight=1.5)
 
 
-def test_cross_fitted_teachers_teach_the_users_they_did_not_train_on():
+def test_cross_fitted_teachers_teach_the_users_they_did_not_train_on(monkeypatch):
+    import genrec.collab_distill as collab
+
     tok = load_tokenizer(tiny_model_dir())
     cfg = PromptConfig(reasoning=False)
     stage = SFTStageConfig(stage=1, sasrec_distill_weight=0.5, sasrec_distill_folds=2)
+    trained_on = []  # the users each teacher is fitted on (the real fit runs)
+    fit = collab.fit_sasrec_teacher
+    monkeypatch.setattr(collab, "fit_sasrec_teacher", lambda train, *a, **k: (
+        trained_on.append({ex.user_id for ex in train}), fit(train, *a, **k))[1])
     teachers, row_teacher = sasrec_teachers(stage, REC, SIDS, tok, cfg, seed=0)
     assert len(teachers) == 2
+    for k, users_k in enumerate(trained_on):
+        assert users_k and all(user_fold(u, 2) != k for u in users_k)  # teacher k never saw fold k
+    assert set.union(*trained_on) == {ex.user_id for ex in REC.train}
     users = {ex.user_id for ex in REC.train}
     assert {user_fold(u, 2) for u in users} == {0, 1}  # both folds hold users here
     owners: dict[tuple, set] = {}
@@ -107,13 +118,13 @@ def test_cross_fitted_teachers_teach_the_users_they_did_not_train_on():
     own = {row: users_ for row, users_ in owners.items() if len(users_) == 1}  # rows two users share are either's
     assert len(own) > len(owners) / 2
     for row, (user,) in own.items():  # every row of a user goes to the teacher of the user's fold
-        assert row_teacher[row] == user_fold(user, 2)
+        assert row_teacher[hash(row)] == user_fold(user, 2)
     rows = sequence_rows(REC.catalog, SIDS, REC.train, tok, cfg)
     inputs, mask, labels = _batch(rows, 4)
     both = SASRecDistiller(teachers, tok, SIDS, row_teacher=row_teacher).targets(inputs, mask, labels)
     for k in (0, 1):  # each row's targets are those of its own teacher alone
         alone = SASRecDistiller(teachers[k], tok, SIDS).targets(inputs, mask, labels)
-        mine = torch.tensor([row_teacher[tuple(inputs[b, :int(mask[b].sum())].tolist())] == k
+        mine = torch.tensor([row_teacher[hash(tuple(inputs[b, :int(mask[b].sum())].tolist()))] == k
                              for b in both[0].tolist()])
         assert torch.equal(both[0], alone[0]) and torch.equal(both[1], alone[1])
         assert torch.allclose(both[2][mine], alone[2][mine])
@@ -121,3 +132,6 @@ def test_cross_fitted_teachers_teach_the_users_they_did_not_train_on():
             assert not torch.allclose(both[2][~mine], alone[2][~mine])
     with pytest.raises(ValueError, match="folds"):
         SFTStageConfig(stage=1, sasrec_distill_folds=0)
+    with pytest.raises(ValueError, match="matches no cross-fitted"):  # a row changed on its way (e.g. truncated)
+        SASRecDistiller(teachers, tok, SIDS, row_teacher=row_teacher).targets(inputs[:, :-3], mask[:, :-3],
+                                                                            labels[:, :-3])

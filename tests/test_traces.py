@@ -250,3 +250,6 @@ def test_trace_sample_rate_reads_the_recorded_counts_and_names_a_bad_field(tmp_p
     path.write_text(json.dumps({"counts": [300], "split_examples": {"train": 1200}}))  # hand-edited, wrong shape
     with pytest.raises(ValueError, match=r"traces_config.json: 'counts' must map split names"):
         trace_sample_rate(tmp_path)
+    path.write_text(json.dumps({"counts": {"train": 300}, "split_examples": 1200}))  # a bare number, not a mapping
+    with pytest.raises(ValueError, match=r"'split_examples' must map split names"):
+        trace_sample_rate(tmp_path)

@@ -82,8 +82,9 @@ def trace_sample_rate(traces: str | Path, split: str = "train") -> float:
     numbers = []
     for key in ("counts", "split_examples"):
         table = info.get(key, {})
-        value = table.get(split) if isinstance(table, dict) else table
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        value = table.get(split) if isinstance(table, dict) else None
+        if not isinstance(table, dict) or (
+                value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0)):
             raise ValueError(f"{Path(traces) / TRACES_CONFIG_FILE}: '{key}' must map split names to example counts "
                              f"(e.g. {{\"{split}\": 1200}}), got {table!r}")
         numbers.append(value)
