@@ -10,6 +10,7 @@ divisor or a missing gather change the weights (checked: dropping the gather fai
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,10 @@ def test_two_processes_take_the_step_of_one(tmp_path):
     tiny_sid_map().save(sid_map)
     py = sys.executable
     _sft([py, "-m", "genrec.cli"], data, sid_map, model, tmp_path / "one", 4, tmp_path)
-    _sft([py, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29611", "-m", "genrec.cli"],
+    with socket.socket() as sock:  # a free port, so parallel test runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    _sft([py, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m", "genrec.cli"],
          data, sid_map, model, tmp_path / "two", 2, tmp_path)
     start = load_model_and_tokenizer(model)[0].state_dict()
     one = load_model_and_tokenizer(tmp_path / "one" / "final")[0].state_dict()
