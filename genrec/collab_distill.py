@@ -125,7 +125,7 @@ class SASRecDistiller:
         lengths = (attention_mask.sum(1) if attention_mask is not None else
                    torch.full((input_ids.shape[0],), input_ids.shape[1])).tolist()
         has_label = (labels != -100).tolist()
-        seqs, teacher_of, rows, cols, line_of, item_of, level_of = [], [], [], [], [], [], []
+        seqs, teacher_idx, rows, cols, line_of, item_of, level_of = [], [], [], [], [], [], []
         for b, (ids, n) in enumerate(zip(input_ids.tolist(), lengths)):
             found = self.lines(ids[:n])
             if len(found) < 2:
@@ -147,11 +147,11 @@ class SASRecDistiller:
                     item_of.append(col)
                     level_of.append(t - start)
                 seqs.append([0] * (self.max_len - len(context)) + context)
-                teacher_of.append(teacher)
+                teacher_idx.append(teacher)
         if not rows:
             empty = torch.zeros(0, dtype=torch.long, device=dev)
             return empty, empty, torch.zeros(0, self.vocab_size, device=dev)
-        seqs_t, teacher_t = torch.tensor(seqs, dtype=torch.long), torch.tensor(teacher_of)
+        seqs_t, teacher_t = torch.tensor(seqs, dtype=torch.long), torch.tensor(teacher_idx)
         p = torch.zeros(len(seqs), self.codes.shape[0])  # (lines, items + 1): one softmax per taught line
         for k, model in enumerate(self.models):
             pick = torch.nonzero(teacher_t == k).flatten()

@@ -253,7 +253,8 @@ def sequence_rows(
 
     The text up to item j's answer is exactly `build_prompt` of the example (history = the window's earlier items),
     so one forward pass trains every position as the model is asked at inference. Tokenized here (input_ids and
-    completion_mask) because the loss spans are not one completion; TRL turns the mask into labels.
+    completion_mask) because the loss spans are not one completion; TRL turns the mask into labels. `user`: whose
+    sequence each row is (not a training column).
     """
     if prompt_cfg.use_chat_template:
         raise ValueError("stage-1 task 'sequence' needs plain prompts (use_chat_template=false); "
@@ -270,7 +271,7 @@ def sequence_rows(
     for ex in examples:
         if ex.target in sid_map:
             by_user.setdefault(ex.user_id, []).append(ex)
-    rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": []}
+    rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": [], "user": []}
     for user, user_examples in by_user.items():
         profile = user_examples[0].profile.strip() if cfg.include_profile else ""
         for items, first_target in reconstruct_sequences(user_examples):
@@ -298,6 +299,7 @@ def rows_for_sequence(items, first_target: int, user: str, profile: str, catalog
         mask = [int(e > s and any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
         rows["input_ids"].append(enc["input_ids"])
         rows["completion_mask"].append(mask)
+        rows["user"].append(user)
         rows["task"].append("sequence")
 
 
@@ -526,7 +528,7 @@ def train_sft(
     sasrec=None,
 ) -> Path:
     """Fine-tune `model_path` on prompt/completion rows with TRL; save `<output_dir>/final`; return it.
-    `sasrec`: the fitted SASRec teacher of `stage.sasrec_distill_weight`."""
+    `sasrec`: (teachers, row -> teacher) of `stage.sasrec_distill_weight`, from `sasrec_teachers`."""
     stage = stage or SFTStageConfig()
     model, tokenizer = load_model_and_tokenizer(model_path, dtype=weights_dtype(args))
     check_model_tokens(tokenizer, sid_map, model, where=str(model_path))
@@ -566,7 +568,7 @@ def train_sft(
                              "false")
         from genrec.collab_distill import SASRecDistiller
 
-        teachers, row_teacher = sasrec if isinstance(sasrec, tuple) else (sasrec, None)
+        teachers, row_teacher = sasrec
         distiller = SASRecDistiller(teachers, tokenizer, sid_map, stage.sasrec_distill_temperature, row_teacher,
                                     vocab_size=model.get_input_embeddings().weight.shape[0])
     trainer = GenrecSFTTrainer(
@@ -641,23 +643,18 @@ def check_prompt_consistency(model_dir: str | Path, traces_dir: str | Path, trac
 
 
 def sasrec_teachers(stage: SFTStageConfig, rec, sid_map: SIDMap, tokenizer, prompt_cfg: PromptConfig, seed: int):
-    """The SASRec teacher(s) of `--sasrec_distill_weight`: one SASRec, or (teachers, row -> teacher) when cross-fitted,
-    where each user's `sequence` rows map to the teacher that did not train on that user."""
+    """The SASRec teacher(s) of `--sasrec_distill_weight` as (teachers, row -> teacher): one SASRec and None, or when
+    cross-fitted one per fold and hash(a `sequence` row's token ids) -> the teacher that did not train on its user."""
     from genrec.collab_distill import fit_cross_teachers, fit_sasrec_teacher, user_fold
 
     folds = stage.sasrec_distill_folds
     if folds == 1:
-        return fit_sasrec_teacher(rec.train, rec.catalog, rec.valid, seed)
+        return fit_sasrec_teacher(rec.train, rec.catalog, rec.valid, seed), None
     if stage.tasks() != ["sequence"]:
         raise ValueError("--sasrec_distill_folds > 1 needs --stage1_tasks sequence alone (its rows are matched to "
                          f"users; got {stage.stage1_tasks!r})")
-    by_user: dict[str, list[Example]] = {}
-    for ex in rec.train:
-        by_user.setdefault(ex.user_id, []).append(ex)
-    row_teacher = {}
-    for user, examples in by_user.items():
-        for ids in sequence_rows(rec.catalog, sid_map, examples, tokenizer, prompt_cfg)["input_ids"]:
-            row_teacher[hash(tuple(ids))] = user_fold(user, folds)
+    rows = sequence_rows(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg)
+    row_teacher = {hash(tuple(ids)): user_fold(user, folds) for ids, user in zip(rows["input_ids"], rows["user"])}
     return fit_cross_teachers(rec.train, rec.catalog, rec.valid, seed, folds), row_teacher
 
 
