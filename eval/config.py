@@ -77,6 +77,18 @@ class EvalConfig:
                   "'<model>+repeat', eval/repeat.py): p = (1-w) p_model + w p(recency rank), w = share of valid "
                   "targets found in their own history. Reuses the model's beams (no extra search)."},
     )
+    sasrec_prior: str = field(default="auto", metadata={
+        "help": "Also report each model fused with SASRec at decoding (rows '<model>+sasrec', a hybrid of the two, "
+                "eval/collab_prior.py): log p_model + w log p_SASRec over the model's list and SASRec's top items, "
+                "w fitted on held-out valid users. 'auto' = when sasrec is among --baselines (it is trained anyway); "
+                "'true' trains SASRec for it; 'false' = off. Writes the SASRec to <output_dir>/sasrec for "
+                "`genrec recommend --sasrec`.",
+        "choices": ["auto", "true", "false"]})
+    sasrec_prior_users: int = field(default=500, metadata={
+        "help": "Valid users the SASRec weight is fitted on (a seeded sample; 0 = all): one more beam search per "
+                "model on them."})
+    sasrec_prior_candidates: int = field(default=20, metadata={
+        "help": "SASRec's top items that join each model list in the fusion."})
     save_predictions: bool = field(
         default=True, metadata={"help": "Write predictions_<method>_<protocol>.jsonl (top-k items, scores, reasoning) for models."}
     )
@@ -107,6 +119,11 @@ class EvalConfig:
                 self.max_block_tokens = traces_block_budget(self.traces)[0]
         if self.max_block_tokens < self.min_block_tokens or self.min_block_tokens < 0:
             raise ValueError(f"--min_block_tokens {self.min_block_tokens} must be in [0, max_block_tokens={self.max_block_tokens}]")
+        if self.sasrec_prior not in ("auto", "true", "false"):
+            raise ValueError(f"--sasrec_prior must be auto, true or false, got {self.sasrec_prior!r}")
+        if self.sasrec_prior_users < 0 or self.sasrec_prior_candidates < 1:
+            raise ValueError("--sasrec_prior_users must be >= 0 and --sasrec_prior_candidates >= 1, got "
+                             f"{self.sasrec_prior_users} and {self.sasrec_prior_candidates}")
         if self.max_users < 0:
             raise ValueError(f"--max_users must be >= 0, got {self.max_users}")
         layouts, models = self.layout_list(), self.model_list()
@@ -118,6 +135,12 @@ class EvalConfig:
         from eval.beam import parse_level_weights
 
         return parse_level_weights(self.level_weights)
+
+    def sasrec_prior_on(self) -> bool:
+        """Whether the '+sasrec' rows are asked for (models given, and 'true', or 'auto' with sasrec a baseline)."""
+        if not self.model_list() or self.sasrec_prior == "false":
+            return False
+        return self.sasrec_prior == "true" or "sasrec" in self.baseline_list()
 
     def model_block_budget(self) -> int:
         """The `max_block_tokens` to load a model with: 0 (the folder's budget) when auto without traces."""

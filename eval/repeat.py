@@ -109,21 +109,28 @@ def fit_prior(data, eval_split: str = "test") -> RepeatPrior:
     return RepeatPrior.fit(getattr(data, split), split)
 
 
+def list_log_probs(beams) -> list[tuple[str, float]]:
+    """(item, log p) in the list's own order, with the list's plain log-probabilities sorted largest first.
+
+    With level weights (eval/beam.py) the list's order is not the order of the plain log-probabilities its beams
+    carry; giving them out in list order keeps the model's ranking and the list's probability mass."""
+    by_rank = sorted((b.score for b in beams), reverse=True)
+    return [(b.item_id, lp) for b, lp in zip(beams, by_rank)]
+
+
 def apply_repeat_prior(prior: RepeatPrior, beams_per_user, examples: Sequence[Example], k: int, beam_factory):
     """The prior applied to each user's beam list; `beam_factory(item_id, log_p)` builds a beam for a
     history item the model did not return. Beams the prior keeps carry their reasoning, with the mixed score.
 
-    The list's own order is the model's ranking: with level weights (eval/beam.py) it is not the order of the plain
-    log-probabilities each beam carries. So the model mode gives the list's plain probabilities, largest first, to
-    its items in list order: the mixture keeps the model's order among its items and the list's probability mass.
-    Without level weights the list is already in that order and this is the plain mixture."""
+    The model mode is `list_log_probs(beams)`: the mixture keeps the model's order among its items and the list's
+    probability mass. Without level weights the list is already in that order and this is the plain mixture."""
     out = []
     for beams, ex in zip(beams_per_user, examples):
         by_item = {b.item_id: b for b in beams}
-        by_rank = sorted((b.score for b in beams), reverse=True)
-        mixed = prior.mix([(b.item_id, lp) for b, lp in zip(beams, by_rank)], ex.history, k)
+        mixed = prior.mix(list_log_probs(beams), ex.history, k)
         out.append([replace(by_item[it], score=lp) if it in by_item else beam_factory(it, lp) for it, lp in mixed])
     return out
 
 
-__all__ = ["REPEAT_SUFFIX", "RepeatPrior", "apply_repeat_prior", "fit_prior", "prior_split", "recent_distinct"]
+__all__ = ["REPEAT_SUFFIX", "RepeatPrior", "apply_repeat_prior", "fit_prior", "list_log_probs", "prior_split",
+           "recent_distinct"]

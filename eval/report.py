@@ -112,6 +112,11 @@ def write_report(out_dir: str | Path, results: Results, meta: Mapping | None = N
               f"{meta['repeat_prior'].get('split') or 'valid'} split (weight {meta['repeat_prior']['weight']:.3f} = "
               "share of its targets found in their own history; "
               "eval/repeat.py); under `new` it equals the model's row.", ""] if meta.get("repeat_prior") else []),
+           *([f"`+sasrec` rows: a hybrid of two models, not the generative model alone: its list and SASRec's top "
+              f"{meta['sasrec_prior']['candidates']} items scored by log p_model + w log p_SASRec, w fitted per row on "
+              f"{meta['sasrec_prior']['fit_users']} users of the valid split (eval/collab_prior.py; the weights are in "
+              "eval_report.json under methods). `+sasrec+repeat`: the repeat prior on the fused list.", ""]
+             if meta.get("sasrec_prior") else []),
            f"![Recall@K]({RECALL_PNG})", f"![NDCG@K]({NDCG_PNG})", ""]
     paired = meta.get("paired_ndcg10") or {}
     if paired:

@@ -8,17 +8,22 @@ import time
 from pathlib import Path
 
 from eval.baselines import MostPop, RecentItems, SASRec, SASRecConfig
+from eval.collab_prior import SASREC_SUFFIX, CollabPrior, apply_collab_prior
 from eval.config import EvalConfig
 from eval.generative import load_generative
 from eval.harness import check_k, evaluate_ranker, validate_examples
 from eval.metrics import paired_difference
 from eval.protocols import excludes_history, select_examples
-from eval.repeat import REPEAT_SUFFIX, apply_repeat_prior, fit_prior
+from eval.repeat import REPEAT_SUFFIX, apply_repeat_prior, fit_prior, list_log_probs
 from eval.report import write_report
 from genrec.data.splits import seeded_subset
 from genrec.model_folder import load_info, resolve_layout
 from genrec.stage_output import begin_writing, end_writing
 from sid_tokenizer.sidmap import atomic_write_text
+
+
+SASREC_SUBDIR = "sasrec"  # <output_dir>/sasrec: the SASRec of the '+sasrec' rows, for `genrec recommend --sasrec`
+COLLAB_JSON = "collab_prior.json"  # in that folder: the fitted weight of each evaluated model
 
 
 def _log(msg: str) -> None:
@@ -69,15 +74,26 @@ def _predictions_path(out_dir: Path, name: str, protocol: str, save: bool = True
     return out_dir / f"predictions_{name.replace(':', '_').replace('/', '_')}_{protocol}.jsonl"
 
 
+def _strip_suffix(method: str) -> str | None:
+    """The row a derived row re-ranks ('x+sasrec+repeat' -> 'x+sasrec' -> 'x'), None for a model's own row."""
+    for suffix in (REPEAT_SUFFIX, SASREC_SUFFIX):
+        if method.endswith(suffix):
+            return method[: -len(suffix)]
+    return None
+
+
 def paired_comparisons(methods: list[str], protocols: list[str], per_user: dict) -> dict[str, dict]:
     """Paired per-user NDCG@10 differences on the same users: each generative model minus the one before it
-    (stage 1 -> stage 2 -> RL in `genrec run`), each repeat-mixture row minus its model, and every generative
-    row minus each baseline."""
+    (stage 1 -> stage 2 -> RL in `genrec run`), each re-ranked row ('+sasrec', '+repeat') minus the row it
+    re-ranks, and every generative row minus each baseline."""
     generative = [m for m in methods if m.startswith("genrec")]
-    models = [m for m in generative if not m.endswith(REPEAT_SUFFIX)]
+    models = [m for m in generative if _strip_suffix(m) is None]
     baselines = [m for m in methods if not m.startswith("genrec")]
     pairs = list(zip(models[1:], models[:-1]))
-    pairs += [(m, m[: -len(REPEAT_SUFFIX)]) for m in generative if m.endswith(REPEAT_SUFFIX)]
+    pairs += [(m, _strip_suffix(m)) for m in generative if _strip_suffix(m) in methods]
+    both = SASREC_SUFFIX + REPEAT_SUFFIX  # the hybrid with the prior against the model with the prior
+    pairs += [(m, m[: -len(both)] + REPEAT_SUFFIX) for m in generative
+              if m.endswith(both) and m[: -len(both)] + REPEAT_SUFFIX in methods]
     pairs += [(m, b) for m in generative for b in baselines]
     out: dict[str, dict] = {}
     for p in protocols:
@@ -86,6 +102,67 @@ def paired_comparisons(methods: list[str], protocols: list[str], per_user: dict)
             if ua is not None and ub is not None:
                 out[f"{a} - {b} [{p}]"] = paired_difference(ua, ub, seed=0)
     return out
+
+
+def _train_sasrec(cfg: EvalConfig, data) -> tuple[SASRec, float]:
+    t0 = time.perf_counter()
+    _log(f"training SASRec on {len(data.train)} examples (early stopping on valid NDCG@10)")
+    method = SASRec(SASRecConfig(max_epochs=cfg.sasrec_max_epochs, seed=cfg.seed, progress=cfg.progress))
+    method.fit(data.train, data.catalog, data.valid)
+    return method, time.perf_counter() - t0
+
+
+class _Repeat:
+    """Re-rank a list with the repeat prior (the '+repeat' rows); under `new` the list is kept."""
+
+    def __init__(self, prior, rec) -> None:
+        self.prior, self.rec = prior, rec
+
+    def __call__(self, beams, exs, k, exclude):
+        return beams if exclude else apply_repeat_prior(self.prior, beams, exs, k, self.rec.history_beam)
+
+
+class _Hybrid:
+    """Fuse a list with SASRec at the fitted weight (the '+sasrec' rows), then the repeat prior if given."""
+
+    def __init__(self, fitted: CollabPrior, sasrec: SASRec, rec, prior=None, fit_seconds: float = 0.0) -> None:
+        self.fitted, self.sasrec, self.rec, self.prior = fitted, sasrec, rec, prior
+        self.fit_seconds = fit_seconds  # the valid users' beam search and the weight grid
+
+    def __call__(self, beams, exs, k, exclude):
+        sas = self.sasrec.candidate_log_probs(exs, [[b.item_id for b in bs] for bs in beams], self.fitted.candidates,
+                                              exclude)
+        beams = apply_collab_prior(self.fitted.weight, beams, sas, k, self.rec.history_beam)
+        if self.prior is not None and not exclude:
+            beams = apply_repeat_prior(self.prior, beams, exs, k, self.rec.history_beam)
+        return beams
+
+
+def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, cfg: EvalConfig) -> list[tuple[str, object]]:
+    """The rows that re-rank a model's list: '+repeat', then '+sasrec' and '+sasrec+repeat', each SASRec weight
+    fitted on the held-out valid users for the row it serves (one more beam search, on those users)."""
+    rows: list[tuple[str, object]] = []
+    if prior is not None:
+        rows.append((name + REPEAT_SUFFIX, _Repeat(prior, rec)))
+    if sasrec is None:
+        return rows
+    _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users")
+    t0 = time.perf_counter()
+    beams = rec.recommend_beams(collab_examples, k)
+    lists = [list_log_probs(bs) for bs in beams]
+    sas = sasrec.candidate_log_probs(collab_examples, [[b.item_id for b in bs] for bs in beams],
+                                     cfg.sasrec_prior_candidates)
+    fitted = CollabPrior.fit(lists, sas, collab_examples, k, "valid", cfg.sasrec_prior_candidates)
+    rows.append((name + SASREC_SUFFIX, _Hybrid(fitted, sasrec, rec, fit_seconds=time.perf_counter() - t0)))
+    _log(f"{name}{SASREC_SUFFIX}: weight {fitted.weight} (valid NDCG@10 by weight: "
+         + ", ".join(f"{w:g}: {v:.4f}" for w, v in fitted.valid_ndcg10.items()) + ")")
+    if prior is not None:
+        fitted_r = CollabPrior.fit(lists, sas, collab_examples, k, "valid", cfg.sasrec_prior_candidates,
+                                   rerank=lambda fused, ex: prior.mix(fused, ex.history, k))
+        rows.append((name + SASREC_SUFFIX + REPEAT_SUFFIX, _Hybrid(fitted_r, sasrec, rec, prior,
+                                                                   fit_seconds=time.perf_counter() - t0)))
+        _log(f"{name}{SASREC_SUFFIX}{REPEAT_SUFFIX}: weight {fitted_r.weight}")
+    return rows
 
 
 def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path]]:
@@ -126,11 +203,24 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     if data_cfg is not None:
         meta["data_config"] = {k: v for k, v in vars(data_cfg).items()}
 
+    collab_examples, sasrec, sasrec_seconds = [], None, 0.0
+    if cfg.sasrec_prior_on():
+        why_not = ("it fits its weight on the valid split, which is the split evaluated" if cfg.eval_split == "valid"
+                   else "the data has no valid split to fit its weight on" if not data.valid else "")
+        if why_not and cfg.sasrec_prior == "true":
+            raise ValueError(f"--sasrec_prior true: {why_not}; use --sasrec_prior false")
+        if why_not:
+            _log(f"'{SASREC_SUFFIX}' rows skipped: {why_not}")
+        else:
+            collab_examples = seeded_subset(data.valid, cfg.sasrec_prior_users, cfg.seed)
+            validate_examples(collab_examples, data.catalog, split="valid", source=str(cfg.data))
     # Generative models: check every test item has a SID and every layout fits its folder before loading any model.
     layouts = cfg.layout_list()
     for i, model_dir in enumerate(cfg.model_list()):
         sid_map = load_checked_sid_map(model_dir, cfg.sid_map or None, data.catalog, cfg.data, command="evaluate")
         validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data), sid_map=sid_map)
+        if collab_examples:  # the valid users the '+sasrec' weight is fitted on
+            validate_examples(collab_examples, data.catalog, split="valid", source=str(cfg.data), sid_map=sid_map)
         resolve_layout(model_dir, load_info(model_dir), layouts[i] if len(layouts) > 1 else layouts[0])
     labels = model_labels(cfg.model_list())
     prior = fit_prior(data, cfg.eval_split) if cfg.repeat_prior and cfg.model_list() else None
@@ -141,6 +231,10 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         if not prior.weight:
             prior = None
     begin_writing(out_dir)  # until the report is written, readers and `genrec run` see the folder as incomplete
+    if collab_examples:
+        sasrec, sasrec_seconds = _train_sasrec(cfg, data)
+        sasrec.save(out_dir / SASREC_SUBDIR)
+    collab_weights: dict[str, dict] = {}
     for i, model_dir in enumerate(cfg.model_list()):
         layout = layouts[i] if len(layouts) > 1 else layouts[0]
         t0 = time.perf_counter()
@@ -152,9 +246,14 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")
         results[name] = {}
-        mixed_name = name + REPEAT_SUFFIX
-        if prior is not None:
-            results[mixed_name] = {}
+        derived = _derived_rows(name, rec, prior, sasrec, collab_examples, ks[-1], cfg)
+        for row, _ in derived:
+            results[row] = {}
+        hybrids = {row: rerank.fitted.weight for row, rerank in derived if isinstance(rerank, _Hybrid)}
+        if hybrids:  # what `genrec recommend --sasrec` reads for this model
+            collab_weights[str(Path(model_dir).resolve())] = {
+                "method": name, "weight": hybrids[name + SASREC_SUFFIX],
+                "weight_with_repeat_prior": hybrids.get(name + SASREC_SUFFIX + REPEAT_SUFFIX)}
         # One beam search for every protocol: they differ only at the last SID level (SIDBeamSearch.search_variants).
         start = time.perf_counter()
         variants = rec.recommend_beams_variants(examples, ks[-1], [excludes_history(p) for p in protocols])
@@ -177,23 +276,26 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             _log(f"{name} [{protocol}]: ndcg@10={metrics.get('ndcg@10', float('nan')):.4f} "
                  f"recall@10={metrics.get('recall@10', float('nan')):.4f} invalid={int(metrics['invalid'])} "
                  f"({metrics['users_per_second']:.2f} users/s)")
-            if prior is not None:
-                def mixed_ranker(exs, k, exclude, _rec=rec, _protocol=protocol, _name=mixed_name, _store=beams_of):
-                    beams = _store["beams"]
-                    if not exclude:  # the `new` protocol excludes history items: the prior has nothing to add
-                        beams = apply_repeat_prior(prior, beams, exs, k, _rec.history_beam)
-                    return _write_predictions(_predictions_path(out_dir, _name, _protocol, cfg.save_predictions), beams, exs)
+            for row, rerank in derived:
+                def derived_ranker(exs, k, exclude, _rerank=rerank, _protocol=protocol, _row=row, _store=beams_of):
+                    beams = _rerank(_store["beams"], exs, k, exclude)
+                    path = _predictions_path(out_dir, _row, _protocol, cfg.save_predictions)
+                    return _write_predictions(path, beams, exs)
 
-                mixed = evaluate_ranker(mixed_ranker, examples, data.catalog, protocol=protocol, ks=ks,
-                                        sid_map=rec.sid_map, per_user=per_user.setdefault((mixed_name, protocol), {}))
-                mixed["seconds"] += metrics["seconds"]  # the beam search it re-ranks
-                mixed["users_per_second"] = metrics["users_per_second"]
-                results[mixed_name][protocol] = mixed
-                _log(f"{mixed_name} [{protocol}]: ndcg@10={mixed.get('ndcg@10', float('nan')):.4f} "
-                     f"recall@10={mixed.get('recall@10', float('nan')):.4f}")
+                other = evaluate_ranker(derived_ranker, examples, data.catalog, protocol=protocol, ks=ks,
+                                        sid_map=rec.sid_map, per_user=per_user.setdefault((row, protocol), {}))
+                other["seconds"] += metrics["seconds"]  # the beam search it re-ranks
+                other["users_per_second"] = metrics["users_per_second"]
+                results[row][protocol] = other
+                _log(f"{row} [{protocol}]: ndcg@10={other.get('ndcg@10', float('nan')):.4f} "
+                     f"recall@10={other.get('recall@10', float('nan')):.4f}")
         meta["methods"][name] = {"model": model_dir, "layout": rec.layout, "num_beams": cfg.num_beams,
                                  "level_weights": rec.search.level_weights,  # None: the plain log-probability
                                  "max_block_tokens": rec.max_block_tokens, "load_and_eval_seconds": time.perf_counter() - t0}
+        for row, rerank in derived:
+            if isinstance(rerank, _Hybrid):
+                meta["methods"][row] = {"sasrec_prior": rerank.fitted.to_dict(),
+                                        "repeat_prior": rerank.prior is not None, "fit_seconds": rerank.fit_seconds}
 
     # Baselines, through the same harness.
     for base in cfg.baseline_list():
@@ -202,11 +304,11 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             method = MostPop().fit(data.train, data.catalog)
         elif base == "recent":
             method = RecentItems().fit(data.train, data.catalog)
+        elif sasrec is not None:  # trained before the models, for their '+sasrec' rows
+            method = sasrec
         else:
-            _log(f"training SASRec on {len(data.train)} examples (early stopping on valid NDCG@10)")
-            method = SASRec(SASRecConfig(max_epochs=cfg.sasrec_max_epochs, seed=cfg.seed, progress=cfg.progress))
-            method.fit(data.train, data.catalog, data.valid)
-        fit_s = time.perf_counter() - t0
+            method, _ = _train_sasrec(cfg, data)
+        fit_s = sasrec_seconds if method is sasrec else time.perf_counter() - t0
         results[base] = {
             p: evaluate_ranker(method.recommend, examples, data.catalog, protocol=p, ks=ks,
                                per_user=per_user.setdefault((base, p), {})) for p in protocols
@@ -218,6 +320,10 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
 
     if not results:
         raise ValueError("nothing to evaluate: pass --model and/or --baselines")
+    if sasrec is not None:
+        atomic_write_text(out_dir / SASREC_SUBDIR / COLLAB_JSON, json.dumps(collab_weights, indent=1))
+        meta["sasrec_prior"] = {"folder": str(out_dir / SASREC_SUBDIR), "fit_split": "valid",
+                                "fit_users": len(collab_examples), "candidates": cfg.sasrec_prior_candidates}
     meta["protocol_users"] = {p: len(select_examples(examples, p)) for p in protocols}
     meta["excludes_history"] = {p: excludes_history(p) for p in protocols}
     meta["paired_ndcg10"] = paired_comparisons(list(results), protocols, per_user)

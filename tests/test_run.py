@@ -25,11 +25,14 @@ def test_run_end_to_end_resumes(tmp_path):
     results = report["results"]
     assert {"mostpop", "recent", "sasrec"} <= set(results)
     generative = [name for name in results if name.startswith("genrec")]
-    models = [name for name in generative if not name.endswith("+repeat")]
+    models = [name for name in generative if not name.endswith(("+repeat", "+sasrec"))]
     assert sorted(name.rsplit(":", 1)[1] for name in models) == ["rl", "sft1", "sft2"], generative
-    # the repeat-prior rows re-rank each model's own beams (rows only when train targets repeat history items)
-    assert all(name[: -len("+repeat")] in models for name in generative if name.endswith("+repeat"))
-    assert (len(generative) == 6) == (report["meta"]["repeat_prior"]["weight"] > 0)
+    # the repeat-prior rows re-rank each model's own beams (rows only when train targets repeat history items), the
+    # '+sasrec' rows fuse them with the run's SASRec (sasrec is a baseline, so they are on)
+    assert all(name[: -len("+repeat")] in generative for name in generative if name.endswith("+repeat"))
+    assert [name[: -len("+sasrec")] for name in generative if name.endswith("+sasrec")] == models
+    assert (len(generative) == 12) == (report["meta"]["repeat_prior"]["weight"] > 0)
+    assert (out / "eval" / "sasrec" / "collab_prior.json").is_file()
     for name in generative:
         for protocol, metrics in results[name].items():
             assert metrics["invalid"] == 0, (name, protocol)

@@ -21,9 +21,11 @@ learned "no history" state at its last, padding, position instead of NaN).
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +36,9 @@ from eval.baselines.base import Recommender
 from eval.metrics import per_user_ndcg
 from genrec.data.schema import Catalog, Example
 from genrec.data.sequences import reconstruct_sequences, sequence_windows
+
+SASREC_JSON = "sasrec.json"
+SASREC_FORMAT = "genrec-sasrec/1"
 
 
 @dataclass
@@ -313,3 +318,76 @@ class SASRec(Recommender):
             for row_v, row_i in zip(vals.tolist(), idx.tolist()):
                 out.append([self.item_ids[i - 1] for v, i in zip(row_v, row_i) if v != float("-inf")])
         return out
+
+    @torch.no_grad()
+    def candidate_log_probs(self, examples: Sequence[Example], model_items: Sequence[Sequence[str]], top_n: int,
+                            exclude_history: bool = False) -> list[dict[str, float]]:
+        """Per example: SASRec's log-softmax over the catalog at its top `top_n` items and at `model_items` (the
+        generative model's list), for the fusion at decoding (eval/collab_prior.py). Excluded history items and
+        items outside the catalog are left out."""
+        if self.model is None:
+            raise ValueError("SASRec.candidate_log_probs called before fit")
+        seqs = self._encode(examples, "evaluation")
+        out: list[dict[str, float]] = []
+        size = self.cfg.eval_batch_size
+        n = min(top_n, len(self.item_ids))
+        for start in range(0, len(examples), size):
+            logp = torch.log_softmax(self.model.scores(seqs[start:start + size]), dim=1)
+            logp[:, 0] = float("-inf")  # the padding id is not an item
+            for r, ex in enumerate(examples[start:start + size]):
+                row = logp[r]
+                if exclude_history:
+                    row[[self.index[it] for it in ex.history if it in self.index]] = float("-inf")
+                idx = row.topk(n).indices.tolist()
+                idx += [self.index[it] for it in model_items[start + r] if it in self.index]
+                out.append({self.item_ids[i - 1]: float(row[i]) for i in idx if i > 0 and row[i] != float("-inf")})
+        return out
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write model.safetensors + sasrec.json (config, item order, max_len, positions) into `folder`."""
+        from safetensors.torch import save_file
+
+        from sid_tokenizer.sidmap import atomic_write_text
+
+        if self.model is None:
+            raise ValueError("SASRec.save called before fit")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
+        tmp.replace(folder / "model.safetensors")
+        meta = {"format": SASREC_FORMAT, "config": asdict(self.cfg), "item_ids": self.item_ids,
+                "max_len": self.max_len, "positions": self.model.positions,
+                "best_valid_ndcg10": getattr(self, "best_valid_ndcg10", None)}
+        atomic_write_text(folder / SASREC_JSON, json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SASRec":
+        """A SASRec written by `save` (weights read with safetensors: no pickle)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta_path = folder / SASREC_JSON
+        if not meta_path.is_file() or not (folder / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{folder} is not a saved SASRec: expected {SASREC_JSON} and model.safetensors "
+                                    "(written by `genrec evaluate` into <output_dir>/sasrec)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("format") != SASREC_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, expected {SASREC_FORMAT!r}")
+            cfg = SASRecConfig(**meta["config"])
+            item_ids = [str(i) for i in meta["item_ids"]]
+            max_len, positions = int(meta["max_len"]), str(meta["positions"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{meta_path}: not a readable SASRec description ({e})") from None
+        self = cls(cfg)
+        self.item_ids, self.max_len = item_ids, max_len
+        self.index = {it: i + 1 for i, it in enumerate(item_ids)}
+        model = SASRecModel(len(item_ids), cfg, max_len, positions)
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        model.eval()
+        self.model = model
+        self.best_valid_ndcg10 = meta.get("best_valid_ndcg10")
+        return self

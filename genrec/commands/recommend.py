@@ -44,6 +44,12 @@ class RecommendConfig:
     repeat_prior: bool = field(default=True, metadata={
         "help": "Re-rank with the repeat prior counted on --data's valid split (eval/repeat.py; the '+repeat' rows "
                 "of `genrec evaluate`); off when --data has no interaction files or no repeats."})
+    sasrec: str = field(default="", metadata={
+        "help": "Fuse the model's list with this SASRec at decoding (the '+sasrec' rows of `genrec evaluate`, a hybrid "
+                "of two models): the folder `genrec evaluate` / `genrec run` wrote, <eval output_dir>/sasrec."})
+    sasrec_weight: float = field(default=-1.0, metadata={
+        "help": "w in log p_model + w log p_SASRec; -1 = the weight the evaluation fitted for --model "
+                "(collab_prior.json in the --sasrec folder)."})
     item_template: str = field(default="", metadata={"help": "How to print a job, e.g. '{title} at {company}, {city}'."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of text."})
@@ -54,6 +60,8 @@ class RecommendConfig:
         from eval.beam import parse_level_weights
 
         parse_level_weights(self.level_weights)  # a bad flag fails before anything loads
+        if self.sasrec_weight < 0 and self.sasrec_weight != -1.0:
+            raise ValueError(f"--sasrec_weight must be >= 0, or -1 for the fitted weight, got {self.sasrec_weight}")
 
 
 # DataConfig: how --user's history and the repeat prior are read (give the flags the model was trained with, e.g.
@@ -70,6 +78,35 @@ def display_template(catalog, given: str = "") -> str | None:
         return None
     return "{" + title + "}" + (" at {company}" if "company" in catalog.fields else "") + (
         ", {city}" if "city" in catalog.fields else "")
+
+
+COLLAB_LIST = 20  # the model's list length the fusion sees: `genrec evaluate`'s default top-k (its fitted weight's)
+
+
+def load_collab(cfg: RecommendConfig, catalog, with_prior: bool):
+    """The SASRec of --sasrec and the fusion weight: --sasrec_weight, else the one fitted for --model."""
+    import json
+    from pathlib import Path
+
+    from eval.baselines.sasrec import SASRec
+    from eval.run import COLLAB_JSON
+
+    sasrec = SASRec.load(cfg.sasrec)
+    missing = [it for it in catalog.item_ids if it not in sasrec.index]
+    if missing:
+        raise ValueError(f"--sasrec {cfg.sasrec} was trained on another catalog: {len(missing)} of --data's items "
+                         f"(e.g. {missing[0]!r}) are not among its items")
+    if cfg.sasrec_weight >= 0:
+        return sasrec, cfg.sasrec_weight
+    fitted_path = Path(cfg.sasrec) / COLLAB_JSON
+    fitted = json.loads(fitted_path.read_text()) if fitted_path.is_file() else {}
+    entry = fitted.get(str(Path(cfg.model).resolve()))
+    if entry is None:
+        raise ValueError(f"{fitted_path} has no weight fitted for --model {cfg.model} (it has: "
+                         f"{', '.join(fitted) or 'none'}); give --sasrec_weight")
+    weight = entry["weight_with_repeat_prior"] if with_prior and entry.get("weight_with_repeat_prior") is not None \
+        else entry["weight"]
+    return sasrec, float(weight)
 
 
 def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
@@ -109,20 +146,31 @@ def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
                           num_beams=cfg.num_beams, max_block_tokens=cfg.max_block_tokens, device=cfg.device,
                           level_weights=parse_level_weights(cfg.level_weights))
     example = Example(cfg.user or "cli-user", tuple(h.item_id for h in history), "", profile)
-    beams = rec.recommend_beams([example], cfg.topk, cfg.exclude_history)[0]
     prior = None
     if cfg.repeat_prior and not cfg.exclude_history:
-        from eval.repeat import apply_repeat_prior, fit_prior
+        from eval.repeat import fit_prior
         from genrec.data.loader import detect, load_data
 
         if cfg.user or detect(cfg.data).kind != "items":
             prior = fit_prior(data if cfg.user else load_data(cfg.data, data_cfg, verbose=False))
-            beams = apply_repeat_prior(prior, [beams], [example], cfg.topk, rec.history_beam)[0]
+            prior = prior if prior.weight else None
+    sasrec, weight = load_collab(cfg, catalog, with_prior=prior is not None) if cfg.sasrec else (None, None)
+    beams = rec.recommend_beams([example], max(cfg.topk, COLLAB_LIST) if sasrec else cfg.topk, cfg.exclude_history)[0]
+    if sasrec is not None:
+        from eval.collab_prior import DEFAULT_CANDIDATES, apply_collab_prior
+
+        sas = sasrec.candidate_log_probs([example], [[b.item_id for b in beams]], DEFAULT_CANDIDATES, cfg.exclude_history)
+        beams = apply_collab_prior(weight, [beams], sas, cfg.topk, rec.history_beam)[0]
+    if prior is not None:
+        from eval.repeat import apply_repeat_prior
+
+        beams = apply_repeat_prior(prior, [beams], [example], cfg.topk, rec.history_beam)[0]
     template = display_template(catalog, cfg.item_template)
     if cfg.json:
         print(json.dumps({
             "layout": rec.layout,
             "repeat_prior": prior.to_dict() if prior is not None else None,
+            "sasrec": {"folder": cfg.sasrec, "weight": weight} if sasrec is not None else None,
             "history": [h.__dict__ for h in history],
             "recommendations": [
                 {"rank": r, "item_id": b.item_id, "text": catalog.render(b.item_id, template), "score": None if b.filled else b.score,
@@ -131,6 +179,7 @@ def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
             ],
         }, indent=1, ensure_ascii=False))
     else:
-        how = f", repeat prior w={prior.weight:.3f} (eval/repeat.py)" if prior is not None and prior.weight else ""
+        how = f", repeat prior w={prior.weight:.3f} (eval/repeat.py)" if prior is not None else ""
+        how += f", fused with SASRec w={weight:g} (eval/collab_prior.py)" if sasrec is not None else ""
         print(f"[{rec.layout} layout, {cfg.num_beams} beams{how}]")
         print(format_recommendations(beams, catalog, rec.sid_map, template, history))

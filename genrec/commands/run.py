@@ -98,6 +98,11 @@ class RunConfig:
     repeat_prior: bool = field(default=True, metadata={
         "help": "Also report each model re-ranked with the repeat prior counted on the valid split ('+repeat' rows, "
                 "`genrec evaluate --repeat_prior`)."})
+    sasrec_prior: bool = field(default=True, metadata={
+        "help": "Also report each model fused with SASRec at decoding ('+sasrec' rows, a hybrid of the two models; "
+                "`genrec evaluate --sasrec_prior`), its weight fitted on valid users; needs sasrec in --baselines."})
+    sasrec_prior_users: int = field(default=500, metadata={
+        "help": "Valid users the '+sasrec' weight is fitted on (one more beam search per model on them; 0 = all)."})
     skip_reasoning: bool = field(default=False, metadata={
         "help": "Stop after stage 1: no traces, stage 2 or RL; evaluate the no-reasoning model only."})
     skip_rl: bool = field(default=False, metadata={"help": "No RL stage; evaluate the stage-1 and stage-2 models."})
@@ -308,7 +313,9 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                          "--baselines", ",".join(cfg.baseline_list()), "--sasrec_max_epochs", str(cfg.sasrec_epochs),
                          "--max_users", str(cfg.eval_users), "--num_beams", str(cfg.num_beams),
                          "--level_weights", cfg.level_weights,
-                         "--protocols", cfg.protocols, "--repeat_prior", str(cfg.repeat_prior).lower(), "--seed", seed],
+                         "--protocols", cfg.protocols, "--repeat_prior", str(cfg.repeat_prior).lower(),
+                         "--sasrec_prior", "auto" if cfg.sasrec_prior else "false",
+                         "--sasrec_prior_users", str(cfg.sasrec_prior_users), "--seed", seed],
                         ev / "eval_report.json"))
     return [Stage(s.key, s.title, s.command, stage_flags(s.command, s.argv, data_cfg, prompt_cfg), s.marker,
                   s.fresh_flags) for s in stages]

@@ -1,0 +1,126 @@
+"""A collaborative prior at decoding: the generative model's list fused with SASRec's next-item distribution.
+
+Why: the SID model's first guess is better than SASRec's, but its top 10 stays close to that guess (4 shared codes
+per item), while SASRec holds item-level knowledge (docs/bench/learning.md, sessions 17 and 24). Neither moving that
+knowledge into the model through its inputs nor through its training targets worked at this size; multiplying the
+two distributions at decoding does (a product of experts):
+
+    score(item) = log p_model(item) + w * log p_SASRec(item)
+
+over the candidates = the model's beam list and SASRec's top `candidates` items. An item outside the model's list
+gets the list's lowest log-probability minus 1 (the beam search keeps the most probable items, so it is below all
+of them). The model's log-probabilities are given in the list's own order (level-weighted lists, as the repeat
+prior does: `list_log_probs`), so w = 0 returns the model's ranking. `w` is fitted on held-out users of the valid
+split (targets no model trained on; RL's valid prompts are the exception, see docs/eval.md), from `WEIGHT_GRID`,
+by NDCG@10; a tie keeps the smaller weight. Nothing is tuned on the test split.
+
+Such a row is a hybrid of two models ('<model>+sasrec' in reports), not the generative model alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from eval.repeat import list_log_probs
+from genrec.data.schema import Example
+
+SASREC_SUFFIX = "+sasrec"  # evaluation row of a model fused with SASRec: "genrec-direct:sft1+sasrec"
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+DEFAULT_CANDIDATES = 20
+
+
+def fuse(scored: Sequence[tuple[str, float]], sasrec_logp: Mapping[str, float], weight: float,
+         k: int) -> list[tuple[str, float]]:
+    """The top-k (item, fused log-probability) of `scored` (the model's list) and SASRec's candidates.
+
+    `sasrec_logp` holds SASRec's log-probability of every candidate (its top items and the model's items). With a
+    positive weight an item it lacks (e.g. a history item under the `new` protocol) leaves the list. The fused
+    probabilities are the product renormalised over the candidates and scaled to the mass the model puts on its
+    list, so a repeat prior can mix them as it mixes the model's own (eval/repeat.py)."""
+    model = {}
+    for item, lp in scored:
+        if item not in model and lp != float("-inf"):
+            model[item] = lp
+    floor = (min(model.values()) - 1.0) if model else 0.0
+    order: dict[str, int] = {}
+    for item, _ in scored:
+        order.setdefault(item, len(order))
+    for item in sorted(sasrec_logp, key=lambda it: -sasrec_logp[it]):
+        order.setdefault(item, len(order))
+    fused = {}
+    for item in order:
+        s = sasrec_logp.get(item, float("-inf"))
+        if s == float("-inf") and (weight > 0 or item not in model):
+            continue  # excluded by SASRec (e.g. a history item under `new`), or neither model has it
+        fused[item] = model.get(item, floor) + weight * (s if weight > 0 else 0.0)
+    if not fused:
+        return list(scored[:k])
+    top = max(fused.values())
+    log_norm = top + math.log(sum(math.exp(v - top) for v in fused.values()))
+    mass = sum(math.exp(v) for v in model.values()) or 1.0
+    ranked = sorted(fused, key=lambda it: (-fused[it], order[it]))[:k]
+    return [(it, fused[it] - log_norm + math.log(mass)) for it in ranked]
+
+
+def ndcg_at(items: Sequence[str], target: str, k: int = 10) -> float:
+    """NDCG@k of one held-out target in a ranked list."""
+    for i, item in enumerate(items[:k]):
+        if item == target:
+            return 1.0 / math.log2(i + 2)
+    return 0.0
+
+
+@dataclass(frozen=True)
+class CollabPrior:
+    """The fitted fusion weight, with the valid NDCG@10 of every weight tried."""
+
+    weight: float
+    candidates: int = DEFAULT_CANDIDATES
+    valid_ndcg10: dict[float, float] = field(default_factory=dict)
+    examples: int = 0
+    split: str = ""
+
+    @classmethod
+    def fit(cls, model_lists: Sequence[Sequence[tuple[str, float]]], sasrec_logps: Sequence[Mapping[str, float]],
+            examples: Sequence[Example], k: int, split: str = "", candidates: int = DEFAULT_CANDIDATES,
+            grid: Sequence[float] = WEIGHT_GRID, rerank=None) -> "CollabPrior":
+        """Pick the grid weight with the best mean NDCG@10 on held-out examples (ties: the smaller weight).
+
+        `rerank(fused_list, example)`, if given, is applied after the fusion (the repeat prior), so the weight is
+        fitted for the row it serves."""
+        if not examples:
+            raise ValueError("CollabPrior.fit: no held-out examples to fit the SASRec weight on")
+        scores = {}
+        for w in sorted(grid):
+            total = 0.0
+            for lst, sas, ex in zip(model_lists, sasrec_logps, examples):
+                fused = fuse(lst, sas, w, k)
+                if rerank is not None:
+                    fused = rerank(fused, ex)
+                total += ndcg_at([it for it, _ in fused], ex.target)
+            scores[w] = total / len(examples)
+        best = max(scores.values())
+        weight = min(w for w, s in scores.items() if s >= best - 1e-12)
+        return cls(weight, candidates, scores, len(examples), split)
+
+    def to_dict(self) -> dict:
+        return {"weight": self.weight, "candidates": self.candidates, "split": self.split, "examples": self.examples,
+                "valid_ndcg@10": {str(w): s for w, s in self.valid_ndcg10.items()}}
+
+
+def apply_collab_prior(weight: float, beams_per_user, sasrec_logps: Sequence[Mapping[str, float]], k: int,
+                       beam_factory):
+    """Each user's beam list fused with SASRec (`fuse`); `beam_factory(item_id, log_p)` builds a beam for an item
+    the model did not return. Beams kept from the model carry their reasoning, with the fused score."""
+    out = []
+    for beams, sas in zip(beams_per_user, sasrec_logps):
+        by_item = {b.item_id: b for b in beams}
+        fused = fuse(list_log_probs(beams), sas, weight, k)
+        out.append([replace(by_item[it], score=lp) if it in by_item else beam_factory(it, lp) for it, lp in fused])
+    return out
+
+
+__all__ = ["DEFAULT_CANDIDATES", "SASREC_SUFFIX", "WEIGHT_GRID", "CollabPrior", "apply_collab_prior", "fuse",
+           "ndcg_at"]

@@ -1,0 +1,147 @@
+"""The SASRec fusion at decoding (eval/collab_prior.py): the fused order, the weight fitted on valid users, the
+'+sasrec' rows of `genrec evaluate`, the saved SASRec and `genrec recommend --sasrec`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from eval.baselines.sasrec import SASRec, SASRecConfig
+from eval.beam import Beam
+from eval.collab_prior import CollabPrior, apply_collab_prior, fuse
+from genrec.cli import main
+from genrec.data.schema import Example
+from helpers_tiny import tiny_catalog, tiny_examples, tiny_model_dir, write_tiny_data_dir, write_tiny_tokenizer_dir
+
+
+def test_weight_zero_keeps_the_models_list_and_a_large_weight_follows_sasrec():
+    # the model's list in its own order (apply_collab_prior gives a level-weighted list's scores in list order)
+    scored = [("a", -1.0), ("b", -2.0), ("c", -3.0)]
+    sas = {"a": math.log(0.05), "b": math.log(0.2), "c": math.log(0.3), "d": math.log(0.4)}
+    assert [it for it, _ in fuse(scored, sas, 0.0, 3)] == ["a", "b", "c"]
+    # d (SASRec only) gets the list's lowest score minus 1; with a large weight SASRec's order decides
+    assert [it for it, _ in fuse(scored, sas, 50.0, 4)] == ["d", "c", "b", "a"]
+    # weight 1: a = -1 + log .05 = -4.00, b = -2 + log .2 = -3.61, c = -3 + log .3 = -4.20, d = -4 + log .4 = -4.92
+    fused = fuse(scored, sas, 1.0, 4)
+    assert [it for it, _ in fused] == ["b", "a", "c", "d"]
+    # probabilities: renormalised over the candidates, scaled to the model list's mass
+    mass = sum(math.exp(lp) for _, lp in scored)
+    assert sum(math.exp(lp) for _, lp in fused) == pytest.approx(mass)
+    # an item SASRec excludes (-inf, a history item under `new`) leaves the list when the weight is positive
+    sas_excl = dict(sas, b=float("-inf"))
+    assert "b" not in [it for it, _ in fuse(scored, sas_excl, 1.0, 4)]
+
+
+def test_fit_picks_the_weight_that_ranks_held_out_targets_best():
+    model = [[(f"i{j}", -0.1 * j) for j in range(12)] for _ in range(4)]  # the target sits 11th: outside the top 10
+    examples = [Example(f"u{u}", ("h",), "i10") for u in range(4)]
+    helpful = [{"i10": math.log(0.9), "i0": math.log(0.01)} for _ in range(4)]
+    fitted = CollabPrior.fit(model, helpful, examples, k=10, split="valid", grid=(0.0, 0.5, 1.0))
+    assert fitted.weight > 0 and fitted.valid_ndcg10[0.0] == 0.0 and fitted.valid_ndcg10[fitted.weight] > 0.5
+    useless = [{f"i{j}": math.log(1 / 12) for j in range(12)} for _ in range(4)]  # uniform: every weight ties
+    assert CollabPrior.fit(model, useless, examples, k=10, grid=(0.0, 0.5, 1.0)).weight == 0.0  # tie -> smaller
+
+
+def test_apply_keeps_the_models_beams_and_builds_sasrecs_own():
+    beams = [Beam("a", -2.0, (0, 0), blocks=("why a",)), Beam("b", -1.0, (0, 1)),
+             Beam("f", float("-inf"), (1, 1), filled=True)]
+    sas = [{"a": math.log(0.5), "b": math.log(0.1), "z": math.log(0.4)}]
+    out = apply_collab_prior(1.0, [beams], sas, 3, lambda item, lp: Beam(item, lp, ()))[0]
+    # the level-weighted list gives a -1 and b -2 (its scores in list order); z gets -2 - 1:
+    # a = -1 + log .5 = -1.69, z = -3 + log .4 = -3.92, b = -2 + log .1 = -4.30; f (filled, -inf) is outside the list
+    assert [b.item_id for b in out] == ["a", "z", "b"]
+    assert out[0].blocks == ("why a",) and out[1].codes == ()
+
+
+def test_sasrec_saved_and_loaded_scores_the_same(tmp_path):
+    train, valid, test = tiny_examples()
+    catalog = tiny_catalog()
+    sas = SASRec(SASRecConfig(max_epochs=2, seed=0)).fit(train, catalog, valid)
+    lists = [[test[0].target]] * len(test)
+    before = sas.candidate_log_probs(test, lists, top_n=5)
+    loaded = SASRec.load(sas.save(tmp_path / "sasrec"))
+    after = loaded.candidate_log_probs(test, lists, top_n=5)
+    assert before == after and all(len(d) >= 5 for d in before)
+    # the log-probabilities are SASRec's full-catalog softmax
+    with torch.no_grad():
+        ref = torch.log_softmax(sas.model.scores(sas._encode(test[:1], "t")), dim=1)[0]
+    assert before[0][test[0].target] == pytest.approx(float(ref[sas.index[test[0].target]]))
+    excl = sas.candidate_log_probs(test[:1], [[]], top_n=len(catalog.item_ids), exclude_history=True)[0]
+    assert not set(excl) & set(test[0].history) and len(excl) == len(catalog.item_ids) - len(set(test[0].history))
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a saved SASRec"):
+        SASRec.load(tmp_path / "bad")
+    (tmp_path / "sasrec" / "sasrec.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="sasrec.json: not a readable SASRec"):
+        SASRec.load(tmp_path / "sasrec")
+
+
+def _evaluate(tmp_path, out, *extra):
+    data = write_tiny_data_dir(tmp_path / "data")
+    tok = write_tiny_tokenizer_dir(tmp_path / "tok")
+    argv = ["evaluate", "--data", str(data), "--model", str(tiny_model_dir()), "--sid_map", str(tok),
+            "--layout", "direct", "--output_dir", str(out), "--topk", "1,5,10", "--num_beams", "4",
+            "--sasrec_max_epochs", "3", "--progress", "false", *extra]
+    return main(argv), data, tok
+
+
+def test_evaluate_reports_sasrec_rows_fitted_on_valid_and_recommend_uses_them(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, data, tok = _evaluate(tmp_path, out, "--baselines", "sasrec", "--sasrec_prior_users", "10")
+    assert rc == 0
+    report = json.loads((out / "eval_report.json").read_text())
+    results, meta = report["results"], report["meta"]
+    assert list(results)[:2] == ["genrec-direct", "genrec-direct+sasrec"] and "sasrec" in results
+    fitted = meta["methods"]["genrec-direct+sasrec"]["sasrec_prior"]
+    assert fitted["split"] == "valid" and fitted["examples"] == 10 and len(fitted["valid_ndcg@10"]) == 6
+    for protocol, metrics in results["genrec-direct+sasrec"].items():
+        assert metrics["invalid"] == 0 and metrics["duplicates"] == 0, protocol
+    assert "genrec-direct+sasrec - genrec-direct [all]" in meta["paired_ndcg10"]
+    assert "genrec-direct+sasrec - sasrec [all]" in meta["paired_ndcg10"]
+    assert "`+sasrec` rows: a hybrid" in (out / "report.md").read_text()
+    weights = json.loads((out / "sasrec" / "collab_prior.json").read_text())
+    assert [w["weight"] for w in weights.values()] == [fitted["weight"]]
+
+    # the fused row at weight w is the fusion of the model's own predictions with the saved SASRec
+    preds = [json.loads(x) for x in (out / "predictions_genrec-direct_all.jsonl").read_text().splitlines()]
+    fused_rows = [json.loads(x) for x in (out / "predictions_genrec-direct+sasrec_all.jsonl").read_text().splitlines()]
+    sas = SASRec.load(out / "sasrec")
+    ex = [Example(p["user_id"], tuple(p["history"]), p["target"]) for p in preds]
+    logps = sas.candidate_log_probs(ex, [p["items"] for p in preds], 20)
+    for p, f, lp in zip(preds, fused_rows, logps):
+        scored = sorted([(it, s) for it, s in zip(p["items"], p["scores"]) if s is not None], key=lambda x: -x[1])
+        scored = [(it, s) for (it, _), (_, s) in zip([(it, 0) for it in p["items"]], scored)]
+        assert f["items"] == [it for it, _ in fuse(scored, lp, fitted["weight"], 10)]
+
+    # `genrec recommend --sasrec` reads the weight fitted for this model
+    user = preds[0]["user_id"]
+    capsys.readouterr()
+    assert main(["recommend", "--model", str(tiny_model_dir()), "--sid_map", str(tok), "--data", str(data),
+                 "--user", user, "--layout", "direct", "--num_beams", "4", "--sasrec", str(out / "sasrec"),
+                 "--repeat_prior", "false", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["sasrec"]["weight"] == fitted["weight"]
+    assert [r["item_id"] for r in shown["recommendations"]] == fused_rows[0]["items"]
+    # a model the evaluation did not fit a weight for is a clear error, unless the weight is given
+    other = tmp_path / "other_model"
+    import shutil
+
+    shutil.copytree(tiny_model_dir(), other)
+    assert main(["recommend", "--model", str(other), "--sid_map", str(tok), "--data", str(data), "--user", user,
+                 "--layout", "direct", "--sasrec", str(out / "sasrec")]) == 1
+    assert "no weight fitted for --model" in capsys.readouterr().err
+
+
+def test_sasrec_rows_off_and_impossible(tmp_path):
+    rc, _, _ = _evaluate(tmp_path, tmp_path / "off", "--baselines", "sasrec", "--sasrec_prior", "false",
+                         "--protocols", "all")
+    assert rc == 0
+    results = json.loads((tmp_path / "off" / "eval_report.json").read_text())["results"]
+    assert not any(name.endswith("+sasrec") for name in results)
+    assert not (tmp_path / "off" / "sasrec").exists()
+    # the weight is fitted on valid: evaluating on valid cannot have the rows
+    rc, _, _ = _evaluate(tmp_path, tmp_path / "v", "--baselines", "", "--sasrec_prior", "true", "--eval_split", "valid")
+    assert rc == 1
