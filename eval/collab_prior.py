@@ -27,7 +27,7 @@ from eval.repeat import list_log_probs
 from genrec.data.schema import Example
 
 SASREC_SUFFIX = "+sasrec"  # evaluation row of a model fused with SASRec: "genrec-direct:sft1+sasrec"
-WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 DEFAULT_CANDIDATES = 20
 
 

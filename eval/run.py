@@ -123,46 +123,67 @@ class _Repeat:
 
 
 class _Hybrid:
-    """Fuse a list with SASRec at the fitted weight (the '+sasrec' rows), then the repeat prior if given."""
+    """Fuse a list with SASRec at the weight fitted for the protocol (the '+sasrec' rows), then the repeat prior if
+    given (not under `new`, where it adds nothing)."""
 
-    def __init__(self, fitted: CollabPrior, sasrec: SASRec, rec, prior=None, fit_seconds: float = 0.0) -> None:
-        self.fitted, self.sasrec, self.rec, self.prior = fitted, sasrec, rec, prior
-        self.fit_seconds = fit_seconds  # the valid users' beam search and the weight grid
+    def __init__(self, fitted: dict[bool, CollabPrior], sasrec: SASRec, rec, prior=None) -> None:
+        self.fitted, self.sasrec, self.rec, self.prior = fitted, sasrec, rec, prior  # fitted: by excludes_history
 
     def __call__(self, beams, exs, k, exclude):
-        sas = self.sasrec.candidate_log_probs(exs, [[b.item_id for b in bs] for bs in beams], self.fitted.candidates,
+        fitted = self.fitted[exclude]
+        sas = self.sasrec.candidate_log_probs(exs, [[b.item_id for b in bs] for bs in beams], fitted.candidates,
                                               exclude)
-        beams = apply_collab_prior(self.fitted.weight, beams, sas, k, self.rec.history_beam)
+        beams = apply_collab_prior(fitted.weight, beams, sas, k, self.rec.history_beam)
         if self.prior is not None and not exclude:
             beams = apply_repeat_prior(self.prior, beams, exs, k, self.rec.history_beam)
         return beams
 
+    def to_dict(self, protocols: list[str]) -> dict:
+        return {p: self.fitted[excludes_history(p)].to_dict() for p in protocols}
 
-def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, cfg: EvalConfig) -> list[tuple[str, object]]:
-    """The rows that re-rank a model's list: '+repeat', then '+sasrec' and '+sasrec+repeat', each SASRec weight
-    fitted on the held-out valid users for the row it serves (one more beam search, on those users)."""
+
+def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, protocols: list[str],
+                  cfg: EvalConfig) -> tuple[list[tuple[str, object]], float]:
+    """The rows that re-rank a model's list: '+repeat', then '+sasrec' and '+sasrec+repeat'. Each SASRec weight is
+    fitted on the held-out valid users for the row and protocol it serves (one more beam search, on those users):
+    under `new` (history items excluded, repeat targets dropped) SASRec's weight is fitted on new-item targets.
+    Returns the rows and the fit's seconds."""
     rows: list[tuple[str, object]] = []
     if prior is not None:
         rows.append((name + REPEAT_SUFFIX, _Repeat(prior, rec)))
     if sasrec is None:
-        return rows
+        return rows, 0.0
     _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users")
     t0 = time.perf_counter()
-    beams = rec.recommend_beams(collab_examples, k)
-    lists = [list_log_probs(bs) for bs in beams]
-    sas = sasrec.candidate_log_probs(collab_examples, [[b.item_id for b in bs] for bs in beams],
-                                     cfg.sasrec_prior_candidates)
-    fitted = CollabPrior.fit(lists, sas, collab_examples, k, "valid", cfg.sasrec_prior_candidates)
-    rows.append((name + SASREC_SUFFIX, _Hybrid(fitted, sasrec, rec, fit_seconds=time.perf_counter() - t0)))
-    _log(f"{name}{SASREC_SUFFIX}: weight {fitted.weight} (valid NDCG@10 by weight: "
-         + ", ".join(f"{w:g}: {v:.4f}" for w, v in fitted.valid_ndcg10.items()) + ")")
+    flags = sorted({excludes_history(p) for p in protocols})
+    variants = rec.recommend_beams_variants(collab_examples, k, flags)
+    fitted: dict[bool, CollabPrior] = {}
+    fitted_r: dict[bool, CollabPrior] = {}
+    for exclude, beams in zip(flags, variants):
+        keep = [i for i, ex in enumerate(collab_examples) if not exclude or ex.target not in set(ex.history)]
+        exs = [collab_examples[i] for i in keep]
+        beams = [beams[i] for i in keep]
+        if not exs:  # no valid user has a new-item target: the `all` weight stands in
+            continue
+        lists = [list_log_probs(bs) for bs in beams]
+        sas = sasrec.candidate_log_probs(exs, [[b.item_id for b in bs] for bs in beams],
+                                         cfg.sasrec_prior_candidates, exclude)
+        fitted[exclude] = CollabPrior.fit(lists, sas, exs, k, "valid", cfg.sasrec_prior_candidates)
+        fitted_r[exclude] = fitted[exclude] if exclude or prior is None else CollabPrior.fit(
+            lists, sas, exs, k, "valid", cfg.sasrec_prior_candidates,
+            rerank=lambda fused, ex: prior.mix(fused, ex.history, k))
+        _log(f"{name}{SASREC_SUFFIX} [{'new' if exclude else 'all'}]: weight {fitted[exclude].weight}"
+             + (f" ({fitted_r[exclude].weight} before the repeat prior)" if fitted_r[exclude] is not fitted[exclude]
+                else "")
+             + " (valid NDCG@10 by weight: "
+             + ", ".join(f"{w:g}: {v:.4f}" for w, v in fitted[exclude].valid_ndcg10.items()) + ")")
+    for exclude in flags:
+        fitted.setdefault(exclude, fitted.get(not exclude, CollabPrior(0.0, cfg.sasrec_prior_candidates)))
+        fitted_r.setdefault(exclude, fitted_r.get(not exclude, fitted[exclude]))
+    rows.append((name + SASREC_SUFFIX, _Hybrid(fitted, sasrec, rec)))
     if prior is not None:
-        fitted_r = CollabPrior.fit(lists, sas, collab_examples, k, "valid", cfg.sasrec_prior_candidates,
-                                   rerank=lambda fused, ex: prior.mix(fused, ex.history, k))
-        rows.append((name + SASREC_SUFFIX + REPEAT_SUFFIX, _Hybrid(fitted_r, sasrec, rec, prior,
-                                                                   fit_seconds=time.perf_counter() - t0)))
-        _log(f"{name}{SASREC_SUFFIX}{REPEAT_SUFFIX}: weight {fitted_r.weight}")
-    return rows
+        rows.append((name + SASREC_SUFFIX + REPEAT_SUFFIX, _Hybrid(fitted_r, sasrec, rec, prior)))
+    return rows, time.perf_counter() - t0
 
 
 def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path]]:
@@ -246,14 +267,16 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")
         results[name] = {}
-        derived = _derived_rows(name, rec, prior, sasrec, collab_examples, ks[-1], cfg)
+        derived, fit_seconds = _derived_rows(name, rec, prior, sasrec, collab_examples, ks[-1], protocols, cfg)
         for row, _ in derived:
             results[row] = {}
-        hybrids = {row: rerank.fitted.weight for row, rerank in derived if isinstance(rerank, _Hybrid)}
-        if hybrids:  # what `genrec recommend --sasrec` reads for this model
+        hybrids = {row: rerank.fitted for row, rerank in derived if isinstance(rerank, _Hybrid)}
+        if hybrids:  # what `genrec recommend --sasrec` reads for this model (None: that protocol was not evaluated)
+            plain, with_prior = hybrids[name + SASREC_SUFFIX], hybrids.get(name + SASREC_SUFFIX + REPEAT_SUFFIX, {})
             collab_weights[str(Path(model_dir).resolve())] = {
-                "method": name, "weight": hybrids[name + SASREC_SUFFIX],
-                "weight_with_repeat_prior": hybrids.get(name + SASREC_SUFFIX + REPEAT_SUFFIX)}
+                "method": name, "weight": plain[False].weight if False in plain else None,
+                "weight_with_repeat_prior": with_prior[False].weight if False in with_prior else None,
+                "weight_new_items": plain[True].weight if True in plain else None}
         # One beam search for every protocol: they differ only at the last SID level (SIDBeamSearch.search_variants).
         start = time.perf_counter()
         variants = rec.recommend_beams_variants(examples, ks[-1], [excludes_history(p) for p in protocols])
@@ -294,8 +317,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
                                  "max_block_tokens": rec.max_block_tokens, "load_and_eval_seconds": time.perf_counter() - t0}
         for row, rerank in derived:
             if isinstance(rerank, _Hybrid):
-                meta["methods"][row] = {"sasrec_prior": rerank.fitted.to_dict(),
-                                        "repeat_prior": rerank.prior is not None, "fit_seconds": rerank.fit_seconds}
+                meta["methods"][row] = {"sasrec_prior": rerank.to_dict(protocols),
+                                        "repeat_prior": rerank.prior is not None, "fit_seconds": fit_seconds}
 
     # Baselines, through the same harness.
     for base in cfg.baseline_list():

@@ -95,15 +95,21 @@ def test_evaluate_reports_sasrec_rows_fitted_on_valid_and_recommend_uses_them(tm
     report = json.loads((out / "eval_report.json").read_text())
     results, meta = report["results"], report["meta"]
     assert list(results)[:2] == ["genrec-direct", "genrec-direct+sasrec"] and "sasrec" in results
-    fitted = meta["methods"]["genrec-direct+sasrec"]["sasrec_prior"]
-    assert fitted["split"] == "valid" and fitted["examples"] == 10 and len(fitted["valid_ndcg@10"]) == 6
+    by_protocol = meta["methods"]["genrec-direct+sasrec"]["sasrec_prior"]
+    fitted, fitted_new = by_protocol["all"], by_protocol["new"]
+    assert fitted["split"] == "valid" and fitted["examples"] == 10 and len(fitted["valid_ndcg@10"]) == 8
+    # under `new` the weight is fitted on the valid users whose target is a new item
+    new_users = sum(1 for line in (data / "tiny-jobs.valid.inter").read_text().splitlines()[1:]
+                    if line.split("\t")[2] not in line.split("\t")[1].split())
+    assert 0 < fitted_new["examples"] <= min(10, new_users)
     for protocol, metrics in results["genrec-direct+sasrec"].items():
         assert metrics["invalid"] == 0 and metrics["duplicates"] == 0, protocol
     assert "genrec-direct+sasrec - genrec-direct [all]" in meta["paired_ndcg10"]
     assert "genrec-direct+sasrec - sasrec [all]" in meta["paired_ndcg10"]
     assert "`+sasrec` rows: a hybrid" in (out / "report.md").read_text()
     weights = json.loads((out / "sasrec" / "collab_prior.json").read_text())
-    assert [w["weight"] for w in weights.values()] == [fitted["weight"]]
+    assert [(w["weight"], w["weight_new_items"]) for w in weights.values()] == [(fitted["weight"],
+                                                                                 fitted_new["weight"])]
 
     # the fused row at weight w is the fusion of the model's own predictions with the saved SASRec
     preds = [json.loads(x) for x in (out / "predictions_genrec-direct_all.jsonl").read_text().splitlines()]

@@ -49,7 +49,7 @@ class RecommendConfig:
                 "of two models): the folder `genrec evaluate` / `genrec run` wrote, <eval output_dir>/sasrec."})
     sasrec_weight: float = field(default=-1.0, metadata={
         "help": "w in log p_model + w log p_SASRec; -1 = the weight the evaluation fitted for --model "
-                "(collab_prior.json in the --sasrec folder)."})
+                "(collab_prior.json in the --sasrec folder; with --exclude_history, the one fitted on new items)."})
     item_template: str = field(default="", metadata={"help": "How to print a job, e.g. '{title} at {company}, {city}'."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of text."})
@@ -104,9 +104,11 @@ def load_collab(cfg: RecommendConfig, catalog, with_prior: bool):
     if entry is None:
         raise ValueError(f"{fitted_path} has no weight fitted for --model {cfg.model} (it has: "
                          f"{', '.join(fitted) or 'none'}); give --sasrec_weight")
-    weight = entry["weight_with_repeat_prior"] if with_prior and entry.get("weight_with_repeat_prior") is not None \
-        else entry["weight"]
-    return sasrec, float(weight)
+    key = "weight_new_items" if cfg.exclude_history else "weight_with_repeat_prior" if with_prior else "weight"
+    if entry.get(key) is None:
+        raise ValueError(f"{fitted_path} has no {key!r} for --model {cfg.model} (its evaluation did not run the "
+                         f"protocol it serves: {'new' if cfg.exclude_history else 'all'}); give --sasrec_weight")
+    return sasrec, float(entry[key])
 
 
 def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
