@@ -11,8 +11,9 @@ over the candidates = the model's beam list and SASRec's top `candidates` items.
 gets the list's lowest log-probability minus 1 (the beam search keeps the most probable items, so it is below all
 of them). The model's log-probabilities are given in the list's own order (level-weighted lists, as the repeat
 prior does: `list_log_probs`), so w = 0 returns the model's ranking. `w` is fitted on held-out users of the valid
-split (targets no model trained on; RL's valid prompts are the exception, see docs/eval.md), from `WEIGHT_GRID`,
-by NDCG@10; a tie keeps the smaller weight. Nothing is tuned on the test split.
+split (targets no model trained on; RL's valid prompts are the exception, see docs/evaluation.md), from `WEIGHT_GRID`,
+by NDCG@10 with the one-standard-error rule: the smallest weight within one standard error of the best (paired
+per user), so a weight SASRec does not clearly earn is not taken. Nothing is tuned on the test split.
 
 Such a row is a hybrid of two models ('<model>+sasrec' in reports), not the generative model alone.
 """
@@ -86,23 +87,33 @@ class CollabPrior:
     def fit(cls, model_lists: Sequence[Sequence[tuple[str, float]]], sasrec_logps: Sequence[Mapping[str, float]],
             examples: Sequence[Example], k: int, split: str = "", candidates: int = DEFAULT_CANDIDATES,
             grid: Sequence[float] = WEIGHT_GRID, rerank=None) -> "CollabPrior":
-        """Pick the grid weight with the best mean NDCG@10 on held-out examples (ties: the smaller weight).
+        """The smallest grid weight whose mean NDCG@10 on held-out examples is within one standard error of the
+        best weight's (the paired per-user difference's): a weight SASRec does not clearly earn on these users is
+        not taken (the one-standard-error rule; with a flat curve the model's own ranking stays).
 
         `rerank(fused_list, example)`, if given, is applied after the fusion (the repeat prior), so the weight is
         fitted for the row it serves."""
         if not examples:
             raise ValueError("CollabPrior.fit: no held-out examples to fit the SASRec weight on")
-        scores = {}
+        per_user: dict[float, list[float]] = {}
         for w in sorted(grid):
-            total = 0.0
+            row = []
             for lst, sas, ex in zip(model_lists, sasrec_logps, examples):
                 fused = fuse(lst, sas, w, k)
                 if rerank is not None:
                     fused = rerank(fused, ex)
-                total += ndcg_at([it for it, _ in fused], ex.target)
-            scores[w] = total / len(examples)
-        best = max(scores.values())
-        weight = min(w for w, s in scores.items() if s >= best - 1e-12)
+                row.append(ndcg_at([it for it, _ in fused], ex.target))
+            per_user[w] = row
+        scores = {w: sum(row) / len(row) for w, row in per_user.items()}
+        best = max(scores, key=lambda w: (scores[w], -w))
+        weight = best
+        for w in sorted(per_user):
+            diff = [b - a for a, b in zip(per_user[w], per_user[best])]
+            mean = sum(diff) / len(diff)
+            se = math.sqrt(sum((d - mean) ** 2 for d in diff) / max(len(diff) - 1, 1) / len(diff))
+            if mean <= se:
+                weight = w
+                break
         return cls(weight, candidates, scores, len(examples), split)
 
     def to_dict(self) -> dict:

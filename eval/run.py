@@ -173,8 +173,8 @@ def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, protoc
             lists, sas, exs, k, "valid", cfg.sasrec_prior_candidates,
             rerank=lambda fused, ex: prior.mix(fused, ex.history, k))
         _log(f"{name}{SASREC_SUFFIX} [{'new' if exclude else 'all'}]: weight {fitted[exclude].weight}"
-             + (f" ({fitted_r[exclude].weight} before the repeat prior)" if fitted_r[exclude] is not fitted[exclude]
-                else "")
+             + (f"; {name}{SASREC_SUFFIX}{REPEAT_SUFFIX}: {fitted_r[exclude].weight}"
+                if fitted_r[exclude] is not fitted[exclude] else "")
              + " (valid NDCG@10 by weight: "
              + ", ".join(f"{w:g}: {v:.4f}" for w, v in fitted[exclude].valid_ndcg10.items()) + ")")
     for exclude in flags:
