@@ -29,7 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.metrics import paired_difference  # noqa: E402
-from eval.repeat import REPEAT_SUFFIX  # noqa: E402  the '+repeat' rows are re-rankings, not the model's own
+from eval.collab_prior import SASREC_SUFFIX  # noqa: E402  the '+sasrec' and '+repeat' rows are re-rankings,
+from eval.repeat import REPEAT_SUFFIX  # noqa: E402  not the model's own
+DERIVED = (REPEAT_SUFFIX, SASREC_SUFFIX)
 
 REPO = Path(__file__).resolve().parents[1]
 ZERO_TAGS = ("algorithm", "outcome", "all_steps")
@@ -111,7 +113,8 @@ def mean_std(vals: list[float]) -> dict:
 @functools.lru_cache(maxsize=None)  # each evaluation is read once, though it appears in several pairs
 def user_ndcg(eval_dir: Path, k: int = 10) -> dict[str, float]:
     """Per-user NDCG@k from the evaluation's saved predictions (all-items protocol)."""
-    (path,) = sorted(p for p in eval_dir.glob("predictions_*_all.jsonl") if REPEAT_SUFFIX not in p.name)[:1] or [None]
+    (path,) = sorted(p for p in eval_dir.glob("predictions_*_all.jsonl")
+                     if not any(d in p.name for d in DERIVED))[:1] or [None]
     if path is None:
         raise SystemExit(f"[learning] {eval_dir}: no predictions_*_all.jsonl (evaluate with --save_predictions true)")
     out = {}
@@ -187,7 +190,7 @@ def main() -> None:
     per_run: dict[str, dict] = {}
     for (method, s), (m, e, _) in models.items():
         report = json.loads((e / "eval_report.json").read_text())
-        (metrics,) = [v for k, v in report["results"].items() if not k.endswith(REPEAT_SUFFIX)]  # the model's own row
+        (metrics,) = [v for k, v in report["results"].items() if not k.endswith(DERIVED)]  # the model's own row
         row = {"metrics": metrics["all"], "num_users": report["meta"]["num_examples"]}
         if method != "sft_only":
             row["zero_adv"] = zero_adv_fractions(m.parent)
