@@ -11,9 +11,10 @@ over the candidates = the model's beam list and SASRec's top `candidates` items.
 gets the list's lowest log-probability minus 1 (the beam search keeps the most probable items, so it is below all
 of them). The model's log-probabilities are given in the list's own order (level-weighted lists, as the repeat
 prior does: `list_log_probs`), so w = 0 returns the model's ranking. `w` is fitted on held-out users of the valid
-split (targets no model trained on; RL's valid prompts are the exception, see docs/evaluation.md), from `WEIGHT_GRID`,
-by NDCG@10 with the one-standard-error rule: the smallest weight within one standard error of the best (paired
-per user), so a weight SASRec does not clearly earn is not taken. Nothing is tuned on the test split.
+split (targets SFT never trained on; RL's valid prompts are the exception, and SASRec early-stops on the valid
+split, see docs/evaluation.md), from `WEIGHT_GRID`, by NDCG@10 with the one-standard-error rule: the smallest
+weight within one standard error of the best (paired per user), so a weight SASRec does not clearly earn is not
+taken. Nothing is tuned on the test split.
 
 Such a row is a hybrid of two models ('<model>+sasrec' in reports), not the generative model alone.
 """
@@ -24,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from eval.repeat import list_log_probs
+from eval.repeat import apply_repeat_prior, list_log_probs
 from genrec.data.schema import Example
 
 SASREC_SUFFIX = "+sasrec"  # evaluation row of a model fused with SASRec: "genrec-direct:sft1+sasrec"
@@ -39,7 +40,10 @@ def fuse(scored: Sequence[tuple[str, float]], sasrec_logp: Mapping[str, float], 
     `sasrec_logp` holds SASRec's log-probability of every candidate (its top items and the model's items). With a
     positive weight an item it lacks (e.g. a history item under the `new` protocol) leaves the list. The fused
     probabilities are the product renormalised over the candidates and scaled to the mass the model puts on its
-    list, so a repeat prior can mix them as it mixes the model's own (eval/repeat.py)."""
+    list, so a repeat prior can mix them as it mixes the model's own (eval/repeat.py). Weight 0 returns the model's
+    list unchanged (scores included), so a fused row at weight 0 is the model's row, with or without the prior."""
+    if weight == 0:
+        return list(scored[:k])
     model = {}
     for item, lp in scored:
         if item not in model and lp != float("-inf"):
@@ -98,7 +102,7 @@ class CollabPrior:
         per_user: dict[float, list[float]] = {}
         for w in sorted(grid):
             row = []
-            for lst, sas, ex in zip(model_lists, sasrec_logps, examples):
+            for lst, sas, ex in zip(model_lists, sasrec_logps, examples, strict=True):
                 fused = fuse(lst, sas, w, k)
                 if rerank is not None:
                     fused = rerank(fused, ex)
@@ -121,17 +125,40 @@ class CollabPrior:
                 "valid_ndcg@10": {str(w): s for w, s in self.valid_ndcg10.items()}}
 
 
+def sasrec_log_probs(sasrec, examples: Sequence[Example], beams_per_user, candidates: int,
+                     exclude_history: bool = False) -> list[dict[str, float]]:
+    """SASRec's log-probabilities of each user's candidates: its top `candidates` items and the model's list."""
+    return sasrec.candidate_log_probs(examples, [[b.item_id for b in bs] for bs in beams_per_user], candidates,
+                                      exclude_history)
+
+
 def apply_collab_prior(weight: float, beams_per_user, sasrec_logps: Sequence[Mapping[str, float]], k: int,
                        beam_factory):
     """Each user's beam list fused with SASRec (`fuse`); `beam_factory(item_id, log_p)` builds a beam for an item
-    the model did not return. Beams kept from the model carry their reasoning, with the fused score."""
+    the model did not return. Beams kept from the model carry their reasoning, with the fused score (a popularity
+    fill SASRec ranks in is no longer a fill)."""
+    if weight == 0:
+        return [list(beams[:k]) for beams in beams_per_user]
     out = []
-    for beams, sas in zip(beams_per_user, sasrec_logps):
+    for beams, sas in zip(beams_per_user, sasrec_logps, strict=True):
         by_item = {b.item_id: b for b in beams}
         fused = fuse(list_log_probs(beams), sas, weight, k)
-        out.append([replace(by_item[it], score=lp) if it in by_item else beam_factory(it, lp) for it, lp in fused])
+        out.append([replace(by_item[it], score=lp, filled=by_item[it].filled and lp == float("-inf"))
+                    if it in by_item else beam_factory(it, lp) for it, lp in fused])
     return out
 
 
+def hybrid_beams(weight: float, beams_per_user, sasrec_logps: Sequence[Mapping[str, float]],
+                 examples: Sequence[Example], list_length: int, k: int, beam_factory, prior=None,
+                 exclude_history: bool = False):
+    """What a '+sasrec' row ranks, in one place for `genrec evaluate` and `genrec recommend`: the model's list fused
+    with SASRec at `list_length` items, then the repeat prior (if given; not when history items are excluded, where
+    it adds nothing), then the top k."""
+    fused = apply_collab_prior(weight, beams_per_user, sasrec_logps, list_length, beam_factory)
+    if prior is not None and not exclude_history:
+        fused = apply_repeat_prior(prior, fused, examples, list_length, beam_factory)
+    return [beams[:k] for beams in fused]
+
+
 __all__ = ["DEFAULT_CANDIDATES", "SASREC_SUFFIX", "WEIGHT_GRID", "CollabPrior", "apply_collab_prior", "fuse",
-           "ndcg_at"]
+           "hybrid_beams", "ndcg_at", "sasrec_log_probs"]

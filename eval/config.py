@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from eval.collab_prior import DEFAULT_CANDIDATES
 from eval.protocols import PROTOCOLS
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget
 
@@ -87,8 +88,11 @@ class EvalConfig:
     sasrec_prior_users: int = field(default=500, metadata={
         "help": "Valid users the SASRec weight is fitted on (a seeded sample; 0 = all): one more beam search per "
                 "model on them."})
-    sasrec_prior_candidates: int = field(default=20, metadata={
+    sasrec_prior_candidates: int = field(default=DEFAULT_CANDIDATES, metadata={
         "help": "SASRec's top items that join each model list in the fusion."})
+    sasrec_prior_weight: float = field(default=-1.0, metadata={
+        "help": "A fixed fusion weight w for every model and protocol instead of fitting it on valid users "
+                "(-1 = fit; skips the extra beam search)."})
     save_predictions: bool = field(
         default=True, metadata={"help": "Write predictions_<method>_<protocol>.jsonl (top-k items, scores, reasoning) for models."}
     )
@@ -121,6 +125,8 @@ class EvalConfig:
             raise ValueError(f"--min_block_tokens {self.min_block_tokens} must be in [0, max_block_tokens={self.max_block_tokens}]")
         if self.sasrec_prior not in ("auto", "true", "false"):
             raise ValueError(f"--sasrec_prior must be auto, true or false, got {self.sasrec_prior!r}")
+        if not (self.sasrec_prior_weight >= 0 or self.sasrec_prior_weight == -1):  # NaN fails both
+            raise ValueError(f"--sasrec_prior_weight must be >= 0, or -1 to fit it, got {self.sasrec_prior_weight}")
         if self.sasrec_prior_users < 0 or self.sasrec_prior_candidates < 1:
             raise ValueError("--sasrec_prior_users must be >= 0 and --sasrec_prior_candidates >= 1, got "
                              f"{self.sasrec_prior_users} and {self.sasrec_prior_candidates}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from eval.baselines import MostPop, RecentItems, SASRec, SASRecConfig
-from eval.collab_prior import SASREC_SUFFIX, CollabPrior, apply_collab_prior
+from eval.collab_prior import SASREC_SUFFIX, CollabPrior, hybrid_beams, sasrec_log_probs
 from eval.config import EvalConfig
 from eval.generative import load_generative
 from eval.harness import check_k, evaluate_ranker, validate_examples
@@ -124,19 +125,21 @@ class _Repeat:
 
 class _Hybrid:
     """Fuse a list with SASRec at the weight fitted for the protocol (the '+sasrec' rows), then the repeat prior if
-    given (not under `new`, where it adds nothing)."""
+    given (`hybrid_beams`). `sasrec_cache` is shared by a model's two hybrid rows: SASRec scores each list once."""
 
-    def __init__(self, fitted: dict[bool, CollabPrior], sasrec: SASRec, rec, prior=None) -> None:
+    def __init__(self, fitted: dict[bool, CollabPrior], sasrec: SASRec, rec, prior=None,
+                 sasrec_cache: dict | None = None) -> None:
         self.fitted, self.sasrec, self.rec, self.prior = fitted, sasrec, rec, prior  # fitted: by excludes_history
+        self.cache = {} if sasrec_cache is None else sasrec_cache
 
     def __call__(self, beams, exs, k, exclude):
         fitted = self.fitted[exclude]
-        sas = self.sasrec.candidate_log_probs(exs, [[b.item_id for b in bs] for bs in beams], fitted.candidates,
-                                              exclude)
-        beams = apply_collab_prior(fitted.weight, beams, sas, k, self.rec.history_beam)
-        if self.prior is not None and not exclude:
-            beams = apply_repeat_prior(self.prior, beams, exs, k, self.rec.history_beam)
-        return beams
+        key = (id(beams), exclude)
+        if key not in self.cache:
+            self.cache.clear()  # one protocol's lists at a time
+            self.cache[key] = sasrec_log_probs(self.sasrec, exs, beams, fitted.candidates, exclude)
+        return hybrid_beams(fitted.weight, beams, self.cache[key], exs, k, k, self.rec.history_beam, self.prior,
+                            exclude)
 
     def to_dict(self, protocols: list[str]) -> dict:
         return {p: self.fitted[excludes_history(p)].to_dict() for p in protocols}
@@ -146,43 +149,44 @@ def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, protoc
                   cfg: EvalConfig) -> tuple[list[tuple[str, object]], float]:
     """The rows that re-rank a model's list: '+repeat', then '+sasrec' and '+sasrec+repeat'. Each SASRec weight is
     fitted on the held-out valid users for the row and protocol it serves (one more beam search, on those users):
-    under `new` (history items excluded, repeat targets dropped) SASRec's weight is fitted on new-item targets.
-    Returns the rows and the fit's seconds."""
+    under `new` (history items excluded, repeat targets dropped) on the users whose target is a new item.
+    `--sasrec_prior_weight` fixes the weight instead. Returns the rows and the fit's seconds."""
     rows: list[tuple[str, object]] = []
     if prior is not None:
         rows.append((name + REPEAT_SUFFIX, _Repeat(prior, rec)))
     if sasrec is None:
         return rows, 0.0
-    _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users")
     t0 = time.perf_counter()
     flags = sorted({excludes_history(p) for p in protocols})
-    variants = rec.recommend_beams_variants(collab_examples, k, flags)
-    fitted: dict[bool, CollabPrior] = {}
-    fitted_r: dict[bool, CollabPrior] = {}
-    for exclude, beams in zip(flags, variants):
-        keep = [i for i, ex in enumerate(collab_examples) if not exclude or ex.target not in set(ex.history)]
-        exs = [collab_examples[i] for i in keep]
-        beams = [beams[i] for i in keep]
-        if not exs:  # no valid user has a new-item target: the `all` weight stands in
-            continue
-        lists = [list_log_probs(bs) for bs in beams]
-        sas = sasrec.candidate_log_probs(exs, [[b.item_id for b in bs] for bs in beams],
-                                         cfg.sasrec_prior_candidates, exclude)
-        fitted[exclude] = CollabPrior.fit(lists, sas, exs, k, "valid", cfg.sasrec_prior_candidates)
-        fitted_r[exclude] = fitted[exclude] if exclude or prior is None else CollabPrior.fit(
-            lists, sas, exs, k, "valid", cfg.sasrec_prior_candidates,
-            rerank=lambda fused, ex: prior.mix(fused, ex.history, k))
-        _log(f"{name}{SASREC_SUFFIX} [{'new' if exclude else 'all'}]: weight {fitted[exclude].weight}"
-             + (f"; {name}{SASREC_SUFFIX}{REPEAT_SUFFIX}: {fitted_r[exclude].weight}"
-                if fitted_r[exclude] is not fitted[exclude] else "")
-             + " (valid NDCG@10 by weight: "
-             + ", ".join(f"{w:g}: {v:.4f}" for w, v in fitted[exclude].valid_ndcg10.items()) + ")")
-    for exclude in flags:
-        fitted.setdefault(exclude, fitted.get(not exclude, CollabPrior(0.0, cfg.sasrec_prior_candidates)))
-        fitted_r.setdefault(exclude, fitted_r.get(not exclude, fitted[exclude]))
-    rows.append((name + SASREC_SUFFIX, _Hybrid(fitted, sasrec, rec)))
+    candidates = cfg.sasrec_prior_candidates
+    if cfg.sasrec_prior_weight >= 0:
+        fixed = CollabPrior(cfg.sasrec_prior_weight, candidates, split="fixed (--sasrec_prior_weight)")
+        fitted = fitted_r = {exclude: fixed for exclude in flags}
+    else:
+        _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users")
+        variants = rec.recommend_beams_variants(collab_examples, k, flags)
+        fitted, fitted_r = {}, {}
+        for exclude, beams in zip(flags, variants):
+            keep = [i for i, ex in enumerate(collab_examples) if not exclude or ex.target not in set(ex.history)]
+            exs, beams = [collab_examples[i] for i in keep], [beams[i] for i in keep]
+            if not exs:
+                fitted[exclude] = fitted_r[exclude] = CollabPrior(
+                    0.0, candidates, split="valid: no new-item target among the sampled users (the model's list)")
+                continue
+            lists = [list_log_probs(bs) for bs in beams]
+            sas = sasrec_log_probs(sasrec, exs, beams, candidates, exclude)
+            fitted[exclude] = CollabPrior.fit(lists, sas, exs, k, "valid", candidates)
+            fitted_r[exclude] = fitted[exclude] if exclude or prior is None else CollabPrior.fit(
+                lists, sas, exs, k, "valid", candidates, rerank=lambda fused, ex: prior.mix(fused, ex.history, k))
+            _log(f"{name}{SASREC_SUFFIX} [{'new' if exclude else 'all'}]: weight {fitted[exclude].weight}"
+                 + (f"; {name}{SASREC_SUFFIX}{REPEAT_SUFFIX}: {fitted_r[exclude].weight}"
+                    if fitted_r[exclude] is not fitted[exclude] else "")
+                 + " (valid NDCG@10 by weight: "
+                 + ", ".join(f"{w:g}: {v:.4f}" for w, v in fitted[exclude].valid_ndcg10.items()) + ")")
+    cache: dict = {}
+    rows.append((name + SASREC_SUFFIX, _Hybrid(fitted, sasrec, rec, sasrec_cache=cache)))
     if prior is not None:
-        rows.append((name + SASREC_SUFFIX + REPEAT_SUFFIX, _Hybrid(fitted_r, sasrec, rec, prior)))
+        rows.append((name + SASREC_SUFFIX + REPEAT_SUFFIX, _Hybrid(fitted_r, sasrec, rec, prior, sasrec_cache=cache)))
     return rows, time.perf_counter() - t0
 
 
@@ -224,15 +228,18 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     if data_cfg is not None:
         meta["data_config"] = {k: v for k, v in vars(data_cfg).items()}
 
-    collab_examples, sasrec, sasrec_seconds = [], None, 0.0
+    collab_on, collab_examples, sasrec, sasrec_seconds = False, [], None, 0.0
     if cfg.sasrec_prior_on():
-        why_not = ("it fits its weight on the valid split, which is the split evaluated" if cfg.eval_split == "valid"
+        fit = cfg.sasrec_prior_weight < 0
+        why_not = ("" if not fit else
+                   "it fits its weight on the valid split, which is the split evaluated" if cfg.eval_split == "valid"
                    else "the data has no valid split to fit its weight on" if not data.valid else "")
         if why_not and cfg.sasrec_prior == "true":
-            raise ValueError(f"--sasrec_prior true: {why_not}; use --sasrec_prior false")
+            raise ValueError(f"--sasrec_prior true: {why_not}; give --sasrec_prior_weight or --sasrec_prior false")
         if why_not:
-            _log(f"'{SASREC_SUFFIX}' rows skipped: {why_not}")
-        else:
+            _log(f"'{SASREC_SUFFIX}' rows skipped: {why_not} (--sasrec_prior_weight fixes the weight instead)")
+        collab_on = not why_not
+        if collab_on and fit:
             collab_examples = seeded_subset(data.valid, cfg.sasrec_prior_users, cfg.seed)
             validate_examples(collab_examples, data.catalog, split="valid", source=str(cfg.data))
     # Generative models: check every test item has a SID and every layout fits its folder before loading any model.
@@ -252,9 +259,10 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         if not prior.weight:
             prior = None
     begin_writing(out_dir)  # until the report is written, readers and `genrec run` see the folder as incomplete
-    if collab_examples:
+    if (out_dir / SASREC_SUBDIR).is_dir():  # an earlier evaluation's: never beside this one's weights
+        shutil.rmtree(out_dir / SASREC_SUBDIR)
+    if collab_on:
         sasrec, sasrec_seconds = _train_sasrec(cfg, data)
-        sasrec.save(out_dir / SASREC_SUBDIR)
     collab_weights: dict[str, dict] = {}
     for i, model_dir in enumerate(cfg.model_list()):
         layout = layouts[i] if len(layouts) > 1 else layouts[0]
@@ -276,7 +284,10 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             collab_weights[str(Path(model_dir).resolve())] = {
                 "method": name, "weight": plain[False].weight if False in plain else None,
                 "weight_with_repeat_prior": with_prior[False].weight if False in with_prior else None,
-                "weight_new_items": plain[True].weight if True in plain else None}
+                "weight_new_items": plain[True].weight if True in plain else None,
+                # how the fitted lists were made: `genrec recommend --sasrec` fuses the same way
+                "list_length": ks[-1], "candidates": cfg.sasrec_prior_candidates, "layout": rec.layout,
+                "num_beams": cfg.num_beams, "level_weights": rec.search.level_weights}
         # One beam search for every protocol: they differ only at the last SID level (SIDBeamSearch.search_variants).
         start = time.perf_counter()
         variants = rec.recommend_beams_variants(examples, ks[-1], [excludes_history(p) for p in protocols])
@@ -343,10 +354,12 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
 
     if not results:
         raise ValueError("nothing to evaluate: pass --model and/or --baselines")
-    if sasrec is not None:
+    if sasrec is not None:  # the SASRec and its weights together, once every model is evaluated
+        sasrec.save(out_dir / SASREC_SUBDIR)
         atomic_write_text(out_dir / SASREC_SUBDIR / COLLAB_JSON, json.dumps(collab_weights, indent=1))
-        meta["sasrec_prior"] = {"folder": str(out_dir / SASREC_SUBDIR), "fit_split": "valid",
-                                "fit_users": len(collab_examples), "candidates": cfg.sasrec_prior_candidates}
+        meta["sasrec_prior"] = {"folder": str(out_dir / SASREC_SUBDIR), "candidates": cfg.sasrec_prior_candidates,
+                                "fit_split": "valid" if collab_examples else None, "fit_users": len(collab_examples),
+                                "fixed_weight": cfg.sasrec_prior_weight if cfg.sasrec_prior_weight >= 0 else None}
     meta["protocol_users"] = {p: len(select_examples(examples, p)) for p in protocols}
     meta["excludes_history"] = {p: excludes_history(p) for p in protocols}
     meta["paired_ndcg10"] = paired_comparisons(list(results), protocols, per_user)

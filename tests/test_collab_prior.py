@@ -11,7 +11,7 @@ import torch
 
 from eval.baselines.sasrec import SASRec, SASRecConfig
 from eval.beam import Beam
-from eval.collab_prior import CollabPrior, apply_collab_prior, fuse
+from eval.collab_prior import CollabPrior, apply_collab_prior, fuse, hybrid_beams
 from genrec.cli import main
 from genrec.data.schema import Example
 from helpers_tiny import tiny_catalog, tiny_examples, tiny_model_dir, write_tiny_data_dir, write_tiny_tokenizer_dir
@@ -21,7 +21,7 @@ def test_weight_zero_keeps_the_models_list_and_a_large_weight_follows_sasrec():
     # the model's list in its own order (apply_collab_prior gives a level-weighted list's scores in list order)
     scored = [("a", -1.0), ("b", -2.0), ("c", -3.0)]
     sas = {"a": math.log(0.05), "b": math.log(0.2), "c": math.log(0.3), "d": math.log(0.4)}
-    assert [it for it, _ in fuse(scored, sas, 0.0, 3)] == ["a", "b", "c"]
+    assert fuse(scored, sas, 0.0, 3) == scored  # weight 0: the model's list, scores included
     # d (SASRec only) gets the list's lowest score minus 1; with a large weight SASRec's order decides
     assert [it for it, _ in fuse(scored, sas, 50.0, 4)] == ["d", "c", "b", "a"]
     # weight 1: a = -1 + log .05 = -4.00, b = -2 + log .2 = -3.61, c = -3 + log .3 = -4.20, d = -4 + log .4 = -4.92
@@ -63,6 +63,28 @@ def test_fit_takes_a_weight_only_when_it_is_clearly_better_on_the_held_out_users
     assert fitted.valid_ndcg10[1.0] > fitted.valid_ndcg10[0.0] and fitted.weight == 0.0
     lists, sas, exs = _flip_users(6, 1, 13)
     assert CollabPrior.fit(lists, sas, exs, k=10, grid=(0.0, 1.0)).weight == 1.0
+
+
+def test_hybrid_applies_the_repeat_prior_to_the_fused_list_and_not_under_new():
+    from eval.repeat import RepeatPrior
+
+    beams = [[Beam("a", -1.0, ()), Beam("b", -2.0, ()), Beam("c", -3.0, ())]]
+    sas = [{"a": math.log(0.1), "b": math.log(0.1), "c": math.log(0.7), "h": math.log(0.1)}]
+    ex = [Example("u", ("h",), "h")]
+    prior = RepeatPrior(0.9, (1.0,))  # the most recent history item takes 0.9 of the mass
+    make = lambda item, lp: Beam(item, lp, ())  # noqa: E731
+    fused = hybrid_beams(1.0, beams, sas, ex, 4, 4, make)[0]
+    # a: -1 + log .1 = -3.30, c: -3 + log .7 = -3.36, b: -2 + log .1 = -4.30, h: (-3 - 1) + log .1 = -6.30
+    assert [b.item_id for b in fused] == ["a", "c", "b", "h"]
+    with_prior = hybrid_beams(1.0, beams, sas, ex, 4, 2, make, prior)[0]
+    assert [b.item_id for b in with_prior] == ["h", fused[0].item_id]  # the prior brings h first, then the fused top
+    # under `new` the prior adds nothing (history items are excluded there)
+    assert [b.item_id for b in hybrid_beams(1.0, beams, sas, ex, 4, 2, make, prior, exclude_history=True)[0]] == \
+        [b.item_id for b in fused[:2]]
+    # weight 0 with the prior is the '+repeat' row exactly
+    from eval.repeat import apply_repeat_prior
+
+    assert hybrid_beams(0.0, beams, sas, ex, 3, 3, make, prior)[0] == apply_repeat_prior(prior, beams, ex, 3, make)[0]
 
 
 def test_apply_keeps_the_models_beams_and_builds_sasrecs_own():
@@ -108,9 +130,9 @@ def _evaluate(tmp_path, out, *extra):
     return main(argv), data, tok
 
 
-def test_evaluate_reports_sasrec_rows_fitted_on_valid_and_recommend_uses_them(tmp_path, capsys):
+def test_evaluate_fits_the_sasrec_weight_on_valid_users_per_protocol(tmp_path):
     out = tmp_path / "out"
-    rc, data, tok = _evaluate(tmp_path, out, "--baselines", "sasrec", "--sasrec_prior_users", "10")
+    rc, data, _ = _evaluate(tmp_path, out, "--baselines", "sasrec", "--sasrec_prior_users", "10")
     assert rc == 0
     report = json.loads((out / "eval_report.json").read_text())
     results, meta = report["results"], report["meta"]
@@ -124,44 +146,57 @@ def test_evaluate_reports_sasrec_rows_fitted_on_valid_and_recommend_uses_them(tm
     assert 0 < fitted_new["examples"] <= min(10, new_users)
     for protocol, metrics in results["genrec-direct+sasrec"].items():
         assert metrics["invalid"] == 0 and metrics["duplicates"] == 0, protocol
+    weights = json.loads((out / "sasrec" / "collab_prior.json").read_text())
+    (entry,) = weights.values()
+    assert (entry["weight"], entry["weight_new_items"], entry["list_length"]) == (fitted["weight"],
+                                                                                  fitted_new["weight"], 10)
+    assert "`+sasrec` rows: a hybrid" in (out / "report.md").read_text()
+
+
+def test_the_fused_row_is_the_fusion_and_recommend_ranks_the_same(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, data, tok = _evaluate(tmp_path, out, "--baselines", "sasrec", "--sasrec_prior_weight", "2")
+    assert rc == 0
+    meta = json.loads((out / "eval_report.json").read_text())["meta"]
+    assert meta["methods"]["genrec-direct+sasrec"]["sasrec_prior"]["all"]["weight"] == 2.0
     assert "genrec-direct+sasrec - genrec-direct [all]" in meta["paired_ndcg10"]
     assert "genrec-direct+sasrec - sasrec [all]" in meta["paired_ndcg10"]
-    assert "`+sasrec` rows: a hybrid" in (out / "report.md").read_text()
-    weights = json.loads((out / "sasrec" / "collab_prior.json").read_text())
-    assert [(w["weight"], w["weight_new_items"]) for w in weights.values()] == [(fitted["weight"],
-                                                                                 fitted_new["weight"])]
-
-    # the fused row at weight w is the fusion of the model's own predictions with the saved SASRec
+    # the row at weight 2 is the fusion of the model's own predictions (list of 10) with the saved SASRec
     preds = [json.loads(x) for x in (out / "predictions_genrec-direct_all.jsonl").read_text().splitlines()]
     fused_rows = [json.loads(x) for x in (out / "predictions_genrec-direct+sasrec_all.jsonl").read_text().splitlines()]
     sas = SASRec.load(out / "sasrec")
     ex = [Example(p["user_id"], tuple(p["history"]), p["target"]) for p in preds]
     logps = sas.candidate_log_probs(ex, [p["items"] for p in preds], 20)
+    changed = 0
     for p, f, lp in zip(preds, fused_rows, logps):
-        scored = sorted([(it, s) for it, s in zip(p["items"], p["scores"]) if s is not None], key=lambda x: -x[1])
-        scored = [(it, s) for (it, _), (_, s) in zip([(it, 0) for it in p["items"]], scored)]
-        assert f["items"] == [it for it, _ in fuse(scored, lp, fitted["weight"], 10)]
+        plain = sorted((s for s in p["scores"] if s is not None), reverse=True)  # in list order, as list_log_probs
+        scored = list(zip(p["items"], plain))
+        assert f["items"] == [it for it, _ in fuse(scored, lp, 2.0, 10)]
+        changed += f["items"] != p["items"]
+    assert changed > 0  # SASRec moved some lists: the check above is not an identity
 
-    # `genrec recommend --sasrec` reads the weight fitted for this model
+    # `genrec recommend --sasrec` reads the weight and list length this model was evaluated with
     user = preds[0]["user_id"]
     capsys.readouterr()
     assert main(["recommend", "--model", str(tiny_model_dir()), "--sid_map", str(tok), "--data", str(data),
                  "--user", user, "--layout", "direct", "--num_beams", "4", "--sasrec", str(out / "sasrec"),
                  "--repeat_prior", "false", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["sasrec"]["weight"] == fitted["weight"]
+    assert (shown["sasrec"]["weight"], shown["sasrec"]["list_length"]) == (2.0, 10)
     assert [r["item_id"] for r in shown["recommendations"]] == fused_rows[0]["items"]
     # a model the evaluation did not fit a weight for is a clear error, unless the weight is given
     other = tmp_path / "other_model"
     import shutil
 
     shutil.copytree(tiny_model_dir(), other)
-    assert main(["recommend", "--model", str(other), "--sid_map", str(tok), "--data", str(data), "--user", user,
-                 "--layout", "direct", "--sasrec", str(out / "sasrec")]) == 1
+    argv = ["recommend", "--model", str(other), "--sid_map", str(tok), "--data", str(data), "--user", user,
+            "--layout", "direct", "--sasrec", str(out / "sasrec")]
+    assert main(argv) == 1
     assert "no weight fitted for --model" in capsys.readouterr().err
+    assert main([*argv, "--sasrec_weight", "1"]) == 0
 
 
-def test_sasrec_rows_off_and_impossible(tmp_path):
+def test_sasrec_rows_off_and_impossible(tmp_path, capsys):
     rc, _, _ = _evaluate(tmp_path, tmp_path / "off", "--baselines", "sasrec", "--sasrec_prior", "false",
                          "--protocols", "all")
     assert rc == 0
@@ -171,3 +206,9 @@ def test_sasrec_rows_off_and_impossible(tmp_path):
     # the weight is fitted on valid: evaluating on valid cannot have the rows
     rc, _, _ = _evaluate(tmp_path, tmp_path / "v", "--baselines", "", "--sasrec_prior", "true", "--eval_split", "valid")
     assert rc == 1
+    assert "--sasrec_prior true: it fits its weight on the valid split" in capsys.readouterr().err
+    # a fixed weight needs no fit: the rows are possible on valid too
+    rc, _, _ = _evaluate(tmp_path, tmp_path / "v2", "--baselines", "", "--sasrec_prior", "true", "--eval_split", "valid",
+                         "--sasrec_prior_weight", "1", "--protocols", "all")
+    assert rc == 0
+    assert "genrec-direct+sasrec" in json.loads((tmp_path / "v2" / "eval_report.json").read_text())["results"]

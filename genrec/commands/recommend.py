@@ -60,8 +60,10 @@ class RecommendConfig:
         from eval.beam import parse_level_weights
 
         parse_level_weights(self.level_weights)  # a bad flag fails before anything loads
-        if self.sasrec_weight < 0 and self.sasrec_weight != -1.0:
+        if not (self.sasrec_weight >= 0 or self.sasrec_weight == -1.0):  # NaN fails both
             raise ValueError(f"--sasrec_weight must be >= 0, or -1 for the fitted weight, got {self.sasrec_weight}")
+        if self.sasrec_weight != -1.0 and not self.sasrec:
+            raise ValueError("--sasrec_weight needs --sasrec (the SASRec folder `genrec evaluate` wrote)")
 
 
 # DataConfig: how --user's history and the repeat prior are read (give the flags the model was trained with, e.g.
@@ -80,11 +82,18 @@ def display_template(catalog, given: str = "") -> str | None:
         ", {city}" if "city" in catalog.fields else "")
 
 
-COLLAB_LIST = 20  # the model's list length the fusion sees: `genrec evaluate`'s default top-k (its fitted weight's)
+@dataclass
+class CollabSetting:
+    """How `genrec recommend --sasrec` fuses: the weight and the list the evaluation fitted it on."""
+
+    weight: float
+    list_length: int = 20  # `genrec evaluate`'s default largest top-k
+    candidates: int = 20
 
 
 def load_collab(cfg: RecommendConfig, catalog, with_prior: bool):
-    """The SASRec of --sasrec and the fusion weight: --sasrec_weight, else the one fitted for --model."""
+    """The SASRec of --sasrec and its fusion setting: --sasrec_weight, else the weight fitted for --model (for the
+    list the evaluation's row used: with the repeat prior or not, new items only or not)."""
     import json
     from pathlib import Path
 
@@ -92,23 +101,26 @@ def load_collab(cfg: RecommendConfig, catalog, with_prior: bool):
     from eval.run import COLLAB_JSON
 
     sasrec = SASRec.load(cfg.sasrec)
-    missing = [it for it in catalog.item_ids if it not in sasrec.index]
-    if missing:
-        raise ValueError(f"--sasrec {cfg.sasrec} was trained on another catalog: {len(missing)} of --data's items "
-                         f"(e.g. {missing[0]!r}) are not among its items")
-    if cfg.sasrec_weight >= 0:
-        return sasrec, cfg.sasrec_weight
+    if set(sasrec.item_ids) != set(catalog.item_ids):
+        ours, theirs = set(catalog.item_ids), set(sasrec.item_ids)
+        unknown = sorted(ours - theirs) or sorted(theirs - ours)
+        raise ValueError(f"--sasrec {cfg.sasrec} was trained on another catalog than --data {cfg.data} "
+                         f"({len(theirs)} items against {len(ours)}; e.g. {unknown[0]!r} is in one only)")
     fitted_path = Path(cfg.sasrec) / COLLAB_JSON
     fitted = json.loads(fitted_path.read_text()) if fitted_path.is_file() else {}
     entry = fitted.get(str(Path(cfg.model).resolve()))
+    if cfg.sasrec_weight >= 0:
+        return sasrec, CollabSetting(cfg.sasrec_weight, *((entry["list_length"], entry["candidates"]) if entry else ()))
     if entry is None:
         raise ValueError(f"{fitted_path} has no weight fitted for --model {cfg.model} (it has: "
                          f"{', '.join(fitted) or 'none'}); give --sasrec_weight")
     key = "weight_new_items" if cfg.exclude_history else "weight_with_repeat_prior" if with_prior else "weight"
     if entry.get(key) is None:
-        raise ValueError(f"{fitted_path} has no {key!r} for --model {cfg.model} (its evaluation did not run the "
-                         f"protocol it serves: {'new' if cfg.exclude_history else 'all'}); give --sasrec_weight")
-    return sasrec, float(entry[key])
+        why = ("its evaluation ran no `new` protocol (--exclude_history)" if cfg.exclude_history else
+               "its evaluation had no repeat prior (--repeat_prior false there, or no repeats in the data); give "
+               "--repeat_prior false here" if with_prior else "its evaluation ran no `all` protocol")
+        raise ValueError(f"{fitted_path} has no {key!r} for --model {cfg.model}: {why}, or --sasrec_weight")
+    return sasrec, CollabSetting(float(entry[key]), int(entry["list_length"]), int(entry["candidates"]))
 
 
 def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
@@ -155,24 +167,28 @@ def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
 
         if cfg.user or detect(cfg.data).kind != "items":
             prior = fit_prior(data if cfg.user else load_data(cfg.data, data_cfg, verbose=False))
-            prior = prior if prior.weight else None
-    sasrec, weight = load_collab(cfg, catalog, with_prior=prior is not None) if cfg.sasrec else (None, None)
-    beams = rec.recommend_beams([example], max(cfg.topk, COLLAB_LIST) if sasrec else cfg.topk, cfg.exclude_history)[0]
-    if sasrec is not None:
-        from eval.collab_prior import DEFAULT_CANDIDATES, apply_collab_prior
+    mixing = prior if prior is not None and prior.weight else None
+    sasrec, collab = load_collab(cfg, catalog, with_prior=mixing is not None) if cfg.sasrec else (None, None)
+    if sasrec is not None:  # as the '+sasrec' rows: fuse the evaluation's list length, then the prior, then the top k
+        from eval.collab_prior import hybrid_beams, sasrec_log_probs
 
-        sas = sasrec.candidate_log_probs([example], [[b.item_id for b in beams]], DEFAULT_CANDIDATES, cfg.exclude_history)
-        beams = apply_collab_prior(weight, [beams], sas, cfg.topk, rec.history_beam)[0]
-    if prior is not None:
-        from eval.repeat import apply_repeat_prior
+        length = max(cfg.topk, collab.list_length)
+        beams = rec.recommend_beams([example], length, cfg.exclude_history)
+        sas = sasrec_log_probs(sasrec, [example], beams, collab.candidates, cfg.exclude_history)
+        beams = hybrid_beams(collab.weight, beams, sas, [example], length, cfg.topk, rec.history_beam, mixing,
+                             cfg.exclude_history)[0]
+    else:
+        beams = rec.recommend_beams([example], cfg.topk, cfg.exclude_history)[0]
+        if mixing is not None:
+            from eval.repeat import apply_repeat_prior
 
-        beams = apply_repeat_prior(prior, [beams], [example], cfg.topk, rec.history_beam)[0]
+            beams = apply_repeat_prior(mixing, [beams], [example], cfg.topk, rec.history_beam)[0]
     template = display_template(catalog, cfg.item_template)
     if cfg.json:
         print(json.dumps({
             "layout": rec.layout,
             "repeat_prior": prior.to_dict() if prior is not None else None,
-            "sasrec": {"folder": cfg.sasrec, "weight": weight} if sasrec is not None else None,
+            "sasrec": {"folder": cfg.sasrec, **vars(collab)} if sasrec is not None else None,
             "history": [h.__dict__ for h in history],
             "recommendations": [
                 {"rank": r, "item_id": b.item_id, "text": catalog.render(b.item_id, template), "score": None if b.filled else b.score,
@@ -181,7 +197,7 @@ def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
             ],
         }, indent=1, ensure_ascii=False))
     else:
-        how = f", repeat prior w={prior.weight:.3f} (eval/repeat.py)" if prior is not None else ""
-        how += f", fused with SASRec w={weight:g} (eval/collab_prior.py)" if sasrec is not None else ""
+        how = f", repeat prior w={prior.weight:.3f} (eval/repeat.py)" if mixing is not None else ""
+        how += f", fused with SASRec w={collab.weight:g} (eval/collab_prior.py)" if sasrec is not None else ""
         print(f"[{rec.layout} layout, {cfg.num_beams} beams{how}]")
         print(format_recommendations(beams, catalog, rec.sid_map, template, history))
