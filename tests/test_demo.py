@@ -17,8 +17,11 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert set(summary["stage_seconds"]) >= {"synth", "fit-tokenizer", "sft1", "sft2", "rl", "evaluate"}
     results = report["results"]
     assert {"mostpop", "recent", "sasrec"} <= set(results)
-    generative = [name for name in results if name.startswith("genrec") and not name.endswith("+repeat")]
-    assert len(generative) == 3, results.keys()  # no-reasoning (sft1), reasoning (sft2), SAPO (rl)
+    generative = [name for name in results if name.startswith("genrec")]
+    models = [name for name in generative if not name.endswith(("+repeat", "+sasrec"))]
+    assert len(models) == 3, results.keys()  # no-reasoning (sft1), reasoning (sft2), SAPO (rl)
+    assert all(m + "+sasrec" in results for m in models)  # each also fused with the demo's SASRec
+    assert report["meta"]["sasrec_prior"]["fit_users"] > 0  # its weight fitted on valid users (at most 200)
     for name in generative:
         for protocol, metrics in results[name].items():
             assert metrics["invalid"] == 0, (name, protocol)  # every recommendation is a catalog item
