@@ -11,7 +11,7 @@ over the candidates = the model's beam list and SASRec's top `candidates` items.
 gets the list's lowest log-probability minus 1 (the beam search keeps the most probable items, so it is below all
 of them). The model's log-probabilities are given in the list's own order (level-weighted lists, as the repeat
 prior does: `list_log_probs`), so w = 0 returns the model's ranking. `w` is fitted on held-out users of the valid
-split (targets SFT never trained on; RL's valid prompts are the exception, and SASRec early-stops on the valid
+split (targets SFT never trained on; an RL model's valid prompts are left out; SASRec early-stops on the valid
 split, see docs/evaluation.md), from `WEIGHT_GRID`, by NDCG@10 with the one-standard-error rule: the smallest
 weight within one standard error of the best (paired per user), so a weight SASRec does not clearly earn is not
 taken. Nothing is tuned on the test split.

@@ -145,12 +145,20 @@ class _Hybrid:
         return {p: self.fitted[excludes_history(p)].to_dict() for p in protocols}
 
 
+def rl_trained_users(model_dir: str) -> set[str]:
+    """Users whose valid-split targets an RL model trained on (`genrec rl --rl_split valid` records them in
+    genrec_model.json): a weight fitted on their valid lists would see the model at its best."""
+    extra = load_info(model_dir).extra
+    return set(map(str, extra.get("rl_prompt_users") or [])) if extra.get("rl_split") == "valid" else set()
+
+
 def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, protocols: list[str],
-                  cfg: EvalConfig) -> tuple[list[tuple[str, object]], float]:
+                  cfg: EvalConfig, trained_users: set[str] = frozenset()) -> tuple[list[tuple[str, object]], float]:
     """The rows that re-rank a model's list: '+repeat', then '+sasrec' and '+sasrec+repeat'. Each SASRec weight is
     fitted on the held-out valid users for the row and protocol it serves (one more beam search, on those users):
     under `new` (history items excluded, repeat targets dropped) on the users whose target is a new item.
-    `--sasrec_prior_weight` fixes the weight instead. Returns the rows and the fit's seconds."""
+    Users in `trained_users` (an RL model's valid prompts) are left out of the fit. `--sasrec_prior_weight` fixes
+    the weight instead. Returns the rows and the fit's seconds."""
     rows: list[tuple[str, object]] = []
     if prior is not None:
         rows.append((name + REPEAT_SUFFIX, _Repeat(prior, rec)))
@@ -163,7 +171,13 @@ def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, protoc
         fixed = CollabPrior(cfg.sasrec_prior_weight, candidates, split="fixed (--sasrec_prior_weight)")
         fitted = fitted_r = {exclude: fixed for exclude in flags}
     else:
-        _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users")
+        held_out = [ex for ex in collab_examples if ex.user_id not in trained_users]
+        if not held_out:
+            _log(f"{name}: every sampled valid user was an RL prompt of this model; fitting on them anyway")
+            held_out = collab_examples
+        collab_examples = held_out
+        _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users"
+             + (f" (leaving out the {len(trained_users)} whose valid targets RL trained on)" if trained_users else ""))
         variants = rec.recommend_beams_variants(collab_examples, k, flags)
         fitted, fitted_r = {}, {}
         for exclude, beams in zip(flags, variants):
@@ -275,7 +289,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")
         results[name] = {}
-        derived, fit_seconds = _derived_rows(name, rec, prior, sasrec, collab_examples, ks[-1], protocols, cfg)
+        derived, fit_seconds = _derived_rows(name, rec, prior, sasrec, collab_examples, ks[-1], protocols, cfg,
+                                             rl_trained_users(model_dir))
         for row, _ in derived:
             results[row] = {}
         hybrids = {row: rerank.fitted for row, rerank in derived if isinstance(rerank, _Hybrid)}

@@ -48,6 +48,9 @@ def test_rl_command_trains_saves_and_resumes(tmp_path):
         assert (final / name).is_file(), name
     info = json.loads((final / "genrec_model.json").read_text())
     assert info["rl_algorithm"] == "sapo" and info["rl_steps"] == 2
+    # the users whose targets RL trained on, for the evaluation to fit nothing on them
+    assert info["rl_split"] in ("train", "valid") and len(info["rl_prompt_users"]) == len(set(info["rl_prompt_users"]))
+    assert 0 < len(info["rl_prompt_users"]) <= 8 and info["rl_prompt_users"] == sorted(info["rl_prompt_users"])
     assert (tmp_path / "out" / "checkpoint-2").is_dir()
     # Same command with more steps resumes from checkpoint-2 instead of starting over: a marker written into that
     # checkpoint's log history must survive into checkpoint-3.

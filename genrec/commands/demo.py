@@ -39,9 +39,6 @@ class DemoConfig:
                                                                 "completed from the last level's best children)."})
     sasrec_epochs: int = field(default=200, metadata={"help": "SASRec epoch cap (early stopping on valid NDCG@10; per-"
                                                                "sequence training fits the demo market in ~25 s)."})
-    sasrec_prior_users: int = field(default=200, metadata={
-        "help": "Valid users the '+sasrec' rows' weight is fitted on (a beam search per model on them; about 40 s "
-                "at 200 on 2 cores)."})
     force: bool = field(default=False, metadata={"help": "Re-run every stage even when its output exists."})
 
 
@@ -63,6 +60,6 @@ def run(cfg: DemoConfig) -> None:
         data=str(data), out=cfg.out, seed=cfg.seed, codebook_size=cfg.codebook_size, sft1_epochs=cfg.sft1_epochs,
         sft2_steps=cfg.sft2_steps, rl_steps=cfg.rl_steps, rl_prompts=cfg.rl_prompts,
         eval_users=cfg.eval_users, num_beams=cfg.num_beams, sasrec_epochs=cfg.sasrec_epochs, force=cfg.force,
-        protocols="all", sasrec_prior_users=cfg.sasrec_prior_users,
+        protocols="all",
     )
     execute(run_cfg, DataConfig(), PromptConfig(), label="demo", before=[synth])

@@ -133,7 +133,9 @@ def run(script: RLScriptConfig, data_cfg: DataConfig, args: SAPOConfig) -> None:
             rl_info = info.derive(
                 stage="rl", layout=args.layout, rl_algorithm=args.algorithm, base=str(script.model),
                 max_block_tokens=None if args.layout == "direct" else args.max_block_tokens,
-                extra={"rl_steps": trainer.state.global_step, "rl_prompts": len(dataset)},
+                extra={"rl_steps": trainer.state.global_step, "rl_prompts": len(dataset), "rl_split": script.rl_split,
+                       # whose targets RL trained on: the evaluation fits nothing on them (eval/run.py)
+                       "rl_prompt_users": sorted(set(dataset["user_id"]))},
             )
             save_model_folder(out, rl_info, tokenizer=tokenizer, sid_map=sid_map, prompt_cfg=prompt_cfg,
                               staged=staged)
