@@ -114,7 +114,8 @@ def write_report(out_dir: str | Path, results: Results, meta: Mapping | None = N
               "eval/repeat.py); under `new` it equals the model's row.", ""] if meta.get("repeat_prior") else []),
            *([f"`+sasrec` rows: a hybrid of two models, not the generative model alone: its list and SASRec's top "
               f"{meta['sasrec_prior']['candidates']} items scored by log p_model + w log p_SASRec, w "
-              + (f"fitted per row and protocol on {meta['sasrec_prior']['fit_users']} users of the valid split"
+              + (f"fitted per row and protocol on {meta['sasrec_prior']['fit_users']} users of the valid split (an RL "
+                 "model's own valid prompts left out)"
                  if meta["sasrec_prior"].get("fit_users") else f"fixed at {meta['sasrec_prior'].get('fixed_weight')}")
               + " (eval/collab_prior.py; the weights are in eval_report.json under methods). `+sasrec+repeat`: the "
               "repeat prior on the fused list.", ""]

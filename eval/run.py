@@ -152,12 +152,12 @@ def rl_trained_users(model_dir: str) -> set[str]:
     return set(map(str, extra.get("rl_prompt_users") or [])) if extra.get("rl_split") == "valid" else set()
 
 
-def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, protocols: list[str],
+def _derived_rows(name: str, rec, prior, sasrec, valid_pool, k: int, protocols: list[str],
                   cfg: EvalConfig, trained_users: set[str] = frozenset()) -> tuple[list[tuple[str, object]], float]:
     """The rows that re-rank a model's list: '+repeat', then '+sasrec' and '+sasrec+repeat'. Each SASRec weight is
-    fitted on the held-out valid users for the row and protocol it serves (one more beam search, on those users):
-    under `new` (history items excluded, repeat targets dropped) on the users whose target is a new item.
-    Users in `trained_users` (an RL model's valid prompts) are left out of the fit. `--sasrec_prior_weight` fixes
+    fitted on held-out valid users for the row and protocol it serves (one more beam search, on those users): a
+    seeded sample of `valid_pool` without `trained_users` (an RL model's valid prompts); under `new` (history items
+    excluded, repeat targets dropped) the sampled users whose target is a new item. `--sasrec_prior_weight` fixes
     the weight instead. Returns the rows and the fit's seconds."""
     rows: list[tuple[str, object]] = []
     if prior is not None:
@@ -171,13 +171,13 @@ def _derived_rows(name: str, rec, prior, sasrec, collab_examples, k: int, protoc
         fixed = CollabPrior(cfg.sasrec_prior_weight, candidates, split="fixed (--sasrec_prior_weight)")
         fitted = fitted_r = {exclude: fixed for exclude in flags}
     else:
-        held_out = [ex for ex in collab_examples if ex.user_id not in trained_users]
+        held_out = [ex for ex in valid_pool if ex.user_id not in trained_users]
+        note = f" (not the {len(valid_pool) - len(held_out)} whose valid targets RL trained on)" if trained_users else ""
         if not held_out:
-            _log(f"{name}: every sampled valid user was an RL prompt of this model; fitting on them anyway")
-            held_out = collab_examples
-        collab_examples = held_out
-        _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users"
-             + (f" (leaving out the {len(trained_users)} whose valid targets RL trained on)" if trained_users else ""))
+            note = " (every valid user was an RL prompt of this model: its weight may be too small)"
+            held_out = valid_pool
+        collab_examples = seeded_subset(held_out, cfg.sasrec_prior_users, cfg.seed)
+        _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users{note}")
         variants = rec.recommend_beams_variants(collab_examples, k, flags)
         fitted, fitted_r = {}, {}
         for exclude, beams in zip(flags, variants):
@@ -254,7 +254,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             _log(f"'{SASREC_SUFFIX}' rows skipped: {why_not} (--sasrec_prior_weight fixes the weight instead)")
         collab_on = not why_not
         if collab_on and fit:
-            collab_examples = seeded_subset(data.valid, cfg.sasrec_prior_users, cfg.seed)
+            collab_examples = list(data.valid)  # the pool each model's fit users are sampled from
             validate_examples(collab_examples, data.catalog, split="valid", source=str(cfg.data))
     # Generative models: check every test item has a SID and every layout fits its folder before loading any model.
     layouts = cfg.layout_list()
@@ -373,7 +373,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         sasrec.save(out_dir / SASREC_SUBDIR)
         atomic_write_text(out_dir / SASREC_SUBDIR / COLLAB_JSON, json.dumps(collab_weights, indent=1))
         meta["sasrec_prior"] = {"folder": str(out_dir / SASREC_SUBDIR), "candidates": cfg.sasrec_prior_candidates,
-                                "fit_split": "valid" if collab_examples else None, "fit_users": len(collab_examples),
+                                "fit_split": "valid" if collab_examples else None,
+                                "fit_users": min(len(collab_examples), cfg.sasrec_prior_users or len(collab_examples)),
                                 "fixed_weight": cfg.sasrec_prior_weight if cfg.sasrec_prior_weight >= 0 else None}
     meta["protocol_users"] = {p: len(select_examples(examples, p)) for p in protocols}
     meta["excludes_history"] = {p: excludes_history(p) for p in protocols}
