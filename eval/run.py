@@ -172,7 +172,8 @@ def _derived_rows(name: str, rec, prior, sasrec, valid_pool, k: int, protocols: 
         fitted = fitted_r = {exclude: fixed for exclude in flags}
     else:
         held_out = [ex for ex in valid_pool if ex.user_id not in trained_users]
-        note = f" (not the {len(valid_pool) - len(held_out)} whose valid targets RL trained on)" if trained_users else ""
+        note = (f" (leaving out the {len(valid_pool) - len(held_out)} valid examples of the {len(trained_users)} users "
+                "whose targets RL trained on)") if trained_users else ""
         if not held_out:
             note = " (every valid user was an RL prompt of this model: its weight may be too small)"
             held_out = valid_pool
