@@ -25,6 +25,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from eval.metrics import per_user_ndcg, target_ranks
 from eval.repeat import apply_repeat_prior, list_log_probs
 from genrec.data.schema import Example
 
@@ -57,9 +60,9 @@ def fuse(scored: Sequence[tuple[str, float]], sasrec_logp: Mapping[str, float], 
     fused = {}
     for item in order:
         s = sasrec_logp.get(item, float("-inf"))
-        if s == float("-inf") and (weight > 0 or item not in model):
-            continue  # excluded by SASRec (e.g. a history item under `new`), or neither model has it
-        fused[item] = model.get(item, floor) + weight * (s if weight > 0 else 0.0)
+        if s == float("-inf"):
+            continue  # excluded by SASRec (e.g. a history item under `new`)
+        fused[item] = model.get(item, floor) + weight * s
     if not fused:
         return list(scored[:k])
     top = max(fused.values())
@@ -67,14 +70,6 @@ def fuse(scored: Sequence[tuple[str, float]], sasrec_logp: Mapping[str, float], 
     mass = sum(math.exp(v) for v in model.values()) or 1.0
     ranked = sorted(fused, key=lambda it: (-fused[it], order[it]))[:k]
     return [(it, fused[it] - log_norm + math.log(mass)) for it in ranked]
-
-
-def ndcg_at(items: Sequence[str], target: str, k: int = 10) -> float:
-    """NDCG@k of one held-out target in a ranked list."""
-    for i, item in enumerate(items[:k]):
-        if item == target:
-            return 1.0 / math.log2(i + 2)
-    return 0.0
 
 
 @dataclass(frozen=True)
@@ -99,23 +94,21 @@ class CollabPrior:
         fitted for the row it serves."""
         if not examples:
             raise ValueError("CollabPrior.fit: no held-out examples to fit the SASRec weight on")
-        per_user: dict[float, list[float]] = {}
+        targets = [ex.target for ex in examples]
+        per_user: dict[float, np.ndarray] = {}
         for w in sorted(grid):
-            row = []
+            lists = []
             for lst, sas, ex in zip(model_lists, sasrec_logps, examples, strict=True):
                 fused = fuse(lst, sas, w, k)
-                if rerank is not None:
-                    fused = rerank(fused, ex)
-                row.append(ndcg_at([it for it, _ in fused], ex.target))
-            per_user[w] = row
-        scores = {w: sum(row) / len(row) for w, row in per_user.items()}
+                lists.append([it for it, _ in (rerank(fused, ex) if rerank is not None else fused)])
+            per_user[w] = per_user_ndcg(target_ranks(lists, targets, 10), 10)
+        scores = {w: float(row.mean()) for w, row in per_user.items()}
         best = max(scores, key=lambda w: (scores[w], -w))
         weight = best
         for w in sorted(per_user):
-            diff = [b - a for a, b in zip(per_user[w], per_user[best])]
-            mean = sum(diff) / len(diff)
-            se = math.sqrt(sum((d - mean) ** 2 for d in diff) / max(len(diff) - 1, 1) / len(diff))
-            if mean <= se:
+            diff = per_user[best] - per_user[w]
+            se = math.sqrt(float(((diff - diff.mean()) ** 2).sum()) / max(len(diff) - 1, 1) / len(diff))
+            if diff.mean() <= se:
                 weight = w
                 break
         return cls(weight, candidates, scores, len(examples), split)
@@ -161,4 +154,4 @@ def hybrid_beams(weight: float, beams_per_user, sasrec_logps: Sequence[Mapping[s
 
 
 __all__ = ["DEFAULT_CANDIDATES", "SASREC_SUFFIX", "WEIGHT_GRID", "CollabPrior", "apply_collab_prior", "fuse",
-           "hybrid_beams", "ndcg_at", "sasrec_log_probs"]
+           "hybrid_beams", "sasrec_log_probs"]

@@ -179,11 +179,13 @@ def _derived_rows(name: str, rec, prior, sasrec, valid_pool, k: int, protocols: 
             held_out = valid_pool
         collab_examples = seeded_subset(held_out, cfg.sasrec_prior_users, cfg.seed)
         _log(f"{name}: fitting the SASRec weight on {len(collab_examples)} valid users{note}")
-        variants = rec.recommend_beams_variants(collab_examples, k, flags)
+        variants = dict(zip(flags, rec.recommend_beams_variants(collab_examples, k, flags)))
+        position = {id(ex): i for i, ex in enumerate(collab_examples)}
         fitted, fitted_r = {}, {}
-        for exclude, beams in zip(flags, variants):
-            keep = [i for i, ex in enumerate(collab_examples) if not exclude or ex.target not in set(ex.history)]
-            exs, beams = [collab_examples[i] for i in keep], [beams[i] for i in keep]
+        for protocol in dict.fromkeys(protocols):
+            exclude = excludes_history(protocol)
+            exs = select_examples(collab_examples, protocol)  # under `new`: the users whose target is a new item
+            beams = [variants[exclude][position[id(ex)]] for ex in exs]
             if not exs:
                 fitted[exclude] = fitted_r[exclude] = CollabPrior(
                     0.0, candidates, split="valid: no new-item target among the sampled users (the model's list)")
@@ -193,7 +195,7 @@ def _derived_rows(name: str, rec, prior, sasrec, valid_pool, k: int, protocols: 
             fitted[exclude] = CollabPrior.fit(lists, sas, exs, k, "valid", candidates)
             fitted_r[exclude] = fitted[exclude] if exclude or prior is None else CollabPrior.fit(
                 lists, sas, exs, k, "valid", candidates, rerank=lambda fused, ex: prior.mix(fused, ex.history, k))
-            _log(f"{name}{SASREC_SUFFIX} [{'new' if exclude else 'all'}]: weight {fitted[exclude].weight}"
+            _log(f"{name}{SASREC_SUFFIX} [{protocol}]: weight {fitted[exclude].weight}"
                  + (f"; {name}{SASREC_SUFFIX}{REPEAT_SUFFIX}: {fitted_r[exclude].weight}"
                     if fitted_r[exclude] is not fitted[exclude] else "")
                  + " (valid NDCG@10 by weight: "

@@ -87,8 +87,8 @@ class CollabSetting:
     """How `genrec recommend --sasrec` fuses: the weight and the list the evaluation fitted it on."""
 
     weight: float
-    list_length: int = 20  # `genrec evaluate`'s default largest top-k
-    candidates: int = 20
+    list_length: int
+    candidates: int
 
 
 def load_collab(cfg: RecommendConfig, catalog, with_prior: bool):
@@ -98,6 +98,8 @@ def load_collab(cfg: RecommendConfig, catalog, with_prior: bool):
     from pathlib import Path
 
     from eval.baselines.sasrec import SASRec
+    from eval.collab_prior import DEFAULT_CANDIDATES
+    from eval.config import EvalConfig
     from eval.run import COLLAB_JSON
 
     sasrec = SASRec.load(cfg.sasrec)
@@ -109,8 +111,10 @@ def load_collab(cfg: RecommendConfig, catalog, with_prior: bool):
     fitted_path = Path(cfg.sasrec) / COLLAB_JSON
     fitted = json.loads(fitted_path.read_text()) if fitted_path.is_file() else {}
     entry = fitted.get(str(Path(cfg.model).resolve()))
-    if cfg.sasrec_weight >= 0:
-        return sasrec, CollabSetting(cfg.sasrec_weight, *((entry["list_length"], entry["candidates"]) if entry else ()))
+    if cfg.sasrec_weight >= 0:  # the evaluation's list for this model, else `genrec evaluate`'s defaults
+        if entry:
+            return sasrec, CollabSetting(cfg.sasrec_weight, int(entry["list_length"]), int(entry["candidates"]))
+        return sasrec, CollabSetting(cfg.sasrec_weight, EvalConfig().topk_list()[-1], DEFAULT_CANDIDATES)
     if entry is None:
         raise ValueError(f"{fitted_path} has no weight fitted for --model {cfg.model} (it has: "
                          f"{', '.join(fitted) or 'none'}); give --sasrec_weight")
