@@ -245,7 +245,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     if data_cfg is not None:
         meta["data_config"] = {k: v for k, v in vars(data_cfg).items()}
 
-    collab_on, collab_examples, sasrec, sasrec_seconds = False, [], None, 0.0
+    collab_on, fit_pool, sasrec, sasrec_seconds = False, [], None, 0.0
     if cfg.sasrec_prior_on():
         fit = cfg.sasrec_prior_weight < 0
         why_not = ("" if not fit else
@@ -257,15 +257,15 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             _log(f"'{SASREC_SUFFIX}' rows skipped: {why_not} (--sasrec_prior_weight fixes the weight instead)")
         collab_on = not why_not
         if collab_on and fit:
-            collab_examples = list(data.valid)  # the pool each model's fit users are sampled from
-            validate_examples(collab_examples, data.catalog, split="valid", source=str(cfg.data))
+            fit_pool = list(data.valid)  # the pool each model's fit users are sampled from
+            validate_examples(fit_pool, data.catalog, split="valid", source=str(cfg.data))
     # Generative models: check every test item has a SID and every layout fits its folder before loading any model.
     layouts = cfg.layout_list()
     for i, model_dir in enumerate(cfg.model_list()):
         sid_map = load_checked_sid_map(model_dir, cfg.sid_map or None, data.catalog, cfg.data, command="evaluate")
         validate_examples(examples, data.catalog, split=cfg.eval_split, source=str(cfg.data), sid_map=sid_map)
-        if collab_examples:  # the valid users the '+sasrec' weight is fitted on
-            validate_examples(collab_examples, data.catalog, split="valid", source=str(cfg.data), sid_map=sid_map)
+        if fit_pool:  # the valid users the '+sasrec' weights are fitted on (a sample per model)
+            validate_examples(fit_pool, data.catalog, split="valid", source=str(cfg.data), sid_map=sid_map)
         resolve_layout(model_dir, load_info(model_dir), layouts[i] if len(layouts) > 1 else layouts[0])
     labels = model_labels(cfg.model_list())
     prior = fit_prior(data, cfg.eval_split) if cfg.repeat_prior and cfg.model_list() else None
@@ -292,7 +292,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")
         results[name] = {}
-        derived, fit_seconds = _derived_rows(name, rec, prior, sasrec, collab_examples, ks[-1], protocols, cfg,
+        derived, fit_seconds = _derived_rows(name, rec, prior, sasrec, fit_pool, ks[-1], protocols, cfg,
                                              rl_trained_users(model_dir))
         for row, _ in derived:
             results[row] = {}
@@ -376,8 +376,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
         sasrec.save(out_dir / SASREC_SUBDIR)
         atomic_write_text(out_dir / SASREC_SUBDIR / COLLAB_JSON, json.dumps(collab_weights, indent=1))
         meta["sasrec_prior"] = {"folder": str(out_dir / SASREC_SUBDIR), "candidates": cfg.sasrec_prior_candidates,
-                                "fit_split": "valid" if collab_examples else None,
-                                "fit_users": min(len(collab_examples), cfg.sasrec_prior_users or len(collab_examples)),
+                                "fit_split": "valid" if fit_pool else None,
+                                "fit_users": min(len(fit_pool), cfg.sasrec_prior_users or len(fit_pool)),
                                 "fixed_weight": cfg.sasrec_prior_weight if cfg.sasrec_prior_weight >= 0 else None}
     meta["protocol_users"] = {p: len(select_examples(examples, p)) for p in protocols}
     meta["excludes_history"] = {p: excludes_history(p) for p in protocols}
