@@ -55,14 +55,19 @@ def _flip_users(improved: int, worsened: int, unchanged: int):
     return lists, sas, [Example(f"u{i}", ("h",), "t") for i in range(len(lists))]
 
 
-def test_fit_takes_a_weight_only_when_it_is_clearly_better_on_the_held_out_users():
-    # weight 1 is better on average in both cases; with 2 users helped and 1 hurt of 20 the gain (+0.018) is within
-    # one standard error (0.032) and the model's ranking stays; with 6 helped and 1 hurt (+0.092, se 0.045) it is taken
+def test_fit_takes_the_weight_with_the_best_held_out_ndcg():
+    # of 20 users SASRec moves the target up for 2 and down for 1: weight 1 is better on average and is taken, even
+    # though the gain (+0.018) is within one standard error (0.032; the rule before session 26 kept weight 0 here)
     lists, sas, exs = _flip_users(2, 1, 17)
     fitted = CollabPrior.fit(lists, sas, exs, k=10, grid=(0.0, 1.0))
-    assert fitted.valid_ndcg10[1.0] > fitted.valid_ndcg10[0.0] and fitted.weight == 0.0
-    lists, sas, exs = _flip_users(6, 1, 13)
-    assert CollabPrior.fit(lists, sas, exs, k=10, grid=(0.0, 1.0)).weight == 1.0
+    assert fitted.valid_ndcg10[1.0] > fitted.valid_ndcg10[0.0] and fitted.weight == 1.0
+    # 1 helped, 2 hurt: weight 0 (the model's ranking) is better and stays
+    lists, sas, exs = _flip_users(1, 2, 17)
+    fitted = CollabPrior.fit(lists, sas, exs, k=10, grid=(0.0, 1.0))
+    assert fitted.valid_ndcg10[1.0] < fitted.valid_ndcg10[0.0] and fitted.weight == 0.0
+    # a tie (as many helped as hurt) keeps the smaller weight
+    lists, sas, exs = _flip_users(2, 2, 16)
+    assert CollabPrior.fit(lists, sas, exs, k=10, grid=(0.0, 1.0, 2.0)).weight == 0.0
 
 
 def test_hybrid_applies_the_repeat_prior_to_the_fused_list_and_not_under_new():
