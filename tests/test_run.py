@@ -161,6 +161,17 @@ def test_stage_budgets_reach_their_sft_commands(tmp_path):
     assert budget("sft2", sft2_steps=30, sft2_max_steps=0) == ("30", "2.0", "0")
     assert budget("sft2") == ("-1", "2.0", "3200")  # the recipe: 2 epochs, at most 3,200 steps
 
+    def sft1_argv(**kw) -> list[str]:
+        return next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
+                                            PromptConfig(), 8) if s.key == "sft1").argv
+
+    # the stage-1 learning rate reaches `genrec sft` only when set (0: the stage config's, argv unchanged)
+    assert "--learning_rate" not in sft1_argv()
+    argv = sft1_argv(sft1_learning_rate=1.5e-3)
+    assert argv[argv.index("--learning_rate") + 1] == "0.0015"
+    with pytest.raises(ValueError, match="sft1_learning_rate"):
+        RunConfig(data="d", sft1_learning_rate=-1.0)
+
     def traces_cap(**kw) -> int:
         stage = next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
                                              PromptConfig(), 8) if s.key == "traces")

@@ -58,6 +58,10 @@ class RunConfig:
         "help": "CPU budget: at most this many stage-1 steps when sft1_epochs would take more (0 = no cap; the "
                 "schedule spans the capped budget). amazon-industrial-mini: 10 epochs are 3,870 steps and score "
                 "NDCG@10 0.209, the checkpoint at 2,000 steps 0.212. Raise it with a GPU."})
+    sft1_learning_rate: float = field(default=0.0, metadata={
+        "help": "Stage-1 learning rate; 0 = configs/sft_stage1.yaml's (7.5e-4: best where stage 1 completes its "
+                "epochs; a run cut short by sft1_max_steps may want more: amazon scored +0.014 at 1.5e-3 and +0.005 "
+                "at 7.5e-4 over 3e-3, docs/bench/learning.md, session 26)."})
     sft1_tasks: str = field(default="sequence", metadata={
         "help": "Stage-1 tasks, comma-separated (see `genrec sft --stage1_tasks`); 'sequence' trains every target "
                 "of a user's history in one pass."})
@@ -117,6 +121,7 @@ class RunConfig:
         need(self.sft1_epochs > 0, "sft1_epochs", "> 0")
         need(self.sft1_steps >= 0, "sft1_steps", ">= 0 (0 = train sft1_epochs)")
         need(self.sft1_max_steps >= 0, "sft1_max_steps", ">= 0 (0 = no cap)")
+        need(self.sft1_learning_rate >= 0, "sft1_learning_rate", ">= 0 (0 = the stage-1 config's)")
         need(bool(self.sft1_tasks.strip()), "sft1_tasks", "one or more stage-1 tasks")
         need(self.sft2_steps >= 0, "sft2_steps", ">= 0 (0 = train sft2_epochs)")
         need(self.sft2_epochs > 0, "sft2_epochs", "> 0")
@@ -283,7 +288,8 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                          "--sid_map", str(tok), "--data", data, "--output_dir", str(sft1),
                          "--num_train_epochs", str(cfg.sft1_epochs), "--max_steps", str(cfg.sft1_steps or -1),
                          "--max_steps_cap", str(cfg.sft1_max_steps),
-                         "--stage1_tasks", cfg.sft1_tasks, "--seed", seed, "--resume", "true"],
+                         "--stage1_tasks", cfg.sft1_tasks, "--seed", seed, "--resume", "true",
+                         *(["--learning_rate", str(cfg.sft1_learning_rate)] if cfg.sft1_learning_rate > 0 else [])],
                         sft1 / "final" / "config.json", fresh_flags=("--resume", "false")))
     models, layouts = [sft1 / "final"], ["direct"]
     if reasoning:
