@@ -150,32 +150,29 @@ def test_stage_budgets_reach_their_sft_commands(tmp_path):
     """Each stage's budget (steps, or epochs cut to a step cap) reaches the `genrec sft` command that trains it."""
     from genrec.commands.run import build_stages
 
+    def stage_argv(stage_key: str, **kw) -> list[str]:
+        return next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
+                                            PromptConfig(), 8) if s.key == stage_key).argv
+
     def budget(stage_key: str, **kw) -> tuple[str, str, str]:
-        stage = next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
-                                             PromptConfig(), 8) if s.key == stage_key)
-        return tuple(stage.argv[stage.argv.index(flag) + 1] for flag in ("--max_steps", "--num_train_epochs",
-                                                                       "--max_steps_cap"))
+        argv = stage_argv(stage_key, **kw)
+        return tuple(argv[argv.index(flag) + 1] for flag in ("--max_steps", "--num_train_epochs", "--max_steps_cap"))
 
     assert budget("sft1", sft1_steps=0, sft1_epochs=4, sft1_max_steps=70) == ("-1", "4", "70")
     assert budget("sft2", sft2_steps=0, sft2_epochs=2.5, sft2_max_steps=90) == ("-1", "2.5", "90")
     assert budget("sft2", sft2_steps=30, sft2_max_steps=0) == ("30", "2.0", "0")
     assert budget("sft2") == ("-1", "2.0", "3200")  # the recipe: 2 epochs, at most 3,200 steps
 
-    def sft1_argv(**kw) -> list[str]:
-        return next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
-                                            PromptConfig(), 8) if s.key == "sft1").argv
-
     # the stage-1 learning rate reaches `genrec sft` only when set (0: the stage config's, argv unchanged)
-    assert "--learning_rate" not in sft1_argv()
-    argv = sft1_argv(sft1_learning_rate=1.5e-3)
+    assert "--learning_rate" not in stage_argv("sft1")
+    argv = stage_argv("sft1", sft1_learning_rate=1.5e-3)
     assert argv[argv.index("--learning_rate") + 1] == "0.0015"
     with pytest.raises(ValueError, match="sft1_learning_rate"):
         RunConfig(data="d", sft1_learning_rate=-1.0)
 
     def traces_cap(**kw) -> int:
-        stage = next(s for s in build_stages(RunConfig(data="d", out=str(tmp_path), **kw), DataConfig(),
-                                             PromptConfig(), 8) if s.key == "traces")
-        return int(stage.argv[stage.argv.index("--max_examples") + 1])
+        argv = stage_argv("traces", **kw)
+        return int(argv[argv.index("--max_examples") + 1])
 
     # the traces stage samples no more examples than stage 2's steps can train on (16 rows per step in
     # configs/sft_stage2.yaml); reasoned sequence rows need every user's traces
