@@ -49,6 +49,10 @@ STEP_ALGORITHMS = tuple(name for name, a in ALGORITHMS.items() if a.step_aligned
 # Which tokens of step k carry A[i,k] (`SAPOConfig.step_tokens`): block k and SID token k (the paper), or SID token k
 # only (block tokens are then glue, advantage 0; with per-step length normalisation each step is its one SID token).
 STEP_TOKENS = ("step", "sid")
+# Which rollouts step k's reward is compared with (`SAPOConfig.step_baseline`): the prompt's whole group of G (the
+# paper), or only the rollouts of that group whose SID tokens before level k are the same ("prefix"): a rollout that
+# took a wrong earlier code is then not pushed up or down at level k by levels it could no longer match.
+STEP_BASELINES = ("group", "prefix")
 EPS = 1e-6  # the per-step rule's std floor (SAPO)
 OUTCOME_EPS = 1e-4  # the outcome rule's std offset (TRL's GRPO)
 
@@ -97,6 +101,43 @@ def group_normalize(
     return adv.reshape(rewards.shape)
 
 
+def prefix_group_normalize(
+    rewards: torch.Tensor, codes: Sequence[Codes], num_generations: int, eps: float | None = None
+) -> torch.Tensor:
+    """SAPO's per-step rule with step k's group narrowed to the rollouts that share the SID prefix before level k.
+
+    For each prompt group and level k, the G rollouts are split by their codes at levels 0..k-1 (level 0: one split,
+    the whole group, so step 0 equals `group_normalize`); inside each split A = (m - mean) / max(std, eps), and a
+    split of one rollout, or one whose rewards are all equal, gets 0. This is the advantage of the choice at level k
+    in the state it was made in (the same SID prefix), with the siblings as the baseline; malformed rollouts
+    (codes None) form their own split at every level above 0.
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"prefix_group_normalize expects (N, K) step rewards, got shape {tuple(rewards.shape)}")
+    if len(codes) != rewards.shape[0]:
+        raise ValueError(f"{rewards.shape[0]} reward rows but {len(codes)} code rows")
+    eps = EPS if eps is None else eps
+    _grouped(rewards, num_generations)  # shape check
+    out = torch.zeros_like(rewards, dtype=torch.float32)
+    values = rewards.float()
+    for start in range(0, rewards.shape[0], num_generations):
+        rows = range(start, start + num_generations)
+        for level in range(rewards.shape[1]):
+            splits: dict[tuple, list[int]] = {}
+            for i in rows:
+                key = () if level == 0 else (tuple(codes[i][:level]) if codes[i] is not None else ("malformed",))
+                splits.setdefault(key, []).append(i)
+            for members in splits.values():
+                if len(members) < 2:
+                    continue
+                idx = torch.tensor(members)
+                split = values[idx, level]
+                if bool((split == split[0]).all()):
+                    continue
+                out[idx, level] = (split - split.mean()) / split.std(correction=1).clamp(min=eps)
+    return out
+
+
 def zero_std_groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     """Bool per group (and per column for 2-D input): True where all rewards of the group are equal (no signal)."""
     grouped = _grouped(rewards.float(), num_generations)
@@ -137,15 +178,29 @@ def algorithm_advantages(
     num_generations: int,
     eps: float | None = None,
     reward: str | Reward | Callable | None = None,
+    step_baseline: str = "group",
+    codes: Sequence[Codes] | None = None,
 ) -> torch.Tensor:
     """Group-normalised advantages of `algorithm_rewards` output (same shape).
 
     The per-step rule (max(std, eps)) applies to a per-step reward on step-aligned tokens (SAPO); outcome-style
     rewards, also when mapped per step (`outcome_step_adv`, whose advantage then equals outcome GRPO's exactly),
-    divide by std + eps.
+    divide by std + eps. `step_baseline="prefix"` (per-step rule only, needs the rollouts' `codes`) compares step k
+    within the rollouts that share the SID prefix before it (`prefix_group_normalize`).
     """
     spec = check_algorithm(algorithm)
     per_step_rule = spec.step_aligned and algorithm_reward(algorithm, reward).per_step
+    if step_baseline not in STEP_BASELINES:
+        raise ValueError(f"step_baseline must be one of {', '.join(STEP_BASELINES)}, got {step_baseline!r}")
+    if step_baseline == "prefix":
+        if not per_step_rule:
+            raise ValueError(
+                f"step_baseline='prefix' needs a per-step reward on step-aligned tokens (algorithm {algorithm!r} with "
+                f"its reward is not one)"
+            )
+        if codes is None:
+            raise ValueError("step_baseline='prefix' needs the rollouts' SID codes")
+        return prefix_group_normalize(rewards, codes, num_generations, eps=eps)
     return group_normalize(rewards, num_generations, eps=eps, denominator="max" if per_step_rule else "add")
 
 

@@ -297,7 +297,8 @@ class SAPOTrainer(GRPOTrainer):
             is_valid=self._catalog.__contains__,
         )
         advantages = algorithm_advantages(
-            self.args.algorithm, rewards, num_generations, eps=self.args.adv_eps, reward=self.reward
+            self.args.algorithm, rewards, num_generations, eps=self.args.adv_eps, reward=self.reward,
+            step_baseline=self.args.step_baseline, codes=all_codes,
         )
         if self._trl_advantages:  # TRL's advantages from the user's reward_funcs stay
             self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, None, num_generations)

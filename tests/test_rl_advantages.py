@@ -11,6 +11,7 @@ from rl.advantages import (
     algorithm_advantages,
     algorithm_rewards,
     group_normalize,
+    prefix_group_normalize,
     scatter_step_advantages,
     step_length_scale,
     token_advantages,
@@ -182,6 +183,37 @@ def test_sapo_step_advantages_keep_signal_where_outcome_has_none():
     assert outcome.tolist() == [0, 0, 0, 0]
     assert torch.equal(algorithm_advantages("grpo", outcome, 4), torch.zeros(4))
     assert zero_std_groups(outcome, 4).tolist() == [True]
+
+
+def test_prefix_baseline_compares_each_level_within_its_sid_prefix():
+    # G = 4, target (3,1,4), gated reward. Level 0: the whole group. Level 1: the three rollouts with code 3 at level
+    # 0 (the fourth is alone under code 0: advantage 0, where the whole-group rule pushes it down for a level it could
+    # not match). Level 2: the two rollouts with prefix (3,1); the one under (3,0) is alone.
+    codes = [(3, 1, 4), (3, 1, 0), (3, 0, 4), (0, 1, 4)]
+    m = algorithm_rewards("sapo", codes, [TARGET] * 4, reward="gated_level_match")
+    assert m.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]]
+    a = algorithm_advantages("sapo", m, 4, reward="gated_level_match", step_baseline="prefix", codes=codes)
+    s0 = 0.25 / 0.5  # level 0 column [1,1,1,0]: mean .75, unbiased std .5
+    s1 = (1 - 2 / 3) / math.sqrt(1 / 3)  # level 1 among [1,1,0]: mean 2/3, unbiased std sqrt(1/3)
+    s2 = 0.5 / math.sqrt(0.5)  # level 2 among [1,0]
+    expected = torch.tensor([[s0, s1, s2], [s0, s1, -s2], [s0, -2 * s1, 0], [-3 * s0, 0, 0]])
+    assert torch.allclose(a, expected, atol=1e-6)
+    # level 0 is the whole-group rule; deeper levels differ from it exactly where prefixes differ
+    group = algorithm_advantages("sapo", m, 4, reward="gated_level_match")
+    assert torch.allclose(a[:, 0], group[:, 0]) and group[3, 1] < 0 and a[3, 1] == 0
+    # groups are separate prompts; a malformed rollout (None) is alone under every prefix above level 0
+    two = prefix_group_normalize(torch.cat([m, m]), codes + [codes[0], codes[1], codes[2], None], 4)
+    assert torch.allclose(two[:4], expected, atol=1e-6) and two[7, 1:].tolist() == [0, 0]
+
+
+def test_prefix_baseline_needs_a_per_step_reward_and_codes():
+    m = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="per-step reward"):
+        algorithm_advantages("grpo", torch.zeros(4), 4, step_baseline="prefix", codes=[None] * 4)
+    with pytest.raises(ValueError, match="needs the rollouts' SID codes"):
+        algorithm_advantages("sapo", m, 4, step_baseline="prefix")
+    with pytest.raises(ValueError, match="step_baseline must be one of"):
+        algorithm_advantages("sapo", m, 4, step_baseline="tree")
 
 
 def test_ablation_rewards():

@@ -270,7 +270,7 @@ def test_user_reward_funcs_drive_scalar_algorithms_like_trl(tmp_path, algorithm)
     assert all(v == [pytest.approx(a, abs=1e-4)] * 2 for v, a in zip(logged, expected.tolist()))
 
 
-@pytest.mark.parametrize("algorithm", ["sapo", "grpo"])
+@pytest.mark.parametrize("algorithm", ["sapo", "grpo", "sapo-prefix"])
 def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
     """A real 2-step run writes <output_dir>/rollouts.jsonl: 2 groups per logging step, K values per rollout, the
     advantages equal to those on the trainer's tokens, the outcome advantage by the grpo rule, and `genrec explore`'s
@@ -282,8 +282,11 @@ def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
     from rl.advantages import algorithm_advantages
     from sid_tokenizer.sidmap import parse_sid_string
 
+    baseline = "prefix" if algorithm == "sapo-prefix" else "group"
+    algorithm = algorithm.removesuffix("-prefix")
     trainer, _ = _make_trainer(tmp_path, output_dir=str(tmp_path / "rl"), algorithm=algorithm,
-                               per_device_train_batch_size=2 * G, logging_steps=1, log_rollout_groups=2)
+                               per_device_train_batch_size=2 * G, logging_steps=1, log_rollout_groups=2,
+                               step_baseline=baseline)
     used = []
     original = trainer.apply_step_advantages
 
@@ -300,6 +303,7 @@ def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
         assert any(v for g in groups for r in g["rollouts"] for v in r["step_advantages"])
     tok = trainer.processing_class
     k = trainer.num_levels
+    differs = []  # where the prefix baseline's advantages are not the whole group's
     for g in groups:
         assert g["format"] == "genrec-rollouts/1" and g["algorithm"] == algorithm and g["num_generations"] == G
         assert g["target_sid"] == trainer.sid_map.sid_string(g["target"]) and g["prompt"] and g["user_id"]
@@ -312,7 +316,9 @@ def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
             assert r["outcome_reward"] == float(r["sid"] == g["target_sid"])
         # the per-step values are the algorithm's normalisation of the logged rewards ...
         rewards = torch.tensor([r["step_rewards"] for r in rs] if algorithm == "sapo" else [r["reward"] for r in rs])
-        expected = algorithm_advantages(algorithm, rewards, G)
+        codes = [parse_sid_string(r["sid"]) for r in rs]
+        expected = algorithm_advantages(algorithm, rewards, G, step_baseline=baseline, codes=codes)
+        differs.append(not torch.allclose(expected, algorithm_advantages(algorithm, rewards, G)))
         expected = expected if expected.dim() == 2 else expected.view(-1, 1).expand(G, k)
         assert torch.allclose(torch.tensor([r["step_advantages"] for r in rs]), expected, atol=1e-3)
         outcome = torch.tensor([r["outcome_reward"] for r in rs])
@@ -333,6 +339,7 @@ def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
                 span = s.block_end - s.block_start + 1
                 scale = len(ids) / (k * span)
                 assert adv[s.sid_pos].item() == pytest.approx(r["step_advantages"][s.level] * scale, abs=1e-3)
+    assert any(differs) == (baseline == "prefix")  # seeded: the prefix rule changes some groups, so it was applied
     index = RunIndex(tmp_path)
     index._load_rollouts()
     assert index.parts["RL rollouts"]["status"] == "ok" and len(index.rollouts) == 4
@@ -395,6 +402,15 @@ def test_beam_rollouts_need_the_constrained_transformers_path():
 
     with pytest.raises(ValueError, match="rollouts='beam'.*constrained_rollouts=true"):
         SAPOConfig(output_dir="unused", rollouts="beam", constrained_rollouts=False, use_cpu=True, report_to=[])
+
+
+def test_prefix_step_baseline_needs_a_per_step_reward():
+    from rl.config import SAPOConfig
+
+    with pytest.raises(ValueError, match="step_baseline='prefix' needs a step algorithm with a per-step reward"):
+        SAPOConfig(output_dir="unused", algorithm="grpo", step_baseline="prefix", report_to=[])
+    with pytest.raises(ValueError, match="step_baseline must be one of group, prefix"):
+        SAPOConfig(output_dir="unused", step_baseline="siblings", report_to=[])
 
 
 def test_greedy_block_decoding_needs_sampled_constrained_rollouts():
