@@ -116,7 +116,6 @@ def prefix_group_normalize(
         raise ValueError(f"prefix_group_normalize expects (N, K) step rewards, got shape {tuple(rewards.shape)}")
     if len(codes) != rewards.shape[0]:
         raise ValueError(f"{rewards.shape[0]} reward rows but {len(codes)} code rows")
-    eps = EPS if eps is None else eps
     _grouped(rewards, num_generations)  # shape check
     out = torch.zeros_like(rewards, dtype=torch.float32)
     values = rewards.float()
@@ -127,14 +126,9 @@ def prefix_group_normalize(
             for i in rows:
                 key = () if level == 0 else (tuple(codes[i][:level]) if codes[i] is not None else ("malformed",))
                 splits.setdefault(key, []).append(i)
-            for members in splits.values():
-                if len(members) < 2:
-                    continue
+            for members in splits.values():  # SAPO's rule inside each split (one rollout or all equal: 0)
                 idx = torch.tensor(members)
-                split = values[idx, level]
-                if bool((split == split[0]).all()):
-                    continue
-                out[idx, level] = (split - split.mean()) / split.std(correction=1).clamp(min=eps)
+                out[idx, level] = group_normalize(values[idx, level], len(members), eps=eps, denominator="max")
     return out
 
 
@@ -147,6 +141,22 @@ def zero_std_groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor
 def algorithm_reward(algorithm: str, reward: str | Reward | Callable | None = None) -> Reward:
     """The reward an algorithm normalises: `reward` when given (registry name, dotted path, function), else its own."""
     return get_reward(reward if reward is not None else check_algorithm(algorithm).reward)
+
+
+def uses_per_step_rule(algorithm: str, reward: str | Reward | Callable | None = None) -> bool:
+    """True for a per-step reward on step-aligned tokens (SAPO): normalised by max(std, eps) per step."""
+    return check_algorithm(algorithm).step_aligned and algorithm_reward(algorithm, reward).per_step
+
+
+def check_step_baseline(step_baseline: str, algorithm: str, reward: str | Reward | Callable | None = None) -> None:
+    """Raise unless `step_baseline` is known and, for 'prefix', the algorithm's reward is per step (SAPO)."""
+    if step_baseline not in STEP_BASELINES:
+        raise ValueError(f"step_baseline must be one of {', '.join(STEP_BASELINES)}, got {step_baseline!r}")
+    if step_baseline == "prefix" and not uses_per_step_rule(algorithm, reward):
+        raise ValueError(
+            f"step_baseline='prefix' needs a step algorithm with a per-step reward (sapo), got algorithm={algorithm!r} "
+            f"with reward={reward!r}"
+        )
 
 
 def algorithm_rewards(
@@ -188,16 +198,9 @@ def algorithm_advantages(
     divide by std + eps. `step_baseline="prefix"` (per-step rule only, needs the rollouts' `codes`) compares step k
     within the rollouts that share the SID prefix before it (`prefix_group_normalize`).
     """
-    spec = check_algorithm(algorithm)
-    per_step_rule = spec.step_aligned and algorithm_reward(algorithm, reward).per_step
-    if step_baseline not in STEP_BASELINES:
-        raise ValueError(f"step_baseline must be one of {', '.join(STEP_BASELINES)}, got {step_baseline!r}")
+    per_step_rule = uses_per_step_rule(algorithm, reward)
+    check_step_baseline(step_baseline, algorithm, reward)
     if step_baseline == "prefix":
-        if not per_step_rule:
-            raise ValueError(
-                f"step_baseline='prefix' needs a per-step reward on step-aligned tokens (algorithm {algorithm!r} with "
-                f"its reward is not one)"
-            )
         if codes is None:
             raise ValueError("step_baseline='prefix' needs the rollouts' SID codes")
         return prefix_group_normalize(rewards, codes, num_generations, eps=eps)

@@ -15,7 +15,9 @@ from trl import GRPOConfig
 
 from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models): each step is one SID token
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
-from rl.advantages import ALGORITHMS, STEP_ALGORITHMS, STEP_BASELINES, STEP_TOKENS, algorithm_reward
+from rl.advantages import (
+    ALGORITHMS, STEP_ALGORITHMS, STEP_BASELINES, STEP_TOKENS, algorithm_reward, check_step_baseline,
+)
 
 
 ROLLOUTS = ("sample", "beam")  # how a prompt's G rollouts are drawn (SAPOConfig.rollouts)
@@ -174,17 +176,7 @@ class SAPOConfig(GRPOConfig):
             raise ValueError(f"log_rollout_groups must be >= 0 (0 = off), got {self.log_rollout_groups}")
         if self.step_tokens not in STEP_TOKENS:
             raise ValueError(f"step_tokens must be one of {', '.join(STEP_TOKENS)}, got {self.step_tokens!r}")
-        if self.step_baseline not in STEP_BASELINES:
-            raise ValueError(
-                f"step_baseline must be one of {', '.join(STEP_BASELINES)}, got {self.step_baseline!r}"
-            )
-        if self.step_baseline == "prefix" and not (
-            self.algorithm in STEP_ALGORITHMS and algorithm_reward(self.algorithm, self.reward).per_step
-        ):
-            raise ValueError(
-                f"step_baseline='prefix' needs a step algorithm with a per-step reward (sapo), got "
-                f"algorithm={self.algorithm!r} with reward={self.reward!r}"
-            )
+        check_step_baseline(self.step_baseline, self.algorithm, self.reward)
         if self.adv_eps is not None and self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
         if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":
