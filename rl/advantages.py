@@ -132,6 +132,21 @@ def prefix_group_normalize(
     return out
 
 
+def weight_positive(advantages: torch.Tensor, weight: float) -> torch.Tensor:
+    """Scale the positive advantages by `weight`, keep the negative ones (W-REINFORCE, Zhu et al. 2025).
+
+    Pushing a sampled wrong answer down spreads its probability over the other answers in proportion to what the model
+    already gives them, so the ranking below the top is kept; pushing a sampled right answer up takes probability from
+    all the others and sharpens the distribution. A top-k list (beam search) needs the first without the second:
+    `weight` < 1 leans the update towards the negatives (0: negatives only). 1 is the unweighted advantage.
+    """
+    if weight < 0:
+        raise ValueError(f"positive_weight must be >= 0, got {weight}")
+    if weight == 1.0:
+        return advantages
+    return torch.where(advantages > 0, advantages * weight, advantages)
+
+
 def zero_std_groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     """Bool per group (and per column for 2-D input): True where all rewards of the group are equal (no signal)."""
     grouped = _grouped(rewards.float(), num_generations)
@@ -190,21 +205,25 @@ def algorithm_advantages(
     reward: str | Reward | Callable | None = None,
     step_baseline: str = "group",
     codes: Sequence[Codes] | None = None,
+    positive_weight: float = 1.0,
 ) -> torch.Tensor:
     """Group-normalised advantages of `algorithm_rewards` output (same shape).
 
     The per-step rule (max(std, eps)) applies to a per-step reward on step-aligned tokens (SAPO); outcome-style
     rewards, also when mapped per step (`outcome_step_adv`, whose advantage then equals outcome GRPO's exactly),
     divide by std + eps. `step_baseline="prefix"` (per-step rule only, needs the rollouts' `codes`) compares step k
-    within the rollouts that share the SID prefix before it (`prefix_group_normalize`).
+    within the rollouts that share the SID prefix before it (`prefix_group_normalize`). `positive_weight` then scales
+    the positive advantages (`weight_positive`).
     """
     per_step_rule = uses_per_step_rule(algorithm, reward)
     check_step_baseline(step_baseline, algorithm, reward)
     if step_baseline == "prefix":
         if codes is None:
             raise ValueError("step_baseline='prefix' needs the rollouts' SID codes")
-        return prefix_group_normalize(rewards, codes, num_generations, eps=eps)
-    return group_normalize(rewards, num_generations, eps=eps, denominator="max" if per_step_rule else "add")
+        adv = prefix_group_normalize(rewards, codes, num_generations, eps=eps)
+    else:
+        adv = group_normalize(rewards, num_generations, eps=eps, denominator="max" if per_step_rule else "add")
+    return weight_positive(adv, positive_weight)
 
 
 def scatter_step_advantages(step_adv: torch.Tensor, step_index: torch.Tensor) -> torch.Tensor:

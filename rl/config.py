@@ -109,6 +109,13 @@ class SAPOConfig(GRPOConfig):
                   "(docs/rl.md).",
                   "choices": list(STEP_BASELINES)},
     )
+    positive_weight: float = field(
+        default=1.0,
+        metadata={"help": "Factor on the positive advantages (negatives unchanged; W-REINFORCE): < 1 leans the update "
+                  "towards pushing sampled wrong answers down, which keeps the ranking below the top that a top-k list "
+                  "needs, over pulling right ones up, which sharpens it. 0 = negatives only; 1 = the plain advantage "
+                  "(docs/rl.md)."},
+    )
     valid_bonus: float = field(
         default=0.0,
         metadata={"help": "grpo_prefix: reward bonus for a SID that is a catalog item (constant under constrained "
@@ -177,6 +184,8 @@ class SAPOConfig(GRPOConfig):
         if self.step_tokens not in STEP_TOKENS:
             raise ValueError(f"step_tokens must be one of {', '.join(STEP_TOKENS)}, got {self.step_tokens!r}")
         check_step_baseline(self.step_baseline, self.algorithm, self.reward)
+        if self.positive_weight < 0:
+            raise ValueError(f"positive_weight must be >= 0 (0 = negative advantages only), got {self.positive_weight}")
         if self.adv_eps is not None and self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
         if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":

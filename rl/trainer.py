@@ -108,6 +108,11 @@ class SAPOTrainer(GRPOTrainer):
         # `scale_rewards`) make the advantages exactly as in GRPOTrainer; a step algorithm needs the per-step reward
         # of the registry (SAPOConfig.reward), so there they are only logged.
         self._trl_advantages = reward_funcs is not None and not args.is_step_algorithm
+        if self._trl_advantages and args.positive_weight != 1.0:
+            raise ValueError(
+                f"positive_weight={args.positive_weight} applies to genrec's own advantages; with user reward_funcs "
+                f"and algorithm={args.algorithm!r} TRL computes them: leave positive_weight at 1"
+            )
         if reward_funcs is None:
             names = logged_reward_names(self.reward.name)
             reward_funcs = make_reward_funcs(self.parser, names, valid_bonus=args.valid_bonus, catalog=self._catalog)
@@ -298,7 +303,7 @@ class SAPOTrainer(GRPOTrainer):
         )
         advantages = algorithm_advantages(
             self.args.algorithm, rewards, num_generations, eps=self.args.adv_eps, reward=self.reward,
-            step_baseline=self.args.step_baseline, codes=all_codes,
+            step_baseline=self.args.step_baseline, codes=all_codes, positive_weight=self.args.positive_weight,
         )
         if self._trl_advantages:  # TRL's advantages from the user's reward_funcs stay
             self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, None, num_generations)

@@ -15,6 +15,7 @@ from rl.advantages import (
     scatter_step_advantages,
     step_length_scale,
     token_advantages,
+    weight_positive,
     zero_std_groups,
 )
 from rl.rewards import (
@@ -204,6 +205,24 @@ def test_prefix_baseline_compares_each_level_within_its_sid_prefix():
     # groups are separate prompts; a malformed rollout (None) is alone under every prefix above level 0
     two = prefix_group_normalize(torch.cat([m, m]), codes + [codes[0], codes[1], codes[2], None], 4)
     assert torch.allclose(two[:4], expected, atol=1e-6) and two[7, 1:].tolist() == [0, 0]
+
+
+def test_positive_weight_scales_only_the_positive_advantages():
+    # SAPO, G = 4, target (3,1,4), gated reward; level 0 column [1,1,1,0] gives +0.5 three times and -1.5 once
+    codes = [(3, 1, 4), (3, 1, 0), (3, 0, 4), (0, 1, 4)]
+    m = algorithm_rewards("sapo", codes, [TARGET] * 4, reward="gated_level_match")
+    plain = algorithm_advantages("sapo", m, 4, reward="gated_level_match")
+    half = algorithm_advantages("sapo", m, 4, reward="gated_level_match", positive_weight=0.5)
+    assert half[:, 0].tolist() == pytest.approx([0.25, 0.25, 0.25, -1.5])
+    assert torch.equal(half, torch.where(plain > 0, plain / 2, plain))
+    negatives_only = algorithm_advantages("sapo", m, 4, reward="gated_level_match", positive_weight=0.0)
+    assert (negatives_only <= 0).all() and torch.equal(negatives_only.clamp(max=0), plain.clamp(max=0))
+    # outcome GRPO: one right rollout of four, its +1.5 scaled, the three -0.5 kept
+    r = algorithm_rewards("grpo", codes, [TARGET] * 4)
+    assert algorithm_advantages("grpo", r, 4, positive_weight=0.2).tolist() == pytest.approx(
+        [1.5 * 0.2, -0.5, -0.5, -0.5], abs=1e-3)
+    with pytest.raises(ValueError, match="positive_weight must be >= 0"):
+        weight_positive(plain, -0.1)
 
 
 def test_prefix_baseline_needs_a_per_step_reward_and_codes():

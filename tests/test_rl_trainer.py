@@ -270,7 +270,7 @@ def test_user_reward_funcs_drive_scalar_algorithms_like_trl(tmp_path, algorithm)
     assert all(v == [pytest.approx(a, abs=1e-4)] * 2 for v, a in zip(logged, expected.tolist()))
 
 
-@pytest.mark.parametrize("algorithm", ["sapo", "grpo", "sapo-prefix"])
+@pytest.mark.parametrize("algorithm", ["sapo", "grpo", "sapo-prefix", "sapo-negative"])
 def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
     """A real 2-step run writes <output_dir>/rollouts.jsonl: 2 groups per logging step, K values per rollout, the
     advantages equal to those on the trainer's tokens, the outcome advantage by the grpo rule, and `genrec explore`'s
@@ -283,10 +283,12 @@ def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
     from sid_tokenizer.sidmap import parse_sid_string
 
     baseline = "prefix" if algorithm == "sapo-prefix" else "group"
-    algorithm = algorithm.removesuffix("-prefix")
+    positive_weight = 0.25 if algorithm.endswith("-negative") else 1.0  # W-REINFORCE: positives scaled down
+    variant = algorithm
+    algorithm = algorithm.removesuffix("-prefix").removesuffix("-negative")
     trainer, _ = _make_trainer(tmp_path, output_dir=str(tmp_path / "rl"), algorithm=algorithm,
                                per_device_train_batch_size=2 * G, logging_steps=1, log_rollout_groups=2,
-                               step_baseline=baseline)
+                               step_baseline=baseline, positive_weight=positive_weight)
     used = []
     original = trainer.apply_step_advantages
 
@@ -317,7 +319,8 @@ def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
         # the per-step values are the algorithm's normalisation of the logged rewards ...
         rewards = torch.tensor([r["step_rewards"] for r in rs] if algorithm == "sapo" else [r["reward"] for r in rs])
         codes = [parse_sid_string(r["sid"]) for r in rs]
-        expected = algorithm_advantages(algorithm, rewards, G, step_baseline=baseline, codes=codes)
+        expected = algorithm_advantages(algorithm, rewards, G, step_baseline=baseline, codes=codes,
+                                        positive_weight=positive_weight)
         differs.append(not torch.allclose(expected, algorithm_advantages(algorithm, rewards, G)))
         expected = expected if expected.dim() == 2 else expected.view(-1, 1).expand(G, k)
         assert torch.allclose(torch.tensor([r["step_advantages"] for r in rs]), expected, atol=1e-3)
@@ -339,7 +342,8 @@ def test_rollout_log_is_what_the_trainer_used(tmp_path, algorithm):
                 span = s.block_end - s.block_start + 1
                 scale = len(ids) / (k * span)
                 assert adv[s.sid_pos].item() == pytest.approx(r["step_advantages"][s.level] * scale, abs=1e-3)
-    assert any(differs) == (baseline == "prefix")  # seeded: the prefix rule changes some groups, so it was applied
+    # seeded: the prefix rule or the positive weight changes some groups' advantages, so it was applied
+    assert any(differs) == (variant != algorithm)
     index = RunIndex(tmp_path)
     index._load_rollouts()
     assert index.parts["RL rollouts"]["status"] == "ok" and len(index.rollouts) == 4
@@ -411,6 +415,18 @@ def test_prefix_step_baseline_needs_a_per_step_reward():
         SAPOConfig(output_dir="unused", algorithm="grpo", step_baseline="prefix", report_to=[])
     with pytest.raises(ValueError, match="step_baseline must be one of group, prefix"):
         SAPOConfig(output_dir="unused", step_baseline="siblings", report_to=[])
+
+
+def test_negative_positive_weight_is_refused():
+    from rl.config import SAPOConfig
+
+    with pytest.raises(ValueError, match="positive_weight must be >= 0"):
+        SAPOConfig(output_dir="unused", positive_weight=-0.5, report_to=[])
+
+
+def test_positive_weight_with_trl_advantages_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="leave positive_weight at 1"):
+        _make_trainer(tmp_path, reward_funcs=[_length_reward], algorithm="grpo", positive_weight=0.5)
 
 
 def test_greedy_block_decoding_needs_sampled_constrained_rollouts():
