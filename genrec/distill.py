@@ -22,6 +22,7 @@ import torch
 from genrec.modeling import accepts_logits_to_keep
 from genrec.prompts import DIRECT_INSTRUCTION, REASON_INSTRUCTION
 from genrec.response import THINK_CLOSE, THINK_OPEN
+from genrec.wording import DEFAULT_NOUN, fill
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class SIDDistiller:
     probabilities there.
     """
 
-    def __init__(self, teacher, tokenizer, sid_token_ids: list[int]) -> None:
+    def __init__(self, teacher, tokenizer, sid_token_ids: list[int], noun: str = DEFAULT_NOUN) -> None:
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -42,8 +43,10 @@ class SIDDistiller:
         self.think_open = tokenizer.convert_tokens_to_ids(THINK_OPEN)
         self.think_close = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.reason_ids = tokenizer(REASON_INSTRUCTION, add_special_tokens=False)["input_ids"]
-        self.direct_ids = tokenizer(DIRECT_INSTRUCTION, add_special_tokens=False)["input_ids"]
+        # the prompts' instructions for items called `noun` (the catalog's): the reasoning one is swapped for the
+        # direct one in the teacher's row
+        self.reason_ids = tokenizer(fill(REASON_INSTRUCTION, noun), add_special_tokens=False)["input_ids"]
+        self.direct_ids = tokenizer(fill(DIRECT_INSTRUCTION, noun), add_special_tokens=False)["input_ids"]
         self.rows_without_instruction = 0
         self.keep_logits = accepts_logits_to_keep(teacher)
 
@@ -125,7 +128,7 @@ def _find(seq: list[int], sub: list[int]) -> int:
     return -1
 
 
-def load_distiller(path, tokenizer, sid_map, sid_token_ids: list[int], args) -> SIDDistiller:
+def load_distiller(path, tokenizer, sid_map, sid_token_ids: list[int], args, noun: str = DEFAULT_NOUN) -> SIDDistiller:
     """The frozen teacher at `path` (by default the model stage 2 starts from), checked against the student's
     tokenizer: the soft targets are indexed by vocabulary id, so both must share one vocabulary."""
     from genrec.modeling import check_model_tokens, load_model_and_tokenizer, weights_dtype
@@ -138,4 +141,4 @@ def load_distiller(path, tokenizer, sid_map, sid_token_ids: list[int], args) -> 
         raise ValueError(f"--distill_model {path}: its tokenizer differs from the trained model's; the teacher must "
                          "share the student's vocabulary (use the stage-1 model stage 2 starts from)")
     log.info("stage 2 distils the SID tokens from %s", path)
-    return SIDDistiller(teacher, tokenizer, sid_token_ids)
+    return SIDDistiller(teacher, tokenizer, sid_token_ids, noun)

@@ -467,7 +467,7 @@ def default_corpus(catalog, profiles: Iterable[str] = (), template_repeats: int 
     from genrec.prompts import template_corpus as prompt_words
     from genrec.traces.grounded import template_corpus as trace_words
 
-    fixed = prompt_words() + trace_words()
+    fixed = prompt_words(catalog.noun) + trace_words(catalog.noun)
     fixed += [" " + t for t in fixed]  # words also occur after a space (block texts start with one)
     texts = catalog.texts() + [p for p in profiles if p]
     for name, values in catalog.fields.items():

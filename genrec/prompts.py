@@ -14,23 +14,26 @@ from pathlib import Path
 from genrec.data.schema import Catalog, Example
 from genrec.response import INTERLEAVED, render_response
 from genrec.traces.grounded import GroundedConfig, grounded_blocks
+from genrec.wording import AUTO, DEFAULT_NOUN, check_item_noun, fill
 from sid_tokenizer.sidmap import SIDMap, atomic_write_text
 
 PROMPT_CONFIG_FILE = "prompt_config.json"
 HISTORY_FORMATS = ("sid", "text", "both")
 HISTORY_REASONING = ("", "evidence", "pointer")
 
-PROFILE_HEADER = "Candidate profile:"
-HISTORY_HEADER = "Jobs viewed, oldest first:"
+# Prompt wording: templates over what an item is called ({noun}, {Nouns}, {person}: genrec/wording.py, filled from
+# `Catalog.noun`); on job data they read exactly as before ("Jobs viewed", "this candidate").
+PROFILE_HEADER = "{Person} profile:"
+HISTORY_HEADER = "{Nouns} viewed, oldest first:"
 REASON_INSTRUCTION = (
-    "Recommend the next job for this candidate. Reason step by step: one short thought per level of "
-    "the job's semantic ID, each followed by that level's ID token."
+    "Recommend the next {noun} for this {person}. Reason step by step: one short thought per level of "
+    "the {noun}'s semantic ID, each followed by that level's ID token."
 )
-DIRECT_INSTRUCTION = "Recommend the next job for this candidate. Answer with its semantic ID only."
+DIRECT_INSTRUCTION = "Recommend the next {noun} for this {person}. Answer with its semantic ID only."
 # The plain prompts' former answer cue: no prompt uses it now, it stays in template_corpus so the tiny model's
 # tokenizer (trained on that corpus) keeps the same vocabulary.
 ANSWER_CUE = "Answer:"
-SYSTEM_PROMPT = "You are a job recommender. Jobs are written as semantic IDs, coarse to fine."
+SYSTEM_PROMPT = "You are a {noun} recommender. {Nouns} are written as semantic IDs, coarse to fine."
 
 
 @dataclass
@@ -52,9 +55,14 @@ class PromptConfig:
         "help": "Token budget: the oldest history items are dropped first, then the profile is shortened."})
     use_chat_template: bool = field(default=False, metadata={
         "help": "Wrap the prompt in the tokenizer's chat template (instruct models); off for the tiny model."})
-    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System turn of chat prompts."})
+    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={
+        "help": "System turn of chat prompts ({noun}, {Nouns}, {person} are filled from the catalog's item noun)."})
     reasoning: bool = field(default=True, metadata={
         "help": "True: ask for step-by-step reasoning (stage 2, RL, eval); False: ask for the SID only (stage 1)."})
+    item_noun: str = field(default="auto", metadata={
+        "help": "What prompts and reasoning call an item: a word ('item', 'product', 'movie') or 'singular/plural'. "
+                "'auto': the catalog's, 'job' when the dataset's name contains 'job', else 'item' (genrec/wording.py). "
+                "Saved resolved with each trace folder and model."})
     history_reasoning: str = field(default="", metadata={
         "help": "Reasoning prompts only: write every history line as the grounded teacher reasons to it ('evidence' "
                 "or 'pointer': its K thinking blocks interleaved with its SID tokens, from the lines above it), so the "
@@ -72,6 +80,15 @@ class PromptConfig:
             raise ValueError("history_reasoning needs SID tokens in the history lines: use history_format sid or both")
         if self.max_prompt_tokens < 16:
             raise ValueError(f"max_prompt_tokens must be >= 16, got {self.max_prompt_tokens}")
+        check_item_noun(self.item_noun)
+
+    def noun(self, catalog: Catalog) -> str:
+        """The item noun these prompts use: `item_noun`, or for 'auto' the catalog's."""
+        return catalog.noun if self.item_noun == AUTO else self.item_noun
+
+    def resolved(self, catalog: Catalog) -> "PromptConfig":
+        """This config with 'auto' replaced by the catalog's noun: what a stage that loaded data saves."""
+        return replace(self, item_noun=self.noun(catalog))
 
     def save(self, folder: str | os.PathLike) -> None:
         atomic_write_text(Path(folder) / PROMPT_CONFIG_FILE, json.dumps(asdict(self), indent=1))
@@ -84,6 +101,9 @@ class PromptConfig:
         unknown = set(payload) - known
         if unknown:
             raise ValueError(f"{path}: unknown prompt settings {sorted(unknown)}")
+        payload.setdefault("item_noun", DEFAULT_NOUN)  # saved before the setting existed: job wording
+        if payload.get("system_prompt") == fill(SYSTEM_PROMPT, DEFAULT_NOUN):  # the default, saved filled before
+            payload["system_prompt"] = SYSTEM_PROMPT
         return cls(**payload)
 
     @classmethod
@@ -131,7 +151,8 @@ def history_answers(items, catalog: Catalog, sid_map: SIDMap, cfg: PromptConfig)
     if not reasons_in_history(cfg):
         answers = [sid_map.sid_string(i) if cfg.history_format != "text" else "" for i in items]
         return list(zip(answers, texts))
-    teacher = GroundedConfig(history_lines=cfg.prompt_max_history, cite_titles=shows_text, style=cfg.history_reasoning)
+    teacher = GroundedConfig(history_lines=cfg.prompt_max_history, cite_titles=shows_text, style=cfg.history_reasoning,
+                             noun=cfg.noun(catalog))
     answers = [render_response(grounded_blocks(Example("", tuple(items[:j]), item, ""), catalog, sid_map, teacher),
                                sid_map.tokens(item), INTERLEAVED) for j, item in enumerate(items)]
     return list(zip(answers, texts))
@@ -145,14 +166,14 @@ def history_lines(items, catalog: Catalog, sid_map: SIDMap, cfg: PromptConfig) -
             for pos, (answer, text) in enumerate(history_answers(items, catalog, sid_map, cfg), 1)]
 
 
-def instruction(cfg: PromptConfig) -> str:
-    return REASON_INSTRUCTION if cfg.reasoning else DIRECT_INSTRUCTION
+def instruction(cfg: PromptConfig, noun: str = DEFAULT_NOUN) -> str:
+    return fill(REASON_INSTRUCTION if cfg.reasoning else DIRECT_INSTRUCTION, noun)
 
 
-def prompt_head(profile: str, cfg: PromptConfig) -> str:
+def prompt_head(profile: str, cfg: PromptConfig, noun: str = DEFAULT_NOUN) -> str:
     """Everything of a plain prompt before its first history line (profile, instruction, history header)."""
-    lines = [PROFILE_HEADER, profile] if profile else []
-    lines += [instruction(cfg), HISTORY_HEADER]
+    lines = [fill(PROFILE_HEADER, noun), profile] if profile else []
+    lines += [instruction(cfg, noun), fill(HISTORY_HEADER, noun)]
     return "\n".join(lines) + "\n"
 
 
@@ -167,28 +188,29 @@ def next_item_cue(position: int) -> str:
     return f"{position}. "
 
 
-def _body(history_lines: list[str], profile: str, cfg: PromptConfig) -> str:
+def _body(history_lines: list[str], profile: str, cfg: PromptConfig, noun: str) -> str:
     """Chat prompts: profile, history, instruction (the chat template adds the answer turn)."""
     lines = []
     if profile:
-        lines += [PROFILE_HEADER, profile]
-    lines.append(HISTORY_HEADER)
+        lines += [fill(PROFILE_HEADER, noun), profile]
+    lines.append(fill(HISTORY_HEADER, noun))
     lines += history_lines if history_lines else ["(none)"]
-    lines.append(instruction(cfg))
+    lines.append(instruction(cfg, noun))
     return "\n".join(lines)
 
 
-def _plain(history_lines: list[str], profile: str, cfg: PromptConfig) -> str:
-    return prompt_head(profile, cfg) + "".join(line + "\n" for line in history_lines) + next_item_cue(
+def _plain(history_lines: list[str], profile: str, cfg: PromptConfig, noun: str) -> str:
+    return prompt_head(profile, cfg, noun) + "".join(line + "\n" for line in history_lines) + next_item_cue(
         len(history_lines) + 1)
 
 
-def wrap_prompt(body: str, tokenizer, cfg: PromptConfig) -> str:
+def wrap_prompt(body: str, tokenizer, cfg: PromptConfig, noun: str = DEFAULT_NOUN) -> str:
     """A chat prompt: `body` as the user turn (after the system turn), ending with the assistant turn opener.
     Plain prompts are not wrapped (they end with `next_item_cue`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("use_chat_template is on but the tokenizer has no chat template (set use_chat_template=false)")
-    messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
+    system = fill(cfg.system_prompt, noun)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": body}
     ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -221,11 +243,13 @@ def fit_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
     history = list(example.history[-cfg.prompt_max_history:])
     profile = example.profile.strip() if cfg.include_profile else ""
 
+    noun = cfg.noun(catalog)
+
     def render(first: int, prof: str) -> str:
         lines = history_lines(history[first:], catalog, sid_map, cfg)
         if not cfg.use_chat_template:
-            return _plain(lines, prof, cfg)
-        return wrap_prompt(_body(lines, prof, cfg), tokenizer, cfg)
+            return _plain(lines, prof, cfg, noun)
+        return wrap_prompt(_body(lines, prof, cfg, noun), tokenizer, cfg, noun)
 
     # Drop the oldest items: binary search for the smallest `first` that fits (fewer items -> fewer tokens).
     lo, hi = 0, max(len(history) - 1, 0)
@@ -260,22 +284,23 @@ def fit_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, tokenizer,
 
 
 # Stage-1 alignment prompts (item text <-> SID); kept here so every prompt wording lives in one file.
-ITEM_TO_SID = "Job: {text}\nSemantic ID:"
-SID_TO_ITEM = "Semantic ID: {sid}\nJob:"
+ITEM_TO_SID = "{Noun}: {text}\nSemantic ID:"
+SID_TO_ITEM = "Semantic ID: {sid}\n{Noun}:"
 
 
 def item_to_sid_prompt(item_id: str, catalog: Catalog, cfg: PromptConfig) -> str:
-    return ITEM_TO_SID.format(text=item_text(item_id, catalog, cfg))
+    return fill(ITEM_TO_SID, cfg.noun(catalog)).format(text=item_text(item_id, catalog, cfg))
 
 
-def sid_to_item_prompt(item_id: str, sid_map: SIDMap) -> str:
-    return SID_TO_ITEM.format(sid=sid_map.sid_string(item_id))
+def sid_to_item_prompt(item_id: str, sid_map: SIDMap, noun: str = DEFAULT_NOUN) -> str:
+    return fill(SID_TO_ITEM, noun).format(sid=sid_map.sid_string(item_id))
 
 
-def template_corpus() -> list[str]:
-    """Every fixed prompt wording (to train the tiny model's tokenizer on)."""
-    return [PROFILE_HEADER, HISTORY_HEADER, REASON_INSTRUCTION, DIRECT_INSTRUCTION, ANSWER_CUE, SYSTEM_PROMPT,
-            ITEM_TO_SID, SID_TO_ITEM, "(none)"] + [f"{i}." for i in range(1, 21)]
+def template_corpus(noun: str = DEFAULT_NOUN) -> list[str]:
+    """Every fixed prompt wording for items called `noun` (to train the tiny model's tokenizer on)."""
+    fixed = (PROFILE_HEADER, HISTORY_HEADER, REASON_INSTRUCTION, DIRECT_INSTRUCTION, ANSWER_CUE, SYSTEM_PROMPT,
+             ITEM_TO_SID, SID_TO_ITEM)
+    return [fill(t, noun) for t in fixed] + ["(none)"] + [f"{i}." for i in range(1, 21)]
 
 
 def with_overrides(cfg: PromptConfig, **changes) -> PromptConfig:

@@ -38,6 +38,7 @@ from genrec.prompts import (
     wrap_prompt,
 )
 from genrec.response import DIRECT, render_response
+from genrec.wording import AUTO, DEFAULT_NOUN
 from sid_tokenizer.sidmap import SIDMap
 
 log = logging.getLogger(__name__)
@@ -222,14 +223,15 @@ def stage1_rows(
     chat = prompt_cfg.use_chat_template
     # With a chat template the alignment question is the user turn and the answer follows the assistant
     # opener (no leading space needed); plain prompts end with a cue word, so text answers start with a space.
-    wrap = (lambda body: wrap_prompt(body, tokenizer, prompt_cfg)) if chat else (lambda body: body)
+    wrap = (lambda body: wrap_prompt(body, tokenizer, prompt_cfg, prompt_cfg.noun(catalog))) if chat else (lambda body: body)
     space = "" if chat else " "
     if "item2sid" in tasks:
         for item in items:
             add(wrap(item_to_sid_prompt(item, catalog, prompt_cfg)), direct_completion(sid_map, item), "item2sid")
     if "sid2item" in tasks:
         for item in items:
-            add(wrap(sid_to_item_prompt(item, sid_map)), space + item_text(item, catalog, prompt_cfg), "sid2item")
+            add(wrap(sid_to_item_prompt(item, sid_map, prompt_cfg.noun(catalog))), space + item_text(item, catalog, prompt_cfg),
+                "sid2item")
     if "history2sid" in tasks:
         direct_cfg = replace(prompt_cfg, reasoning=False)
         for ex in examples:
@@ -288,7 +290,7 @@ def rows_for_sequence(items, first_target: int, user: str, profile: str, catalog
     # Windows of at most prompt_max_history + 1 lines; the loss is on targets lo..hi (each trained once).
     for offset, lo, hi in sequence_windows(len(items), first_target, cfg.prompt_max_history):
         start = max(offset, 0)
-        text, spans = prompt_head(profile, cfg), []
+        text, spans = prompt_head(profile, cfg, cfg.noun(catalog)), []
         for pos, (j, (answer, item_text_)) in enumerate(
                 zip(range(start, hi + 1), history_answers(items[start:hi + 1], catalog, sid_map, cfg)), 1):
             cue = next_item_cue(pos)
@@ -516,6 +518,13 @@ class GenrecSFTTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def _rows_noun(prompt_cfg: PromptConfig | None) -> str:
+    """The item noun the training rows were worded with: the config's, resolved by the stage that built them; an
+    unresolved 'auto' (rows built in code from a `Catalog` made in code) is that catalog's default, "job"."""
+    noun = prompt_cfg.item_noun if prompt_cfg is not None else AUTO
+    return DEFAULT_NOUN if noun == AUTO else noun
+
+
 def train_sft(
     model_path: str | Path,
     sid_map: SIDMap,
@@ -559,7 +568,8 @@ def train_sft(
     if stage.sid_loss_weight != 1.0 or soft_weight > 0 or full_logits_loss(stage.loss_impl):
         loss_func = sid_weighted_loss(sid_ids, stage.sid_loss_weight, soft_weight)
     if stage.distill_weight > 0:
-        distiller = load_distiller(stage.distill_model or model_path, tokenizer, sid_map, sid_ids, args)
+        distiller = load_distiller(stage.distill_model or model_path, tokenizer, sid_map, sid_ids, args,
+                                   noun=_rows_noun(prompt_cfg))
     elif stage.sasrec_distill_weight > 0:
         if sasrec is None:
             raise ValueError("--sasrec_distill_weight needs the fitted SASRec teacher (genrec.sft.run_stage fits it)")
@@ -675,6 +685,7 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         from genrec.data.loader import load_data
 
         rec = load_data(stage.data, data_cfg, verbose=False)
+        prompt_cfg = prompt_cfg.resolved(rec.catalog)  # the item noun it trains with is saved with the model
         tokenizer = load_tokenizer(stage.model)
         check_model_tokens(tokenizer, sid_map, where=stage.model)
         check_sid_map_catalog(sid_map, rec.catalog, stage.sid_map, stage.data, command="sft")

@@ -23,20 +23,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from genrec.prompts import DIRECT_INSTRUCTION, REASON_INSTRUCTION  # noqa: E402
+from genrec.prompts import DIRECT_INSTRUCTION, REASON_INSTRUCTION, PromptConfig  # noqa: E402
 from genrec.response import DIRECT, render_response  # noqa: E402
 from genrec.traces.dataset import load_traces  # noqa: E402
+from genrec.wording import fill  # noqa: E402
 from sid_tokenizer.sidmap import SIDMap, sid_token  # noqa: E402
 
 
-def level_accuracy(model, tokenizer, rows, sid_map: SIDMap, layout: str) -> list[float]:
+def level_accuracy(model, tokenizer, rows, sid_map: SIDMap, layout: str, noun: str = "job") -> list[float]:
     level_ids = [torch.tensor([tokenizer.convert_tokens_to_ids(sid_token(k, c)) for c in range(n)])
                  for k, n in enumerate(sid_map.codebook_sizes)]
     hits = [0] * sid_map.num_levels
     for row in rows:
         codes = list(row["codes"])
         if layout == DIRECT:
-            prompt = row["prompt"].replace(REASON_INSTRUCTION, DIRECT_INSTRUCTION)
+            prompt = row["prompt"].replace(fill(REASON_INSTRUCTION, noun), fill(DIRECT_INSTRUCTION, noun))
             completion = render_response(None, [sid_token(k, c) for k, c in enumerate(codes)], DIRECT)
         else:
             prompt, completion = row["prompt"], row["completion"]
@@ -69,7 +70,8 @@ def main() -> None:
         path, layout = spec.rsplit(":", 1)
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path).eval()
-        acc = level_accuracy(model, tok, rows, sid_map, layout)
+        noun = PromptConfig.load_or_default(args.traces).item_noun  # the traces' (saved resolved; older: job)
+        acc = level_accuracy(model, tok, rows, sid_map, layout, "job" if noun == "auto" else noun)
         results[spec] = acc
         print(f"| {spec} | " + " | ".join(f"{a:.3f}" for a in acc) + " |", flush=True)
     if args.out:

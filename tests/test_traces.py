@@ -129,7 +129,8 @@ def test_trace_dataset_parses_with_response_parser(tmp_path):
         parsed = parse_response(ids, spec)
         assert parsed.ok, parsed.error
         assert tuple(parsed.codes) == SIDS.codes(row["target"]) == tuple(row["codes"])
-    assert PromptConfig.load(out) == PromptConfig()
+    # saved with 'auto' resolved to the catalog's item noun (a catalog built in code is a job catalog)
+    assert PromptConfig.load(out) == PromptConfig(item_noun=REC.catalog.noun) and REC.catalog.noun == "job"
     info = json.loads((out / "traces_config.json").read_text())
     assert info["counts"] == {"train": len(REC.train), "valid": len(REC.valid)}
     stats = info["block_tokens"]  # per level, measured with the model's tokenizer (sizes max_block_tokens)

@@ -28,6 +28,7 @@ from genrec.data.splits import (
     repeat_stats,
     temporal_split,
 )
+from genrec.wording import dataset_noun
 
 PRESPLIT = ("train", "valid", "test")
 
@@ -129,8 +130,11 @@ def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
     cfg = cfg or DataConfig()
     src = detect(path)
     if src.kind == "minionerec":
-        return minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
-    return read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
+        catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
+    else:
+        catalog = read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
+    catalog.noun = dataset_noun(src.name)
+    return catalog
 
 
 def load_data(path: str | Path, cfg: DataConfig | None = None, *, verbose: bool = True) -> RecData:
@@ -156,6 +160,7 @@ def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
             data = _load_given(src, catalog, profiles, cfg)
         else:
             data = _load_atomic(src, catalog, profiles, cfg)
+    catalog.noun = dataset_noun(src.name)
     data.summary.update(stats)
     if verbose:
         print(format_summary(data.summary), file=sys.stderr)

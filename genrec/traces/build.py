@@ -82,8 +82,10 @@ def make_traces(rec: RecData, sid_map: SIDMap, tokenizer, cfg: TraceConfig, prom
     if prompt_cfg.history_reasoning and cfg.layout != INTERLEAVED:
         raise ValueError(f"--history_reasoning writes the history lines' answers in the interleaved layout, so the "
                          f"traces must use it too: pass --layout interleaved (got {cfg.layout!r})")
+    prompt_cfg = prompt_cfg.resolved(rec.catalog)  # saved with the traces: stage 2 and inference use the same noun
     grounded_cfg = GroundedConfig(history_lines=prompt_cfg.prompt_max_history,
-                                  cite_titles=prompt_cfg.history_format != "sid", style=cfg.grounded_style)
+                                  cite_titles=prompt_cfg.history_format != "sid", style=cfg.grounded_style,
+                                  noun=prompt_cfg.item_noun)
     if cfg.teacher == "grounded":
         def teacher(batch):
             return [grounded_blocks(ex, rec.catalog, sid_map, grounded_cfg) for ex in batch]

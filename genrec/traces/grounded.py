@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from genrec.data.schema import Catalog, Example
+from genrec.wording import DEFAULT_NOUN, fill, noun_forms
 from sid_tokenizer.sidmap import SID_TOKEN_RE, SIDMap
 
 _TAG_RE = re.compile(r"</?think>")
@@ -31,6 +32,8 @@ class GroundedConfig:
     """History lines the prompt shows (PromptConfig.prompt_max_history): blocks cite these line numbers."""
     cite_titles: bool = True
     """Quote the cited job's title (only when the prompt shows item text, so the model can copy it)."""
+    noun: str = ""
+    """What the blocks call an item ('' = the catalog's, `Catalog.noun`); the prompts' `PromptConfig.noun`."""
     style: str = "evidence"
     """'evidence': each block states what the prompt says about the level given the prefix already written (which
     history lines share it), no decision; 'pointer': each block names the line the target follows at that level
@@ -54,7 +57,7 @@ def _title(item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
         text = rec.get(cfg.title_field or catalog.title_field or "") or catalog.render(item_id)
     else:
         text = ""
-    return clean_text(text) or "an earlier job"
+    return clean_text(text) or fill("an earlier {noun}", cfg.noun or catalog.noun)
 
 
 def _label(sid_map: SIDMap, prefix: tuple[int, ...]) -> str:
@@ -63,67 +66,73 @@ def _label(sid_map: SIDMap, prefix: tuple[int, ...]) -> str:
 
 
 def _cite(pos: int, item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
-    return f'job {pos} "{_title(item_id, catalog, cfg)}"' if cfg.cite_titles else f"job {pos}"
+    noun = noun_forms(cfg.noun or catalog.noun)["noun"]
+    return f'{noun} {pos} "{_title(item_id, catalog, cfg)}"' if cfg.cite_titles else f"{noun} {pos}"
 
 
-# Fixed wording of the blocks ({...} filled in by grounded_blocks). Evidence style:
-LAST_VIEWED = "Last viewed: {cite}; {n} of the {h} past jobs are in its area."
+# Fixed wording of the blocks: {noun}, {nouns}, {Noun}, {Nouns} are what the catalog calls an item (`Catalog.noun`,
+# genrec/wording.py: "job" on job data, as before), the other {...} are filled in by grounded_blocks. Evidence style:
+LAST_VIEWED = "Last viewed: {cite}; {n} of the {h} past {nouns} are in its area."
 LAST_VIEWED_ONE = "Last viewed: {cite}."
-IN_AREA = "{jobs} {are} in this area."
-IN_GROUP = "{jobs} {are} in this group."
-NONE_IN_AREA = "No past job is in this area."
-NONE_IN_GROUP = "No past job is in this group."
+IN_AREA = "{lines} {are} in this area."
+IN_GROUP = "{lines} {are} in this group."
+NONE_IN_AREA = "No past {noun} is in this area."
+NONE_IN_GROUP = "No past {noun} is in this group."
 # Pointer style:
-AREA_MATCH = "Area of {cite}, like {n} of the {h} past jobs."
+AREA_MATCH = "Area of {cite}, like {n} of the {h} past {nouns}."
 AREA_MATCH_ONE = "Area of {cite}."
-AREA_NEW = "A new area, unlike the {h} past jobs."
-AREA_EMPTY = "No past jobs to go by."
+AREA_NEW = "A new area, unlike the {h} past {nouns}."
+AREA_EMPTY = "No past {nouns} to go by."
 AREA_NAMED = "In {label}: "
 GROUP_MATCH = "the group of {cite}."
 GROUP_NEW = "a new group."
-JOB_REPEAT = "{cite} again."
-JOB_NEW = "a job not viewed before."
+ITEM_REPEAT = "{cite} again."
+ITEM_NEW = "a {noun} not viewed before."
 
 
-def template_corpus() -> list[str]:
-    """All fixed wording (to train the tiny model's tokenizer on)."""
-    words = [LAST_VIEWED, LAST_VIEWED_ONE, IN_AREA, IN_GROUP, NONE_IN_AREA, NONE_IN_GROUP,
-             AREA_MATCH, AREA_MATCH_ONE, AREA_NEW, AREA_EMPTY, AREA_NAMED, GROUP_MATCH, GROUP_NEW, JOB_REPEAT, JOB_NEW]
-    return [re.sub(r"\{[a-z]+\}", " ", t) for t in words] + ["Job Jobs and is are job this group"]
+def template_corpus(noun: str = DEFAULT_NOUN) -> list[str]:
+    """All fixed wording for items called `noun` (to train the tiny model's tokenizer on)."""
+    words = [LAST_VIEWED, LAST_VIEWED_ONE, IN_AREA, IN_GROUP, NONE_IN_AREA, NONE_IN_GROUP, AREA_MATCH, AREA_MATCH_ONE,
+             AREA_NEW, AREA_EMPTY, AREA_NAMED, GROUP_MATCH, GROUP_NEW, ITEM_REPEAT, ITEM_NEW]
+    return [re.sub(r"\{[a-z]+\}", " ", fill(t, noun)) for t in words] + [
+        fill("{Noun} {Nouns} and is are {noun} this group", noun)]
 
 
-def _jobs(positions: list[int], limit: int = 3) -> str:
-    """'Job 9', 'Jobs 9 and 6', 'Jobs 9, 6 and 2' (most recent first, at most `limit`)."""
+def _lines(positions: list[int], noun: str, limit: int = 3) -> str:
+    """'Job 9', 'Jobs 9 and 6', 'Jobs 9, 6 and 2' (most recent first, at most `limit`; 'Item 9' on item data)."""
+    forms = noun_forms(noun)
     nums = [str(p) for p in positions[:limit]]
     if len(nums) == 1:
-        return f"Job {nums[0]}"
-    return "Jobs " + ", ".join(nums[:-1]) + " and " + nums[-1]
+        return f"{forms['Noun']} {nums[0]}"
+    return forms["Nouns"] + " " + ", ".join(nums[:-1]) + " and " + nums[-1]
 
 
 def evidence_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[int, ...]]], catalog: Catalog,
                     sid_map: SIDMap, cfg: GroundedConfig) -> list[str]:
     """Evidence style: block k is a function of the prompt and of the codes already written (levels < k) only."""
+    noun = cfg.noun or catalog.noun
     blocks = []
     for level in range(sid_map.num_levels):
         if level == 0:
             if not lines:
-                blocks.append(AREA_EMPTY)
+                blocks.append(fill(AREA_EMPTY, noun))
                 continue
             pos, item, codes = lines[-1]
             n = sum(c[:1] == codes[:1] for _, _, c in lines)
             cite = _cite(pos, item, catalog, cfg)
-            blocks.append(LAST_VIEWED.format(cite=cite, n=n, h=len(lines)) if len(lines) > 1
+            blocks.append(fill(LAST_VIEWED, noun).format(cite=cite, n=n, h=len(lines)) if len(lines) > 1
                           else LAST_VIEWED_ONE.format(cite=cite))
             continue
         prefix = target[:level]
         shared = [pos for pos, _, c in reversed(lines) if c[:level] == prefix]
+        are = "is" if len(shared) == 1 else "are"
         if level == 1:
-            text = (IN_AREA.format(jobs=_jobs(shared), are="is" if len(shared) == 1 else "are") if shared
-                    else NONE_IN_AREA)
+            text = (fill(IN_AREA, noun).format(lines=_lines(shared, noun), are=are) if shared
+                    else fill(NONE_IN_AREA, noun))
             text = AREA_NAMED.format(label=_label(sid_map, target[:1])) + text[0].lower() + text[1:]
         else:
-            text = (IN_GROUP.format(jobs=_jobs(shared), are="is" if len(shared) == 1 else "are") if shared
-                    else NONE_IN_GROUP)
+            text = (fill(IN_GROUP, noun).format(lines=_lines(shared, noun), are=are) if shared
+                    else fill(NONE_IN_GROUP, noun))
         blocks.append(text)
     return blocks
 
@@ -132,6 +141,7 @@ def pointer_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[in
                    sid_map: SIDMap, cfg: GroundedConfig) -> list[str]:
     """Pointer style: block k names the most recent shown line sharing the target's first k+1 codes, or says the
     level is new (the teacher's decision, made before the SID token, which then copies that line's code)."""
+    noun = cfg.noun or catalog.noun
     num_levels = sid_map.num_levels
     blocks = []
     for level in range(num_levels):
@@ -140,16 +150,16 @@ def pointer_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[in
         cite = _cite(*matches[-1], catalog, cfg) if matches else ""
         if level == 0:
             if not lines:
-                text = AREA_EMPTY
+                text = fill(AREA_EMPTY, noun)
             elif not matches:
-                text = AREA_NEW.format(h=len(lines))
+                text = fill(AREA_NEW, noun).format(h=len(lines))
             elif len(matches) == 1:
                 text = AREA_MATCH_ONE.format(cite=cite)
             else:
-                text = AREA_MATCH.format(cite=cite, n=len(matches), h=len(lines))
+                text = fill(AREA_MATCH, noun).format(cite=cite, n=len(matches), h=len(lines))
         else:
             if level == num_levels - 1:
-                text = (JOB_REPEAT if matches else JOB_NEW).format(cite=cite)
+                text = fill(ITEM_REPEAT if matches else ITEM_NEW, noun).format(cite=cite)
             else:
                 text = (GROUP_MATCH if matches else GROUP_NEW).format(cite=cite)
             # The area just chosen, by name (its label is a function of the code already written); deeper labels

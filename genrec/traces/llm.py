@@ -17,11 +17,12 @@ from typing import Sequence
 
 from genrec.data.schema import Catalog, Example
 from genrec.traces.grounded import GroundedConfig, clean_text, grounded_blocks
+from genrec.wording import fill, noun_forms
 from sid_tokenizer.sidmap import SIDMap
 
-TEACHER_INSTRUCTION = (
-    "A job seeker viewed the jobs below (oldest first). They then chose the target job. In 3 to 5 short "
-    "sentences, explain why the target fits them, citing specific past jobs and the profile. Do not "
+TEACHER_INSTRUCTION = (  # {noun}/{nouns}: what the catalog calls an item (genrec/wording.py)
+    "A {seeker} viewed the {nouns} below (oldest first). They then chose the target {noun}. In 3 to 5 short "
+    "sentences, explain why the target fits them, citing specific past {nouns} and the profile. Do not "
     "mention ID codes."
 )
 
@@ -45,9 +46,11 @@ class LLMTeacherConfig:
     seed: int = 0
 
 
-def teacher_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, title_field: str = "") -> str:
+def teacher_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, title_field: str = "", noun: str = "") -> str:
     """What the teacher sees: history texts, profile, target text and the target's SID labels (not the codes).
-    `title_field`: the field quoted for each item ('' = `Catalog.title_field`, else every field)."""
+    `title_field`: the field quoted for each item ('' = `Catalog.title_field`, else every field); `noun`: what an item
+    is called ('' = `Catalog.noun`)."""
+    noun = noun or catalog.noun
     title_field = title_field or catalog.title_field or ""
 
     def text(item: str) -> str:
@@ -56,11 +59,13 @@ def teacher_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, title_fi
         rec = catalog.record(item)
         return clean_text(rec.get(title_field) or catalog.render(item))
 
-    lines = [TEACHER_INSTRUCTION, "", "Past jobs:"]
+    seeker = "job seeker" if noun_forms(noun)["noun"].lower() == "job" else "user"
+    instruction = fill(TEACHER_INSTRUCTION.replace("{seeker}", seeker), noun)
+    lines = [instruction, "", fill("Past {nouns}:", noun)]
     lines += [f"- {text(h)}" for h in example.history] or ["- (none)"]
     if example.profile:
         lines.append(f"Profile: {clean_text(example.profile)}")
-    lines.append(f"Target job: {text(example.target)}")
+    lines.append(fill("Target {noun}: ", noun) + text(example.target))
     codes = sid_map.codes(example.target)
     labels = [clean_text(sid_map.label(codes[: k + 1])) for k in range(len(codes) - 1)]
     labels = [lab for lab in labels if lab]
@@ -172,7 +177,7 @@ class LLMTeacher:
         return self._gen
 
     def rationales(self, examples: Sequence[Example]) -> list[str]:
-        prompts = [teacher_prompt(ex, self.catalog, self.sid_map) for ex in examples]
+        prompts = [teacher_prompt(ex, self.catalog, self.sid_map, noun=self.grounded_cfg.noun) for ex in examples]
         keys = [self._key(p) for p in prompts]
         todo = [i for i, k in enumerate(keys) if k not in self.cache]
         self.cache_hits += len(prompts) - len(todo)
