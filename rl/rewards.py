@@ -9,6 +9,8 @@ exactly K steps (format gate). Every reward of a gated rollout is 0, and it is c
 - `outcome_reward`: 1 if the whole SID equals the target (outcome GRPO).
 - `prefix_reward`: 2^-(L-p) for the longest correct prefix p (0 if p = 0), plus an optional bonus when the SID is a
   catalog item (prefix-reward GRPO).
+- `random_gated_steps`: a control with the gated reward's shape and no information about the target
+  (`--reward random_gated_match`).
 - `mean_step_reward`: the mean of m over levels: how the per-step reward is reduced to one scalar for the
   `step_reward_broadcast` ablation (and the scalar logged as SAPO's "reward").
 
@@ -26,6 +28,7 @@ for a per-step reward).
 from __future__ import annotations
 
 import importlib
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +69,31 @@ def gated_step_matches(codes: Codes, target: Sequence[int]) -> list[float]:
     """m[k] = 1.0 if codes[:k + 1] == target[:k + 1], else 0.0 (levels after the first miss score 0)."""
     p = correct_prefix_length(codes, target)
     return [1.0 if k < p else 0.0 for k in range(len(target))]
+
+
+# P(level k "matches" | the levels before it did) of the random control: about the demo's gated match rates from its
+# stage 2 (learning.md, session 28)
+RANDOM_GATED_RATES = (0.55, 0.40, 0.50, 0.50)
+
+
+def random_gated_steps(codes: Codes, target: Sequence[int], rates: Sequence[float] = RANDOM_GATED_RATES) -> list[float]:
+    """A control reward with the shape of `gated_step_matches` and no information about whether `codes` is right.
+
+    Per level a Bernoulli draw at `rates[k]` (the last rate repeats), 0 after the first 0, seeded by (codes, target):
+    the same rollout of the same prompt always draws the same, identical rollouts of a group get the same reward (as
+    under a real reward), and whether the codes equal the target changes nothing. RL with it measures what an update
+    of SAPO's size does to a model without any signal (`--reward random_gated_match`).
+    """
+    _check(codes, target)
+    if codes is None:
+        return [0.0] * len(target)
+    key = (tuple(int(c) for c in codes), tuple(int(t) for t in target))
+    rng = random.Random(hash(key) & 0xFFFFFFFF)  # tuples of ints hash the same in every process and run
+    out, on = [], True
+    for k in range(len(target)):
+        on = on and rng.random() < rates[min(k, len(rates) - 1)]
+        out.append(1.0 if on else 0.0)
+    return out
 
 
 def outcome_reward(codes: Codes, target: Sequence[int]) -> float:
@@ -182,6 +210,7 @@ def get_reward(name: str | Reward | Callable) -> Reward:
 
 register_reward("level_match", per_step=True)(lambda codes, target, **_: step_matches(codes, target))
 register_reward("gated_level_match", per_step=True)(lambda codes, target, **_: gated_step_matches(codes, target))
+register_reward("random_gated_match", per_step=True)(lambda codes, target, **_: random_gated_steps(codes, target))
 register_reward("exact_match")(lambda codes, target, **_: outcome_reward(codes, target))
 register_reward("prefix_match")(
     lambda codes, target, valid_bonus=0.0, is_valid=None, **_: prefix_reward(

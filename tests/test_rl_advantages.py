@@ -21,6 +21,7 @@ from rl.advantages import (
 from rl.rewards import (
     correct_prefix_length,
     gated_step_matches,
+    get_reward,
     match_matrix,
     mean_step_reward,
     outcome_reward,
@@ -63,6 +64,23 @@ def test_outcome_and_prefix_rewards():
     assert prefix_reward((3, 0, 0), TARGET, valid_bonus=0.1, is_valid=catalog.__contains__) == pytest.approx(0.25)
     assert prefix_reward(None, TARGET, valid_bonus=0.1, is_valid=lambda c: True) == 0.0
     assert mean_step_reward((3, 9, 4), TARGET) == pytest.approx(2 / 3)
+
+
+def test_random_gated_control_has_the_shape_but_not_the_information():
+    from rl.rewards import random_gated_steps
+
+    rows = [random_gated_steps((c0, c1, c2), (c0 % 4, 1, 2)) for c0 in range(40) for c1 in range(5) for c2 in range(5)]
+    # gated: once a level draws 0 every later level is 0; deterministic per (codes, target)
+    assert all(r == sorted(r, reverse=True) for r in rows)
+    assert random_gated_steps((3, 1, 2), TARGET) == random_gated_steps((3, 1, 2), TARGET)
+    assert get_reward("random_gated_match").per_step and random_gated_steps(None, TARGET) == [0.0, 0.0, 0.0]
+    # about the configured rates (0.55, then 0.40 given the first), over 1,000 rollouts
+    first = sum(r[0] for r in rows) / len(rows)
+    second = sum(r[1] for r in rows) / max(1, sum(r[0] for r in rows))
+    assert 0.50 < first < 0.60 and 0.34 < second < 0.46
+    # no information: the right SID is rewarded no more often than wrong ones
+    hits = [random_gated_steps(t, t)[0] for t in [(a, b, 0) for a in range(20) for b in range(20)]]
+    assert 0.45 < sum(hits) / len(hits) < 0.65
 
 
 def test_reward_shape_errors_are_specific():
