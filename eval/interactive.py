@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from eval.beam import Beam
 from genrec.data.schema import Catalog
+from genrec.wording import noun_forms
 from sid_tokenizer.sidmap import SIDMap, sid_token
 
 MIN_MATCH_SCORE = 0.1
@@ -115,14 +116,15 @@ def explain(beam: Beam, sid_map: SIDMap) -> list[dict]:
 
 
 def format_recommendations(beams: list[Beam], catalog: Catalog, sid_map: SIDMap, template: str | None,
-                           history: list[HistoryMatch]) -> str:
-    """Human-readable listing: matched history, then each job with its SID, per-level meaning and reasoning."""
+                           history: list[HistoryMatch], noun: str = "") -> str:
+    """Human-readable listing: matched history, then each item with its SID, per-level meaning and reasoning
+    (`noun`: what an item is called, the model's prompt setting; '' = the catalog's)."""
     lines = ["History (oldest first):"]
     for h in history:
         how = "" if h.exact else f"  <- matched from {h.query!r} (similarity {h.score:.2f})"
         lines.append(f"  - {h.item_id}: {catalog.render(h.item_id, template)}{how}")
     lines.append("")
-    lines.append(f"Top {len(beams)} jobs:")
+    lines.append(f"Top {len(beams)} {noun_forms(noun or catalog.noun)['nouns']}:")
     for rank, b in enumerate(beams, start=1):
         score = "popular fill (beam search returned fewer items)" if b.filled else f"log-prob {b.score:.3f}"
         sid = sid_map.sid_string(b.item_id) if b.item_id in sid_map else ""

@@ -97,3 +97,13 @@ def test_a_folder_saved_before_the_setting_loads_as_job_wording(tmp_path):
     assert loaded.item_noun == "job" and loaded == PromptConfig(item_noun="job")
     # its prompts on an item catalog keep the wording the model was trained with
     assert "Jobs viewed" in build_prompt(EX, _as("item"), SIDS, TOK, loaded)
+
+
+def test_recommend_listing_names_the_items():
+    from eval.beam import Beam
+    from eval.interactive import format_recommendations
+
+    beams = [Beam("j001", -1.0, SIDS.codes("j001"))]
+    assert "Top 1 items:" in format_recommendations(beams, _as("item"), SIDS, None, [])
+    assert "Top 1 jobs:" in format_recommendations(beams, CAT, SIDS, None, [])
+    assert "Top 1 movies:" in format_recommendations(beams, CAT, SIDS, None, [], "movie")

@@ -204,4 +204,4 @@ def run(cfg: RecommendConfig, data_cfg: DataConfig | None = None) -> None:
         how = f", repeat prior w={prior.weight:.3f} (eval/repeat.py)" if mixing is not None else ""
         how += f", fused with SASRec w={collab.weight:g} (eval/collab_prior.py)" if sasrec is not None else ""
         print(f"[{rec.layout} layout, {cfg.num_beams} beams{how}]")
-        print(format_recommendations(beams, catalog, rec.sid_map, template, history))
+        print(format_recommendations(beams, catalog, rec.sid_map, template, history, rec.prompt_cfg.noun(catalog)))
