@@ -223,15 +223,15 @@ def stage1_rows(
     chat = prompt_cfg.use_chat_template
     # With a chat template the alignment question is the user turn and the answer follows the assistant
     # opener (no leading space needed); plain prompts end with a cue word, so text answers start with a space.
-    wrap = (lambda body: wrap_prompt(body, tokenizer, prompt_cfg, prompt_cfg.noun(catalog))) if chat else (lambda body: body)
+    noun = prompt_cfg.noun(catalog)
+    wrap = (lambda body: wrap_prompt(body, tokenizer, prompt_cfg, noun)) if chat else (lambda body: body)
     space = "" if chat else " "
     if "item2sid" in tasks:
         for item in items:
             add(wrap(item_to_sid_prompt(item, catalog, prompt_cfg)), direct_completion(sid_map, item), "item2sid")
     if "sid2item" in tasks:
         for item in items:
-            add(wrap(sid_to_item_prompt(item, sid_map, prompt_cfg.noun(catalog))), space + item_text(item, catalog, prompt_cfg),
-                "sid2item")
+            add(wrap(sid_to_item_prompt(item, sid_map, noun)), space + item_text(item, catalog, prompt_cfg), "sid2item")
     if "history2sid" in tasks:
         direct_cfg = replace(prompt_cfg, reasoning=False)
         for ex in examples:

@@ -11,6 +11,7 @@ never touched.
 
 from __future__ import annotations
 
+import functools
 import re
 
 AUTO = "auto"
@@ -44,20 +45,29 @@ def _plural(word: str) -> str:
     return word + "s"
 
 
-def noun_forms(noun: str) -> dict[str, str]:
-    """Template fields: noun / nouns / Noun / Nouns, and person / Person (who views them: 'candidate' for jobs)."""
+@functools.lru_cache(maxsize=64)
+def _forms(noun: str) -> tuple[tuple[str, str], ...]:
     noun = check_item_noun(noun)
     if noun == AUTO:
-        raise ValueError("noun_forms needs a resolved noun, not 'auto' (see resolve_item_noun)")
+        raise ValueError("noun_forms needs a resolved noun, not 'auto' (see PromptConfig.noun)")
     singular, _, plural = noun.partition("/")
     plural = plural or _plural(singular)
-    person = "candidate" if singular.lower() == "job" else "user"
-    return {"noun": singular, "nouns": plural, "Noun": singular[:1].upper() + singular[1:],
-            "Nouns": plural[:1].upper() + plural[1:], "person": person, "Person": person[:1].upper() + person[1:]}
+    job = singular.lower() == "job"
+    person = "candidate" if job else "user"
+    return (("noun", singular), ("nouns", plural), ("Noun", singular[:1].upper() + singular[1:]),
+            ("Nouns", plural[:1].upper() + plural[1:]), ("person", person), ("Person", person[:1].upper() + person[1:]),
+            ("seeker", "job seeker" if job else "user"))
+
+
+def noun_forms(noun: str) -> dict[str, str]:
+    """Template fields: noun / nouns / Noun / Nouns; person / Person (who views them in prompts: 'candidate' for
+    jobs, else 'user') and seeker (the LLM teacher's word for them: 'job seeker', else 'user')."""
+    return dict(_forms(noun))
 
 
 def fill(template: str, noun: str) -> str:
-    """`template` with {noun}, {nouns}, {Noun}, {Nouns}, {person}, {Person} replaced (other braces kept)."""
-    for key, value in noun_forms(noun).items():
+    """`template` with the `noun_forms` fields in braces replaced (other braces kept). Cached per noun: it runs for
+    every prompt render and trace block."""
+    for key, value in _forms(noun):
         template = template.replace("{" + key + "}", value)
     return template

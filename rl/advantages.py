@@ -132,6 +132,12 @@ def prefix_group_normalize(
     return out
 
 
+def check_positive_weight(weight: float) -> None:
+    """Raise unless `weight` (the factor on positive advantages) is >= 0."""
+    if weight < 0:
+        raise ValueError(f"positive_weight must be >= 0 (0 = negative advantages only), got {weight}")
+
+
 def weight_positive(advantages: torch.Tensor, weight: float) -> torch.Tensor:
     """Scale the positive advantages by `weight`, keep the negative ones (W-REINFORCE, Zhu et al. 2025).
 
@@ -140,8 +146,7 @@ def weight_positive(advantages: torch.Tensor, weight: float) -> torch.Tensor:
     all the others and sharpens the distribution. A top-k list (beam search) needs the first without the second:
     `weight` < 1 leans the update towards the negatives (0: negatives only). 1 is the unweighted advantage.
     """
-    if weight < 0:
-        raise ValueError(f"positive_weight must be >= 0, got {weight}")
+    check_positive_weight(weight)
     if weight == 1.0:
         return advantages
     return torch.where(advantages > 0, advantages * weight, advantages)

@@ -16,7 +16,8 @@ from trl import GRPOConfig
 from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models): each step is one SID token
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
 from rl.advantages import (
-    ALGORITHMS, STEP_ALGORITHMS, STEP_BASELINES, STEP_TOKENS, algorithm_reward, check_step_baseline,
+    ALGORITHMS, STEP_ALGORITHMS, STEP_BASELINES, STEP_TOKENS, algorithm_reward, check_positive_weight,
+    check_step_baseline,
 )
 
 
@@ -184,8 +185,7 @@ class SAPOConfig(GRPOConfig):
         if self.step_tokens not in STEP_TOKENS:
             raise ValueError(f"step_tokens must be one of {', '.join(STEP_TOKENS)}, got {self.step_tokens!r}")
         check_step_baseline(self.step_baseline, self.algorithm, self.reward)
-        if self.positive_weight < 0:
-            raise ValueError(f"positive_weight must be >= 0 (0 = negative advantages only), got {self.positive_weight}")
+        check_positive_weight(self.positive_weight)
         if self.adv_eps is not None and self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")
         if self.algorithm in STEP_ALGORITHMS and self.step_length_norm and self.loss_type != "grpo":

@@ -13,6 +13,7 @@ from genrec.data.schema import Catalog, Example
 from genrec.modeling import load_model_and_tokenizer
 from genrec.prompts import SYSTEM_PROMPT, PromptConfig, build_prompt
 from genrec.traces.grounded import GroundedConfig, grounded_blocks
+from genrec.traces.llm import TEACHER_INSTRUCTION
 from genrec.wording import check_item_noun, dataset_noun, fill, noun_forms
 from tests.helpers_tiny import tiny_catalog, tiny_model_dir, tiny_sid_map, write_tiny_data_dir
 
@@ -27,7 +28,8 @@ def _as(noun: str) -> Catalog:
 
 def test_noun_forms_and_fill():
     assert noun_forms("job") == {"noun": "job", "nouns": "jobs", "Noun": "Job", "Nouns": "Jobs",
-                                 "person": "candidate", "Person": "Candidate"}
+                                 "person": "candidate", "Person": "Candidate", "seeker": "job seeker"}
+    assert noun_forms("item")["seeker"] == "user"
     assert noun_forms("item")["Nouns"] == "Items" and noun_forms("item")["person"] == "user"
     assert noun_forms("category")["nouns"] == "categories" and noun_forms("box")["nouns"] == "boxes"
     assert noun_forms("person/people")["Nouns"] == "People"
@@ -52,6 +54,9 @@ def test_job_prompts_read_exactly_as_before():
     direct = build_prompt(EX, CAT, SIDS, TOK, PromptConfig(reasoning=False))
     assert direct.startswith("Recommend the next job for this candidate. Answer with its semantic ID only.\nJobs viewed")
     assert fill(SYSTEM_PROMPT, "job") == "You are a job recommender. Jobs are written as semantic IDs, coarse to fine."
+    assert fill(TEACHER_INSTRUCTION, "job").startswith(
+        "A job seeker viewed the jobs below (oldest first). They then chose the target job. In 3 to 5 short")
+    assert fill(TEACHER_INSTRUCTION, "item").startswith("A user viewed the items below")
 
 
 def test_item_catalog_prompts_and_blocks_say_item():

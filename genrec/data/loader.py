@@ -127,12 +127,15 @@ def detect(path: str | Path) -> Source:
 
 def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
     """Only the items (for the tokenizer): the `.item` file or MiniOneRec `item.json` of the dataset at `path`."""
-    cfg = cfg or DataConfig()
-    src = detect(path)
+    return _read_catalog(detect(path), cfg or DataConfig())
+
+
+def _read_catalog(src: Source, cfg: DataConfig, stats: dict | None = None) -> Catalog:
+    """The items of `src` (RecBole `.item` or MiniOneRec `item.json`), named by the dataset (`Catalog.noun`)."""
     if src.kind == "minionerec":
-        catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
+        catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
     else:
-        catalog = read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars)
+        catalog = read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
     catalog.noun = dataset_noun(src.name)
     return catalog
 
@@ -148,19 +151,17 @@ def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
     if src.kind == "items":
         raise DataFormatError(src.item_file, f"no interaction file: expected {src.name}.inter or pre-split files")
     stats: dict[str, int] = {"text_values_clipped": 0}
+    catalog = _read_catalog(src, cfg, stats)
     if src.kind == "minionerec":
-        catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
         profiles: dict[str, str] = {}
         data = _load_given(src, catalog, profiles, cfg)
     else:
-        catalog = read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
         profiles = (read_users(src.user_file, cfg.profile_fields, cfg.max_field_chars, stats)
                     if src.user_file else {})
         if src.kind == "presplit":
             data = _load_given(src, catalog, profiles, cfg)
         else:
             data = _load_atomic(src, catalog, profiles, cfg)
-    catalog.noun = dataset_noun(src.name)
     data.summary.update(stats)
     if verbose:
         print(format_summary(data.summary), file=sys.stderr)

@@ -30,8 +30,8 @@ class Catalog:
     fields: dict[str, list[str]]
     _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     noun: str = "job"
-    """What an item is called in prompts and reasoning (genrec/wording.py); the loader sets it from
-    `DataConfig.item_noun` and the dataset's name."""
+    """What an item is called in prompts and reasoning when `PromptConfig.item_noun` is 'auto' (genrec/wording.py);
+    the loader sets it from the dataset's name."""
 
     def __post_init__(self) -> None:
         for name, values in self.fields.items():

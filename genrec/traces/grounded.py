@@ -51,13 +51,18 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def _noun(catalog: Catalog, cfg: GroundedConfig) -> str:
+    """What the blocks call an item: the config's (the prompts' noun), else the catalog's."""
+    return cfg.noun or catalog.noun
+
+
 def _title(item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
     if item_id in catalog:
         rec = catalog.record(item_id)
         text = rec.get(cfg.title_field or catalog.title_field or "") or catalog.render(item_id)
     else:
         text = ""
-    return clean_text(text) or fill("an earlier {noun}", cfg.noun or catalog.noun)
+    return clean_text(text) or fill("an earlier {noun}", _noun(catalog, cfg))
 
 
 def _label(sid_map: SIDMap, prefix: tuple[int, ...]) -> str:
@@ -66,7 +71,7 @@ def _label(sid_map: SIDMap, prefix: tuple[int, ...]) -> str:
 
 
 def _cite(pos: int, item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
-    noun = noun_forms(cfg.noun or catalog.noun)["noun"]
+    noun = noun_forms(_noun(catalog, cfg))["noun"]
     return f'{noun} {pos} "{_title(item_id, catalog, cfg)}"' if cfg.cite_titles else f"{noun} {pos}"
 
 
@@ -110,7 +115,7 @@ def _lines(positions: list[int], noun: str, limit: int = 3) -> str:
 def evidence_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[int, ...]]], catalog: Catalog,
                     sid_map: SIDMap, cfg: GroundedConfig) -> list[str]:
     """Evidence style: block k is a function of the prompt and of the codes already written (levels < k) only."""
-    noun = cfg.noun or catalog.noun
+    noun = _noun(catalog, cfg)
     blocks = []
     for level in range(sid_map.num_levels):
         if level == 0:
@@ -141,7 +146,7 @@ def pointer_blocks(target: tuple[int, ...], lines: list[tuple[int, str, tuple[in
                    sid_map: SIDMap, cfg: GroundedConfig) -> list[str]:
     """Pointer style: block k names the most recent shown line sharing the target's first k+1 codes, or says the
     level is new (the teacher's decision, made before the SID token, which then copies that line's code)."""
-    noun = cfg.noun or catalog.noun
+    noun = _noun(catalog, cfg)
     num_levels = sid_map.num_levels
     blocks = []
     for level in range(num_levels):

@@ -17,10 +17,10 @@ from typing import Sequence
 
 from genrec.data.schema import Catalog, Example
 from genrec.traces.grounded import GroundedConfig, clean_text, grounded_blocks
-from genrec.wording import fill, noun_forms
+from genrec.wording import fill
 from sid_tokenizer.sidmap import SIDMap
 
-TEACHER_INSTRUCTION = (  # {noun}/{nouns}: what the catalog calls an item (genrec/wording.py)
+TEACHER_INSTRUCTION = (  # {seeker}, {nouns}: genrec/wording.py
     "A {seeker} viewed the {nouns} below (oldest first). They then chose the target {noun}. In 3 to 5 short "
     "sentences, explain why the target fits them, citing specific past {nouns} and the profile. Do not "
     "mention ID codes."
@@ -59,9 +59,7 @@ def teacher_prompt(example: Example, catalog: Catalog, sid_map: SIDMap, title_fi
         rec = catalog.record(item)
         return clean_text(rec.get(title_field) or catalog.render(item))
 
-    seeker = "job seeker" if noun_forms(noun)["noun"].lower() == "job" else "user"
-    instruction = fill(TEACHER_INSTRUCTION.replace("{seeker}", seeker), noun)
-    lines = [instruction, "", fill("Past {nouns}:", noun)]
+    lines = [fill(TEACHER_INSTRUCTION, noun), "", fill("Past {nouns}:", noun)]
     lines += [f"- {text(h)}" for h in example.history] or ["- (none)"]
     if example.profile:
         lines.append(f"Profile: {clean_text(example.profile)}")
