@@ -25,13 +25,17 @@ Optional `level_weights` rank by sum_l w_l log p(level l) instead ("auto" = 0.5 
 default; docs/evaluation.md); the returned score stays the plain log-probability.
 The loop keeps one KV cache for all rows; rows that finished their block wait on masked pad tokens
 (attention mask 0, positions from the mask's cumulative sum), and beam selection reorders the cache.
-The cache is a transformers `StaticCache` sized to the longest possible response (prompt + K blocks at
-their budget + tags + SIDs): a `DynamicCache` re-concatenates every layer's keys at each token, which
-took 60% of the interleaved run time on CPU (`cache="dynamic"` keeps it for comparison).
+By default (`cache="auto"`) the prompt's keys/values are kept once per user and only the response's per beam row
+(`eval/shared_prefix.py`): a user's beams share the prompt, and reading it once per beam at every step was 46% of
+a reasoning model's search time on CPU. Models whose attention does not go through transformers' AttentionInterface
+get `cache="static"`: a `StaticCache` sized to the longest possible response (prompt + K blocks at their budget +
+tags + SIDs). A `DynamicCache` re-concatenates every layer's keys at each token, which took 60% of the interleaved
+run time on CPU (`cache="dynamic"` keeps it for comparison). All three return the same lists (tested).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -42,9 +46,11 @@ from genrec.grammar import BLOCK, BLOCK_TEMPLATES, INTERLEAVED, ResponseGrammar,
 from genrec.response import ResponseSpec
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS
 from genrec.trie import SIDTrie
+from eval.shared_prefix import SharedPrefixCache, supports_shared_prefix, use_shared_prefix_attention
 from sid_tokenizer.sidmap import SIDMap
 
 NEG_INF = float("-inf")
+CACHE_IMPLS = ("auto", "shared", "static", "dynamic")  # auto = shared when the model supports it, else static
 
 
 def _positive_weights(weights: Sequence[float]) -> list[float]:
@@ -134,16 +140,22 @@ class _Rows:
 
 
 class _KV:
-    """KV cache plus the (rows, max_len) attention mask written so far (`cur` columns)."""
+    """KV cache plus the (rows, max_len) attention mask written so far (`cur` columns; the first `prompt_len` are the
+    prompt's)."""
 
     def __init__(self, cache, rows: int, max_len: int, device: torch.device, static: bool) -> None:
         self.cache = cache
         self.static = static
+        self.shared = isinstance(cache, SharedPrefixCache)
         self.mask = torch.zeros((rows, max_len if static else 0), dtype=torch.long, device=device)
         self.cur = 0
+        self.prompt_len = 0
 
     def reorder(self, src: torch.Tensor) -> None:
-        self.cache.reorder_cache(src)
+        if self.shared:
+            self.cache.reorder(src)
+        else:
+            self.cache.reorder_cache(src)
         self.mask = self.mask[src]
 
 
@@ -160,12 +172,17 @@ class SIDBeamSearch:
         num_beams: int = 20,
         max_block_tokens: int | Sequence[int] = DEFAULT_MAX_BLOCK_TOKENS,
         min_block_tokens: int | Sequence[int] = 0,
-        cache: str = "static",
+        cache: str = "auto",
         level_weights: LevelWeights = None,
     ) -> None:
         check_layout(layout)
-        if cache not in ("static", "dynamic"):
-            raise ValueError(f"cache must be 'static' or 'dynamic', got {cache!r}")
+        if cache not in CACHE_IMPLS:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_IMPLS)}, got {cache!r}")
+        if cache == "auto":
+            cache = "shared" if supports_shared_prefix(model) else "static"
+        elif cache == "shared" and not supports_shared_prefix(model):
+            raise ValueError(f"cache 'shared' needs a model whose attention goes through transformers' "
+                             f"AttentionInterface; {type(model).__name__} does not (use 'static')")
         self.cache_impl = cache
         if num_beams < 1:
             raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -187,6 +204,8 @@ class SIDBeamSearch:
         self._block_bias_rows = {torch.device("cpu"): bias[list(BLOCK_TEMPLATES)].clone()}
         self.pad_id = self.spec.pad_id
         self.forward_calls = 0
+        # only the last position's logits are used: skip the LM head over the prompt when the model allows it
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -205,9 +224,16 @@ class SIDBeamSearch:
             kv.mask = torch.cat([kv.mask, mask], dim=1)
         kv.cur = start + t
         pos = (kv.mask[:, :kv.cur].cumsum(1) - 1).clamp_(min=0)[:, start:]
+        extra = {"logits_to_keep": 1} if self._keeps_logits else {}
+        if kv.shared:
+            if start == 0:  # the prompt
+                kv.prompt_len = t
+                kv.cache.prompt_mask = mask.bool()
+            kv.cache.response_mask = kv.mask[:, kv.prompt_len:kv.cur].bool()
+            extra["shared_prefix_cache"] = kv.cache
         out = self.model(
             input_ids=tokens, attention_mask=kv.mask, position_ids=pos, past_key_values=kv.cache, use_cache=True,
-            cache_position=torch.arange(start, start + t, device=tokens.device),
+            cache_position=torch.arange(start, start + t, device=tokens.device), **extra,
         )
         self.forward_calls += 1
         return out.logits[:, -1, :].float()
@@ -346,11 +372,22 @@ class SIDBeamSearch:
         tokens, mask = tokens.to(dev), mask.to(dev)
         n_blocks = sum(slot.kind == BLOCK for slot in plan)
         max_len = width_max + sum(self.max_block) * (n_blocks > 0) + 3 * levels + 2
+        if self.cache_impl == "shared":
+            cache = SharedPrefixCache(self.model.config.num_hidden_layers, users, max_len - width_max)
+            with use_shared_prefix_attention(self.model):
+                return self._decode(cache, tokens, mask, max_len, k, excludes)
         if self.cache_impl == "static":
             cache = StaticCache(config=self.model.config, max_cache_len=max_len)
         else:
             cache = DynamicCache(config=self.model.config)
-        kv = _KV(cache, users, max_len, dev, self.cache_impl == "static")
+        return self._decode(cache, tokens, mask, max_len, k, excludes)
+
+    def _decode(self, cache, tokens: torch.Tensor, mask: torch.Tensor, max_len: int, k: int,
+                excludes: Sequence[Sequence[set[str]] | None]) -> list[list[list[Beam]]]:
+        """The search proper, from the padded prompts (see `search_variants`)."""
+        dev, spec, plan = tokens.device, self.spec, self.grammar.plan
+        users, levels = tokens.shape[0], self.sid_map.num_levels
+        kv = _KV(cache, users, max_len, dev, self.cache_impl != "dynamic")
         logits = self._forward(kv, tokens, mask)
         rows = _Rows(
             n=1,

@@ -161,17 +161,52 @@ def test_batched_equals_one_at_a_time():
         assert [x.score for x in a] == pytest.approx([x.score for x in b], abs=1e-4)
 
 
-@pytest.mark.parametrize("layout", ["interleaved", "coarse", "blocks_first"])
-def test_static_cache_equals_dynamic_cache(layout):
-    model, tok = _model()
-    prompts = _prompts(3)
+def _gqa_model():
+    """The perturbed tiny model's shape with 2 key/value heads for 4 query heads (grouped-query attention)."""
+    from transformers import LlamaForCausalLM
+
+    base, tok = _model()
+    config = base.config.__class__.from_dict({**base.config.to_dict(), "num_key_value_heads": 2})
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+        model.get_input_embeddings().weight[tok.convert_tokens_to_ids("</think>")] *= 6.0
+    return model.eval(), tok
+
+
+@pytest.mark.parametrize("gqa", [False, True])
+@pytest.mark.parametrize("layout", ["interleaved", "coarse", "blocks_first", "direct"])
+def test_cache_layouts_give_the_same_search(layout, gqa):
+    """The shared-prefix cache (prompt keys once per user) and the dynamic cache return the static cache's lists,
+    reasoning and scores, with left-padded prompts of different lengths and blocks that end at different lengths."""
+    model, tok = _gqa_model() if gqa else _model()
+    prompts = _prompts(4)
     kw = dict(num_beams=3, max_block_tokens=MAX_BLOCK)
-    a = SIDBeamSearch(model, tok, tiny_sid_map(), layout, cache="static", **kw).search(prompts, 4)
-    b = SIDBeamSearch(model, tok, tiny_sid_map(), layout, cache="dynamic", **kw).search(prompts, 4)
-    for x, y in zip(a, b):
-        assert [i.item_id for i in x] == [i.item_id for i in y]
-        assert [i.block_token_ids for i in x] == [i.block_token_ids for i in y]
-        assert [i.score for i in x] == pytest.approx([i.score for i in y], abs=1e-4)
+    ref = SIDBeamSearch(model, tok, tiny_sid_map(), layout, cache="static", **kw).search(prompts, 4)
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) > 1, "prompts of different lengths exercise the padding"
+    for cache in ("shared", "dynamic"):
+        other = SIDBeamSearch(model, tok, tiny_sid_map(), layout, cache=cache, **kw).search(prompts, 4)
+        for x, y in zip(ref, other):
+            assert [i.item_id for i in x] == [i.item_id for i in y]
+            assert [i.block_token_ids for i in x] == [i.block_token_ids for i in y]
+            assert [i.score for i in x] == pytest.approx([i.score for i in y], abs=1e-4)
+
+
+def test_shared_cache_is_the_default_and_restores_the_attention():
+    model, tok = _model()
+    before = model.config._attn_implementation
+    search = SIDBeamSearch(model, tok, tiny_sid_map(), "coarse", num_beams=3, max_block_tokens=MAX_BLOCK)
+    assert search.cache_impl == "shared"
+    search.search(_prompts(2), 3)
+    assert model.config._attn_implementation == before
+    with pytest.raises(IndexError):  # a failure inside the model's forward still restores the attention
+        search.search([[10**6]], 3)
+    assert model.config._attn_implementation == before
+    with pytest.raises(ValueError, match="cache must be one of"):
+        SIDBeamSearch(model, tok, tiny_sid_map(), "coarse", cache="paged")
 
 
 def test_exclusion_masks_items_at_last_level():
