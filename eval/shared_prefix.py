@@ -82,7 +82,8 @@ class SharedPrefixCache:
         s_len = self.lengths[layer_idx]
         rk, rv = self.resp_k[layer_idx][:, :, :s_len], self.resp_v[layer_idx][:, :, :s_len]
         # prompt part: a user's beams (and query heads sharing a key head) as one batch of queries
-        qu = query.reshape(users, n, kv_heads, group, t, dim).permute(0, 2, 1, 3, 4, 5).reshape(users, kv_heads, -1, dim)
+        qu = query.reshape(users, n, kv_heads, group, t, dim).permute(0, 2, 1, 3, 4, 5)
+        qu = qu.reshape(users, kv_heads, -1, dim)
         s_prompt = torch.matmul(qu, pk.transpose(-1, -2)) * scaling  # (users, kv_heads, n*group*t, P)
         s_prompt = s_prompt.masked_fill(~self.prompt_mask[:, None, None, :], float("-inf"))
         # response part: each row against its own keys

@@ -68,7 +68,8 @@ def main() -> None:
           "same lists and reasoning | max score diff |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['beams']} | {r['cache']} | {r['users_per_batch']} | {' / '.join(f'{s:.1f}' for s in r['seconds'])} | "
+        runs = " / ".join(f"{s:.1f}" for s in r["seconds"])
+        print(f"| {r['beams']} | {r['cache']} | {r['users_per_batch']} | {runs} | "
               f"{r['speedup_vs_first']:.2f}x | {r['same_lists_and_reasoning']} | {r['max_score_diff']:.1e} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
