@@ -27,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/demo", help="folder of `genrec demo` / `genrec run`")
     ap.add_argument("--model", default="sft2", help="stage folder under --run (sft1, sft2, rl)")
+    ap.add_argument("--data", default="", help="the run's dataset (default: <run>/data, as `genrec demo` writes it)")
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--beams", default="10,20")
     ap.add_argument("--batch_rows", default="160", help="beam rows per forward (users per batch x beams), a list")
@@ -37,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    data = load_data(str(run / "data"), None, verbose=False)
+    data = load_data(args.data or str(run / "data"), None, verbose=False)
     examples = data.test[: args.users]
     arms = [(c, int(r)) for r in args.batch_rows.split(",") for c in args.caches.split(",")]
     rows = []
