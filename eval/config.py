@@ -9,7 +9,7 @@ from eval.protocols import PROTOCOLS
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget
 
 BASELINE_NAMES = ("mostpop", "recent", "sasrec")
-AUTO_BATCH_ROWS = 320  # beam rows per forward of the auto batch size (EvalConfig.batch_size = 0)
+AUTO_BATCH_ROWS = 160  # beam rows per forward of the auto batch size (EvalConfig.batch_size = 0)
 
 
 def _csv(value: str | list | tuple) -> list[str]:
@@ -55,9 +55,9 @@ class EvalConfig:
     min_block_tokens: int = field(default=0, metadata={"help": "Thinking blocks may not close before this."})
     batch_size: int = field(default=0, metadata={
         "help": f"Users per beam-search batch (rows = users x beams). 0 = auto: about {AUTO_BATCH_ROWS} rows, i.e. "
-                f"{AUTO_BATCH_ROWS} // num_beams users (the tiny model's forward is mostly per-call overhead on a CPU; "
-                "with the shared-prefix cache 32 users at 10 beams ran 1.08x faster than 16, 16 users at 20 beams "
-                "1.09x faster than 8, the same lists; BENCHMARKS.md)."})
+                f"{AUTO_BATCH_ROWS} // num_beams users (the tiny model's forward is mostly per-call overhead on a CPU: "
+                "at 10 beams 16 users ran 1.13-1.16x faster than 8; with the shared-prefix cache twice the rows were "
+                "1.08-1.09x faster on the demo but 0.89x on amazon's longer prompts; the same lists; BENCHMARKS.md)."})
     topk: str = field(default="1,5,10,20", metadata={"help": "Cut-offs K, comma-separated; the largest is the list length."})
     protocols: str = field(
         default="all,new",

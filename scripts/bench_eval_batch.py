@@ -6,7 +6,7 @@ Runs `genrec evaluate` on one model of a `genrec run`/`genrec demo` folder for e
 alternating the batch sizes twice so that a drift of the machine's speed hits each alike, and checks that every
 batch size returns the same lists (scores may differ in the last float digits). Prints a Markdown table and
 writes JSON (--out). The tiny model's forward is mostly per-call overhead on a CPU, so fewer, larger batches are
-faster until the rows per forward outgrow the cache (`EvalConfig.batch_size` 0 = auto: 320 // num_beams users).
+faster until the rows per forward outgrow the cache (`EvalConfig.batch_size` 0 = auto: 160 // num_beams users).
 """
 
 from __future__ import annotations

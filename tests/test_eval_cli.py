@@ -220,10 +220,10 @@ def test_protocol_without_examples_is_skipped_and_recorded(tmp_path):
     assert report["results"]["recent"]["all"]["recall@1"] == 1.0  # the target is the most recent item
 
 
-def test_auto_batch_size_is_about_320_beam_rows():
+def test_auto_batch_size_is_about_160_beam_rows():
     from eval.config import EvalConfig
 
-    assert EvalConfig(num_beams=10).batch_size == 32 and EvalConfig(num_beams=20).batch_size == 16
+    assert EvalConfig(num_beams=10).batch_size == 16 and EvalConfig(num_beams=20).batch_size == 8
     assert EvalConfig(num_beams=500).batch_size == 1 and EvalConfig(num_beams=20, batch_size=3).batch_size == 3
     with pytest.raises(ValueError, match="--batch_size must be >= 1, or 0 for auto"):
         EvalConfig(batch_size=-1)
