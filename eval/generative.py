@@ -65,6 +65,7 @@ class GenerativeRecommender(Recommender):
         batch_size: int = 8,
         progress: bool = False,
         level_weights: LevelWeights = None,
+        beam_cache: str = "auto",
     ) -> None:
         from genrec.prompts import PromptConfig
 
@@ -81,6 +82,7 @@ class GenerativeRecommender(Recommender):
         self.search = SIDBeamSearch(
             model, tokenizer, restrict_to_catalog(sid_map, catalog), layout, num_beams=num_beams,
             max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens, level_weights=level_weights,
+            cache=beam_cache,
         )
         self.popularity: list[str] = [i for i in catalog.item_ids if i in sid_map]
         self.stats = {"filled": 0, "users": 0, "forward_calls": 0}
@@ -160,6 +162,7 @@ def load_generative(
     device: str = "auto",
     progress: bool = False,
     level_weights: LevelWeights = None,
+    beam_cache: str = "auto",
 ) -> GenerativeRecommender:
     """A `GenerativeRecommender` from a model folder (its sid_map.json and prompt_config.json unless overridden).
 
@@ -184,7 +187,7 @@ def load_generative(
     rec = GenerativeRecommender(
         model, tokenizer, sid_map, catalog, prompt_cfg, layout=chosen, num_beams=num_beams,
         max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens, batch_size=batch_size, progress=progress,
-        level_weights=level_weights,
+        level_weights=level_weights, beam_cache=beam_cache,
     )
     rec.name = f"genrec-{chosen}"
     return rec

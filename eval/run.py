@@ -288,6 +288,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             model_dir, data.catalog, sid_map_path=cfg.sid_map or None, layout=layout, num_beams=cfg.num_beams,
             max_block_tokens=cfg.model_block_budget(), min_block_tokens=cfg.min_block_tokens,
             batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress, level_weights=cfg.level_weight_list(),
+            beam_cache=cfg.beam_cache,
         ).fit(data.train, data.catalog)
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")

@@ -103,6 +103,19 @@ def test_protocols_from_one_search_equal_each_protocol_alone(setup, tmp_path):
     assert not any(set(x["items"]) & set(x["history"]) for x in preds["new"])
 
 
+def test_beam_cache_flag_gives_the_same_predictions(setup, tmp_path):
+    """`--beam_cache static` (one prompt copy per beam row) and the default shared-prefix cache write the same lists and
+    reasoning through the whole CLI."""
+    files = {}
+    for cache in ("auto", "static"):
+        out = tmp_path / cache
+        assert _evaluate(setup, out, "--baselines", "", "--max_users", "8", "--beam_cache", cache) == 0
+        rows = [json.loads(line) for line in (out / "predictions_genrec-interleaved_all.jsonl").read_text().splitlines()]
+        files[cache] = [(r["items"], r["reasoning"]) for r in rows]
+    assert files["auto"] == files["static"] and len(files["auto"]) == 8
+    assert main(["evaluate", "--data", setup["data"], "--beam_cache", "paged"]) == 1
+
+
 def test_evaluate_bad_input(setup, tmp_path, capsys):
     # SID map that lacks some test items
     sm = tiny_sid_map()
