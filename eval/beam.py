@@ -181,8 +181,9 @@ class SIDBeamSearch:
         if cache == "auto":
             cache = "shared" if supports_shared_prefix(model) else "static"
         elif cache == "shared" and not supports_shared_prefix(model):
-            raise ValueError(f"cache 'shared' needs a model whose attention goes through transformers' "
-                             f"AttentionInterface; {type(model).__name__} does not (use 'static')")
+            raise ValueError(f"cache 'shared' needs plain causal attention through transformers' AttentionInterface "
+                             f"(no sliding window, soft-capping or sinks); {type(model).__name__} with this config "
+                             "does not have it (use 'static')")
         self.cache_impl = cache
         if num_beams < 1:
             raise ValueError(f"num_beams must be >= 1, got {num_beams}")

@@ -10,8 +10,9 @@ concatenated keys (up to float rounding).
 
 It plugs into transformers through its public extension points: `SharedPrefixCache` is what the model's attention
 layers call `update` on, and `shared_prefix_attention` is registered in `AttentionInterface` and selected only for the
-duration of a search (`use_shared_prefix_attention`). Models that do not route attention through `AttentionInterface`
-(`model._can_set_attn_implementation()` false) keep the per-row static cache.
+duration of a search (`use_shared_prefix_attention`). Models that do not route attention through `AttentionInterface`,
+or whose attention is not plain full causal attention (sliding windows, soft-capping, sinks: `supports_shared_prefix`),
+keep the per-row static cache.
 """
 
 from __future__ import annotations
@@ -135,7 +136,19 @@ AttentionInterface.register(ATTN_NAME, shared_prefix_attention)
 
 
 def supports_shared_prefix(model) -> bool:
-    """Whether the model routes attention through transformers' `AttentionInterface` (so it can be switched)."""
+    """Whether `shared_prefix_attention` computes this model's attention exactly: attention routed through transformers'
+    `AttentionInterface` (so it can be switched), and plain full causal attention in every layer. Sliding windows,
+    logit soft-capping and attention sinks change the softmax this function computes, so those models keep the
+    per-row cache."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "attn_logit_softcapping", None):
+        return False
+    if any(kind != "full_attention" for kind in (getattr(cfg, "layer_types", None) or [])):
+        return False
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return False
+    if any(hasattr(m, "sinks") for m in model.modules()):
+        return False
     can = getattr(model, "_can_set_attn_implementation", None)
     try:
         return bool(can()) if callable(can) else False

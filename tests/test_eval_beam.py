@@ -271,3 +271,22 @@ def test_recommend_rejects_a_bad_level_weights_flag_before_loading():
     assert RecommendConfig(level_weights="1,1,0.5,0.5").level_weights == "1,1,0.5,0.5"
     with pytest.raises(ValueError, match="comma-separated numbers"):
         RecommendConfig(level_weights="0.5;1")
+
+
+def test_shared_cache_only_for_plain_causal_attention():
+    """Sliding-window attention is not what the shared-prefix softmax computes, so such a model keeps the static cache
+    (and asking for 'shared' is a clear error); the same architecture without a window gets the shared cache."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from eval.shared_prefix import supports_shared_prefix
+
+    _, tok = _model()
+    shape = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=2)
+    windowed = MistralForCausalLM(MistralConfig(sliding_window=16, **shape))
+    plain = MistralForCausalLM(MistralConfig(sliding_window=None, **shape))
+    assert not supports_shared_prefix(windowed) and supports_shared_prefix(plain)
+    assert SIDBeamSearch(windowed, tok, tiny_sid_map(), "direct").cache_impl == "static"
+    assert SIDBeamSearch(plain, tok, tiny_sid_map(), "direct").cache_impl == "shared"
+    with pytest.raises(ValueError, match="cache 'shared' needs"):
+        SIDBeamSearch(windowed, tok, tiny_sid_map(), "direct", cache="shared")
