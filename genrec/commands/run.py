@@ -88,9 +88,9 @@ class RunConfig:
                 "configs/rl_sapo.yaml is the paper's settings."})
     eval_users: int = field(default=2000, metadata={
         "help": "Test users evaluated: a seeded sample when the test split has more (0 = all). The cap bounds the "
-                "evaluation's time on large sets (a reasoning model decodes about 5 users/s at 20 beams on 2 CPU cores, "
-                "and the recipe evaluates two: ~15 minutes for 2,000 users) while paired 95-percent intervals stay about "
-                "+-0.01 NDCG@10 wide; the shared sets (959 and 1,471 test users) are evaluated whole."})
+                "evaluation's time on large sets (a reasoning model decodes about 7.5 users/s at 20 beams on one CPU "
+                "thread, and the recipe evaluates two: ~10 minutes for 2,000 users) while paired 95-percent intervals "
+                "stay about +-0.01 NDCG@10 wide; the shared sets (959 and 1,471 test users) are evaluated whole."})
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
     level_weights: str = field(default="auto", metadata={
         "help": "Weight per SID level in the beam score (`genrec evaluate --level_weights`): auto, none or numbers."})
