@@ -29,9 +29,9 @@ ATTN_NAME = "genrec_shared_prefix"
 class SharedPrefixCache:
     """Prompt keys/values per user (written by the first forward) and response keys/values per row.
 
-    Rows are grouped by user, `rows // users` per user, in user order (the beam search's layout). `set_masks` gives
-    the current attention-mask columns before each forward: `prompt_mask` (users, P) and the response columns
-    `response_mask` (rows, S) over the response columns written so far, including this forward's tokens.
+    Rows are grouped by user, `rows // users` per user, in user order (the beam search's layout). Before each forward
+    the beam search sets the attention-mask columns: `prompt_mask` (users, P), once, and `response_mask` (rows, S) over
+    the response positions written so far, including this forward's tokens.
     """
 
     def __init__(self, num_layers: int, users: int, max_response: int) -> None:
