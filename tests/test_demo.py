@@ -27,6 +27,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
             assert metrics["invalid"] == 0, (name, protocol)  # every recommendation is a catalog item
             assert 0.0 <= metrics["ndcg@10"] <= 1.0
     assert (out / "eval" / "report.md").exists()
+    assert report["meta"]["config"]["batch_size"] == 32  # the demo's evaluation batch (its short prompts gain from it)
     # A second call finds every stage done and runs none of them again.
     run_command("demo", argv)
     assert json.loads((out / "run_summary.json").read_text())["stage_seconds"] == {}

@@ -163,6 +163,13 @@ def test_stage_budgets_reach_their_sft_commands(tmp_path):
     assert budget("sft2", sft2_steps=30, sft2_max_steps=0) == ("30", "2.0", "0")
     assert budget("sft2") == ("-1", "2.0", "3200")  # the recipe: 2 epochs, at most 3,200 steps
 
+    # the evaluation's batch size reaches `genrec evaluate` only when set (0: its auto size, argv unchanged)
+    assert "--batch_size" not in stage_argv("evaluate")
+    argv = stage_argv("evaluate", eval_batch_size=32)
+    assert argv[argv.index("--batch_size") + 1] == "32"
+    with pytest.raises(ValueError, match="eval_batch_size"):
+        RunConfig(data="d", eval_batch_size=-1)
+
     # the stage-1 learning rate reaches `genrec sft` only when set (0: the stage config's, argv unchanged)
     assert "--learning_rate" not in stage_argv("sft1")
     argv = stage_argv("sft1", sft1_learning_rate=1.5e-3)

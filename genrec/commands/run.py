@@ -92,6 +92,10 @@ class RunConfig:
                 "thread, and the recipe evaluates two: ~10 minutes for 2,000 users) while paired 95-percent intervals "
                 "stay about +-0.01 NDCG@10 wide; the shared sets (959 and 1,471 test users) are evaluated whole."})
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
+    eval_batch_size: int = field(default=0, metadata={
+        "help": "Users per beam-search batch in the evaluation (0 = `genrec evaluate`'s auto: 160 // num_beams). "
+                "Short prompts gain from more: the demo uses 32 at 10 beams (13 min 24 s against 14 min 17 s with 16, "
+                "the same lists); amazon's longer prompts were 0.89x slower at twice the auto size (BENCHMARKS.md)."})
     level_weights: str = field(default="auto", metadata={
         "help": "Weight per SID level in the beam score (`genrec evaluate --level_weights`): auto, none or numbers."})
     protocols: str = field(default="all,new", metadata={
@@ -130,7 +134,7 @@ class RunConfig:
                                                    self.sft2_tasks.split(",")), "sft2_tasks", "traces and/or sequence")
         for name in ("rl_steps", "num_beams", "sasrec_epochs"):
             need(getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("rl_prompts", "eval_users"):
+        for name in ("rl_prompts", "eval_users", "eval_batch_size"):
             need(getattr(self, name) >= 0, name, "an integer >= 0 (0 = all)")
         bad = [b for b in self.baseline_list() if b not in BASELINES]
         need(not bad, "baselines", f"some of {', '.join(BASELINES)} (comma-separated) or ''")
@@ -318,6 +322,7 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                          *(["--traces", str(traces)] if reasoning else []),
                          "--baselines", ",".join(cfg.baseline_list()), "--sasrec_max_epochs", str(cfg.sasrec_epochs),
                          "--max_users", str(cfg.eval_users), "--num_beams", str(cfg.num_beams),
+                         *(["--batch_size", str(cfg.eval_batch_size)] if cfg.eval_batch_size else []),
                          "--level_weights", cfg.level_weights,
                          "--protocols", cfg.protocols, "--repeat_prior", str(cfg.repeat_prior).lower(),
                          "--sasrec_prior", "auto" if cfg.sasrec_prior else "false",
