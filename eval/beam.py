@@ -152,10 +152,7 @@ class _KV:
         self.prompt_len = 0
 
     def reorder(self, src: torch.Tensor) -> None:
-        if self.shared:
-            self.cache.reorder(src)
-        else:
-            self.cache.reorder_cache(src)
+        self.cache.reorder_cache(src)
         self.mask = self.mask[src]
 
 
@@ -374,7 +371,7 @@ class SIDBeamSearch:
         n_blocks = sum(slot.kind == BLOCK for slot in plan)
         max_len = width_max + sum(self.max_block) * (n_blocks > 0) + 3 * levels + 2
         if self.cache_impl == "shared":
-            cache = SharedPrefixCache(self.model.config.num_hidden_layers, users, max_len - width_max)
+            cache = SharedPrefixCache(self.model.config.num_hidden_layers, max_len - width_max)
             with use_shared_prefix_attention(self.model):
                 return self._decode(cache, tokens, mask, max_len, k, excludes)
         if self.cache_impl == "static":

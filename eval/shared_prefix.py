@@ -34,9 +34,8 @@ class SharedPrefixCache:
     the response positions written so far, including this forward's tokens.
     """
 
-    def __init__(self, num_layers: int, users: int, max_response: int) -> None:
+    def __init__(self, num_layers: int, max_response: int) -> None:
         self.num_layers = num_layers
-        self.users = users
         self.max_response = max_response
         self.prefix_k: list[torch.Tensor | None] = [None] * num_layers
         self.prefix_v: list[torch.Tensor | None] = [None] * num_layers
@@ -67,8 +66,9 @@ class SharedPrefixCache:
         self.lengths[layer_idx] = start + t
         return key, value
 
-    def reorder(self, src: torch.Tensor) -> None:
-        """Rows become `src`'s rows (each new row copies a row of the same user); prompts stay per user."""
+    def reorder_cache(self, src: torch.Tensor) -> None:
+        """Rows become `src`'s rows (each new row copies a row of the same user); prompts stay per user. (The name
+        and meaning of transformers' `Cache.reorder_cache`, so the beam search reorders every cache alike.)"""
         for i in range(self.num_layers):
             if self.resp_k[i] is not None:
                 self.resp_k[i] = self.resp_k[i].index_select(0, src)
