@@ -22,6 +22,7 @@ from rl.advantages import (
 
 
 ROLLOUTS = ("sample", "beam")  # how a prompt's G rollouts are drawn (SAPOConfig.rollouts)
+KL_TOKENS = ("all", "blocks")  # which completion tokens the KL term covers (SAPOConfig.kl_tokens)
 BLOCK_DECODING = ("sample", "greedy")  # how sampled rollouts write their thinking blocks (SAPOConfig.block_decoding)
 
 
@@ -158,6 +159,13 @@ class SAPOConfig(GRPOConfig):
         metadata={"help": "KL coefficient to the frozen reference (k3 estimator). 0 loads no reference model; the "
                   "paper used 0.001. With beta > 0 the reference is reloaded from the model's folder."},
     )
+    kl_tokens: str = field(
+        default="all",
+        metadata={"help": "Completion tokens the KL term (beta > 0) covers: 'all' (TRL's) or 'blocks' (the "
+                  "thinking blocks' text only): the wording of the evidence stays near the reference while the SID "
+                  "decisions move freely (docs/rl.md).",
+                  "choices": list(KL_TOKENS)},
+    )
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
     report_to: None | str | list[str] = field(
         default="tensorboard", metadata={"help": "Logging integrations (TensorBoard by default)."}
@@ -185,6 +193,14 @@ class SAPOConfig(GRPOConfig):
         if self.step_tokens not in STEP_TOKENS:
             raise ValueError(f"step_tokens must be one of {', '.join(STEP_TOKENS)}, got {self.step_tokens!r}")
         check_step_baseline(self.step_baseline, self.algorithm, self.reward)
+        if self.kl_tokens not in KL_TOKENS:
+            raise ValueError(f"kl_tokens must be one of {', '.join(KL_TOKENS)}, got {self.kl_tokens!r}")
+        if self.kl_tokens == "blocks" and (self.beta == 0.0 or not self.constrained_rollouts or self.layout == "direct"):
+            raise ValueError(
+                "kl_tokens='blocks' anchors the thinking blocks of constrained rollouts: it needs beta > 0, "
+                f"constrained_rollouts=true and a reasoning layout (got beta={self.beta}, constrained_rollouts="
+                f"{self.constrained_rollouts}, layout={self.layout!r})"
+            )
         check_positive_weight(self.positive_weight)
         if self.adv_eps is not None and self.adv_eps <= 0:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps}")

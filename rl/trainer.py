@@ -1,6 +1,6 @@
 """`SAPOTrainer`: TRL's `GRPOTrainer` with step-aligned advantages, constrained rollouts and masked SID log-probs.
 
-Three overrides, everything else is TRL's:
+Four overrides, everything else is TRL's:
 - `_generate_single_turn`: wraps the model's `generate` with the structure + prefix-trie logits processor (TRL has no
   hook for a transformers LogitsProcessor: GenerationConfig rejects it in `generation_kwargs`). With vLLM the
   constraint is a vLLM logits processor instead (rl/vllm_processor.py).
@@ -11,6 +11,7 @@ Three overrides, everything else is TRL's:
 - `_get_per_token_logps_and_entropies`: at SID positions, the log-prob under the distribution the sampler drew from
   (softmax restricted to the allowed trie children) instead of the full softmax, and 0 at tokens the grammar forced
   (`<think>`, EOS, `</think>` at the budget); used for the policy, old and reference log-probs alike.
+- `_compute_loss`: TRL's; with `kl_tokens='blocks'` its KL term covers the thinking blocks' text only.
 
 (B, T) advantages flow through TRL's loss unchanged: `_compute_loss` only unsqueezes 1-D advantages, and
 `get_off_policy_mask` broadcasts `advantages >= 0` per token. The completions table keeps one scalar advantage per
@@ -94,6 +95,8 @@ class SAPOTrainer(GRPOTrainer):
         self.sid_map = sid_map
         self.num_levels = sid_map.num_levels
         self.spec = ResponseSpec.from_tokenizer(tokenizer, sid_map, args.layout)
+        if args.kl_tokens == "blocks" and not self.spec.has_blocks:
+            raise ValueError(f"kl_tokens='blocks' needs thinking blocks; the {self.spec.layout!r} layout has none")
         self.parser = RolloutParser(self.spec)
         longest = self.spec.max_response_tokens(args.max_block_tokens)
         if args.constrained_rollouts and args.max_completion_length is not None and args.max_completion_length < longest:
@@ -135,6 +138,7 @@ class SAPOTrainer(GRPOTrainer):
                 **kwargs,
             )
         self._rollout_sample: list[dict] | None = None  # groups of the latest train batch, written at the next log
+        self._block_kl_inputs: dict | None = None  # kl_tokens='blocks': the loss batch whose reference is anchored
         policy = self.accelerator.unwrap_model(self.model)
         self._masked = bool(args.masked_logprobs and args.constrained_rollouts)
         if self._masked:
@@ -425,9 +429,38 @@ class SAPOTrainer(GRPOTrainer):
         self._logs["extra"]["sid"].extend([sid_string(c) if c is not None else "" for c in all_codes])
         self._logs["extra"]["target_sid"].extend([sid_string(t) for t in all_targets])
 
+    # ------------------------------------------------------------------ KL on the thinking blocks only
+
+    def _compute_loss(self, model, inputs):
+        """TRL's loss; with kl_tokens='blocks' its KL term counts the thinking blocks' text tokens only.
+
+        TRL adds beta * k3(ref - logp) on every completion token. Here the reference is set equal to this forward's
+        (detached) policy log-prob at every other token once that log-prob is known, so k3 = e^0 - 0 - 1 = 0 there
+        and so is its gradient: TRL's own term then anchors the blocks and leaves the SID tokens free."""
+        if self.beta == 0.0 or self.args.kl_tokens == "all":
+            return super()._compute_loss(model, inputs)
+        inputs = dict(inputs)  # the reference is replaced in this copy only
+        self._block_kl_inputs = inputs
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._block_kl_inputs = None
+
+    def _anchor_blocks_only(self, logps: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor):
+        """During `_compute_loss` (kl_tokens='blocks'): reference := policy outside the blocks' text (used once)."""
+        inputs, self._block_kl_inputs = self._block_kl_inputs, None
+        text = self.grammar.positions(completion_ids, completion_mask).text.to(logps.device)
+        inputs["ref_per_token_logps"] = torch.where(text, inputs["ref_per_token_logps"], logps.detach())
+
     # ------------------------------------------------------------------ masked log-probs
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        out = self._policy_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        if self._block_kl_inputs is not None:
+            self._anchor_blocks_only(out[0], input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:])
+        return out
+
+    def _policy_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if not self._masked:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs

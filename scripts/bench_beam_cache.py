@@ -11,11 +11,11 @@ Prints a Markdown table and writes JSON (--out).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from bench_report import print_table, runs, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,16 +65,15 @@ def main() -> None:
                 "same_lists_and_reasoning": lists[arm] == lists[base],
                 "max_score_diff": max(abs(a - b) for a, b in zip(scores[arm], scores[base])),
             })
-    print(f"| beams | cache | users per batch | seconds ({args.users} users, {args.threads} thread(s)) | speed-up | "
-          "same lists and reasoning | max score diff |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        runs = " / ".join(f"{s:.1f}" for s in r["seconds"])
-        print(f"| {r['beams']} | {r['cache']} | {r['users_per_batch']} | {runs} | "
-              f"{r['speedup_vs_first']:.2f}x | {r['same_lists_and_reasoning']} | {r['max_score_diff']:.1e} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-
+    print_table([
+        ("beams", lambda r: r["beams"]), ("cache", lambda r: r["cache"]),
+        ("users per batch", lambda r: r["users_per_batch"]),
+        (f"seconds ({args.users} users, {args.threads} thread(s))", lambda r: runs(r["seconds"])),
+        ("speed-up", lambda r: f"{r['speedup_vs_first']:.2f}x"),
+        ("same lists and reasoning", lambda r: r["same_lists_and_reasoning"]),
+        ("max score diff", lambda r: f"{r['max_score_diff']:.1e}"),
+    ], rows)
+    write_results(args.out, args, rows)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_report import print_table, runs, write_results
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -64,14 +66,12 @@ def main() -> None:
             mean = sum(seconds[b]) / 2
             rows.append({"beams": beams, "users_per_batch": b, "rows_per_forward": b * beams, "seconds": seconds[b],
                          "speedup_vs_first": base / mean, "same_lists": same})
-    print(f"| beams | users per batch | rows | seconds ({args.users} users, 2 runs) | speed-up vs first | same lists |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['beams']} | {r['users_per_batch']} | {r['rows_per_forward']} | "
-              f"{' / '.join(f'{s:.1f}' for s in r['seconds'])} | {r['speedup_vs_first']:.2f}x | {r['same_lists']} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-
+    print_table([
+        ("beams", lambda r: r["beams"]), ("users per batch", lambda r: r["users_per_batch"]),
+        ("rows", lambda r: r["rows_per_forward"]), (f"seconds ({args.users} users, 2 runs)", lambda r: runs(r["seconds"])),
+        ("speed-up vs first", lambda r: f"{r['speedup_vs_first']:.2f}x"), ("same lists", lambda r: r["same_lists"]),
+    ], rows)
+    write_results(args.out, args, rows)
 
 if __name__ == "__main__":
     main()

@@ -200,6 +200,73 @@ def test_loss_gradient_equals_hand_written_sapo_loss(rollout):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
+def test_block_kl_counts_the_thinking_blocks_text_only(rollout):
+    """kl_tokens='blocks': TRL's KL term (value and gradient) == a hand-written k3 over the blocks' text tokens only;
+    kl_tokens='all' on the same batch counts every completion token."""
+    trainer, _, out = rollout
+    if not trainer.spec.has_blocks:
+        pytest.skip("the direct layout has no thinking blocks (refused, see the next test)")
+    model = trainer.model
+    mask = out["completion_mask"].float()
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    att = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    t = out["completion_ids"].shape[1]
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, att, t)
+    text = trainer.grammar.positions(out["completion_ids"], out["completion_mask"]).text.float() * mask
+    assert 0 < text.sum() < mask.sum()
+    ref = logps + 0.3 * torch.linspace(-1, 1, logps.numel()).view_as(logps)  # the reference differs everywhere
+    batch = dict(out, advantages=torch.zeros_like(out["advantages"]), ref_per_token_logps=ref)
+    trainer.current_gradient_accumulation_steps = 1
+    grads, losses = {}, {}
+    beta, trainer.beta = trainer.beta, 0.5
+    try:
+        for scope in ("blocks", "all"):
+            trainer.args.kl_tokens = scope
+            model.zero_grad()
+            losses[scope] = trainer._compute_loss(model, batch)
+            losses[scope].backward()
+            grads[scope] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        assert torch.equal(batch["ref_per_token_logps"], ref)  # the caller's batch is left as it was
+        model.zero_grad()
+        logps_g, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, att, t)
+        k3 = torch.exp(ref - logps_g) - (ref - logps_g) - 1
+        if trainer.args.use_bias_correction_kl:  # TRL's importance weight: 1 in value, not in gradient
+            k3 = k3 * torch.exp(logps_g - logps_g.detach())
+        hand = (0.5 * (k3 * text).sum(-1) / mask.sum(-1)).mean()
+        hand.backward()
+        g_hand = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    finally:
+        trainer.beta, trainer.args.kl_tokens = beta, "all"
+    assert losses["blocks"].item() == pytest.approx(hand.item(), rel=1e-5)
+    assert losses["all"].item() > losses["blocks"].item() * 1.01
+    assert sum(g.abs().sum() for g in g_hand) > 0
+    for a, b, c in zip(grads["blocks"], g_hand, grads["all"]):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
+    assert not all(torch.allclose(a, c, atol=1e-7, rtol=1e-4) for a, c in zip(grads["blocks"], grads["all"]))
+
+
+def test_block_kl_needs_a_kl_and_thinking_blocks(tmp_path):
+    from rl.config import SAPOConfig
+
+    with pytest.raises(ValueError, match="kl_tokens='blocks'.*beta > 0"):
+        SAPOConfig(output_dir=str(tmp_path), kl_tokens="blocks", use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="kl_tokens must be one of"):
+        SAPOConfig(output_dir=str(tmp_path), kl_tokens="sid", beta=0.1, use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="kl_tokens='blocks'.*layout='direct'"):
+        SAPOConfig(output_dir=str(tmp_path), kl_tokens="blocks", beta=0.1, layout="direct", use_cpu=True, report_to=[])
+    from genrec.modeling import load_model_and_tokenizer
+    from rl.data import build_rl_dataset
+    from rl.trainer import SAPOTrainer
+
+    args = SAPOConfig(output_dir=str(tmp_path / "out"), kl_tokens="blocks", beta=0.1, use_cpu=True, report_to=[])
+    args.layout = "direct"  # changed after the config's own checks: the trainer refuses too
+    model, tok = load_model_and_tokenizer(copy_tiny_model(tmp_path / "model"))
+    ds = build_rl_dataset(tiny_recdata().train[:2], tiny_recdata().catalog, tiny_sid_map(), tok)
+    with pytest.raises(ValueError, match="kl_tokens='blocks' needs thinking blocks; the 'direct' layout"):
+        SAPOTrainer(model, args, tiny_sid_map(), train_dataset=ds, processing_class=tok)
+
+
 def test_end_to_end_run_logs_and_updates_weights(tmp_path):
     """Three optimizer steps with num_iterations=2 (old log-probs), KL to a reference (beta > 0), the off-policy
     mask and the completions table on 2-D advantages; TensorBoard gets our scalars and the weights move."""
