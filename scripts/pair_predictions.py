@@ -1,4 +1,4 @@
-"""Paired per-user NDCG@10 between prediction files of separate `genrec evaluate` runs (same users, same order).
+"""Paired per-user NDCG@k (10 unless --k) between prediction files of separate `genrec evaluate` runs (same users, same order).
 
     PYTHONPATH=. .venv/bin/python scripts/pair_predictions.py A.jsonl B.jsonl [C.jsonl ...]
 
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.metrics import paired_difference, per_user_ndcg, target_ranks  # noqa: E402
 
 
-def per_user(spec: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Per-row NDCG@10 of one file, or the row-wise mean over comma-separated files, and the (user, target) keys."""
+def per_user(spec: str, k: int = 10) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Per-row NDCG@k of one file, or the row-wise mean over comma-separated files, and the (user, target) keys."""
     scores, keys = [], None
     for path in spec.split(","):
         if not Path(path).is_file():
@@ -35,20 +35,23 @@ def per_user(spec: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
         if keys is not None and these != keys:
             raise SystemExit(f"{path}: rows differ from {spec.split(',')[0]} (other users, order or targets)")
         keys = these
-        scores.append(per_user_ndcg(target_ranks([r["items"] for r in rows], [r["target"] for r in rows]), 10))
+        scores.append(per_user_ndcg(target_ranks([r["items"] for r in rows], [r["target"] for r in rows]), k))
     return np.mean(scores, axis=0), keys
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+", help="prediction files; the first is the reference")
+    ap.add_argument("--k", type=int, default=10, help="cut-off of NDCG@k (1 = hit rate at the first item)")
     args = ap.parse_args()
-    base, keys = per_user(args.files[0])
-    print("| method | NDCG@10 | minus the first | 95% interval | users |")
+    if args.k < 1:
+        raise SystemExit(f"--k must be >= 1, got {args.k}")
+    base, keys = per_user(args.files[0], args.k)
+    print(f"| method | NDCG@{args.k} | minus the first | 95% interval | users |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| {args.files[0]} | {base.mean():.4f} | | | {base.size} |")
     for spec in args.files[1:]:
-        other, other_keys = per_user(spec)
+        other, other_keys = per_user(spec, args.k)
         if other_keys != keys:
             raise SystemExit(f"{spec}: rows differ from {args.files[0]} (other users, order or targets)")
         d = paired_difference(other, base)
