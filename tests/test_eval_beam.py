@@ -290,3 +290,88 @@ def test_shared_cache_only_for_plain_causal_attention():
     assert SIDBeamSearch(plain, tok, tiny_sid_map(), "direct").cache_impl == "shared"
     with pytest.raises(ValueError, match="cache 'shared' needs"):
         SIDBeamSearch(windowed, tok, tiny_sid_map(), "direct", cache="shared")
+
+
+def _first_violation(tokens: list[int], n: int, run: int) -> int | None:
+    """Index of the first token that completes an n-gram seen earlier in `tokens` (n > 0) or a run of more than
+    `run` identical tokens (run > 0), or None."""
+    for end in range(1, len(tokens) + 1):
+        if n and end >= n and any(tokens[end - n:end] == tokens[j:j + n] for j in range(end - n)):
+            return end - 1
+        if run and end > run and len(set(tokens[end - run - 1:end])) == 1:
+            return end - 1
+    return None
+
+
+@pytest.mark.parametrize("n,run", [(1, 0), (2, 0), (0, 1), (0, 2), (6, 3)])
+def test_block_guard_cuts_repeats_and_changes_nothing_before(n, run):
+    """With the guard no block repeats an n-gram or runs a token more than `run` times; one beam per user writes the
+    same block as without the guard up to the first token that broke a rule, and the same SIDs wherever no block
+    was cut."""
+    model, tok = _model()
+    prompts = _prompts()
+    kw = dict(num_beams=1, max_block_tokens=40, min_block_tokens=30)  # long blocks: the random model repeats itself
+    free = SIDBeamSearch(model, tok, tiny_sid_map(), "interleaved", block_no_repeat_ngram=0, block_max_run=0, **kw)
+    held = SIDBeamSearch(model, tok, tiny_sid_map(), "interleaved", block_no_repeat_ngram=n, block_max_run=run, **kw)
+    cut = 0
+    for a, b in zip(free.search(prompts, 1), held.search(prompts, 1)):
+        same_so_far = True
+        for fa, fb in zip(a[0].block_token_ids, b[0].block_token_ids):
+            assert _first_violation(list(fb), n, run) is None
+            if not same_so_far:
+                continue
+            stop = _first_violation(list(fa), n, run)
+            if stop is None:
+                assert fa == fb
+            else:
+                cut += 1
+                assert fb[:stop] == fa[:stop] and (len(fb) <= stop or fb[stop] != fa[stop])
+                same_so_far = False
+        if same_so_far:
+            assert a[0].codes == b[0].codes and a[0].score == pytest.approx(b[0].score, rel=1e-5, abs=1e-4)
+    if (n, run) != (6, 3):  # the defaults: no 30-40 token block of this model breaks them
+        assert cut > 0, "the fixture should write some repeating blocks without the guard"
+
+
+def test_block_guard_bans_what_hf_no_repeat_ngram_bans():
+    """The ban rule is transformers' `no_repeat_ngram_size`, applied to each row's block tokens only."""
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    from eval.beam import repeated_ngram_bans
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(1, 5, (1,), generator=g))
+        hist = torch.randint(0, 4, (5, 12), generator=g)  # 4 token ids: many repeats
+        length = torch.randint(0, 13, (5,), generator=g)
+        rows, toks = repeated_ngram_bans(hist, length, n)
+        ours = set(zip(rows.tolist(), toks.tolist()))
+        ref = set()
+        for r in range(5):
+            if length[r] > 0:
+                out = NoRepeatNGramLogitsProcessor(n)(hist[r:r + 1, :length[r]], torch.zeros(1, 4))
+                ref |= {(r, int(t)) for t in torch.isinf(out[0]).nonzero().flatten()}
+        assert ours == ref
+    with pytest.raises(ValueError, match="block_no_repeat_ngram must be >= 0"):
+        SIDBeamSearch(*_model(), tiny_sid_map(), "interleaved", block_no_repeat_ngram=-1)
+    with pytest.raises(ValueError, match="block_max_run must be >= 0"):
+        SIDBeamSearch(*_model(), tiny_sid_map(), "interleaved", block_max_run=-1)
+
+
+def test_block_run_guard_bans_the_token_that_would_run_too_long():
+    from eval.beam import long_run_bans
+
+    g = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        run = int(torch.randint(1, 4, (1,), generator=g))
+        hist = torch.randint(0, 2, (6, 8), generator=g)
+        length = torch.randint(0, 9, (6,), generator=g)
+        rows, toks = long_run_bans(hist, length, run)
+        ours = set(zip(rows.tolist(), toks.tolist()))
+        ref = set()
+        for r in range(6):
+            for t in range(2):
+                seq = hist[r, :length[r]].tolist() + [t]
+                if len(seq) > run and len(set(seq[-run - 1:])) == 1:  # ends in run + 1 identical tokens
+                    ref.add((r, t))
+        assert ours == ref
