@@ -111,7 +111,7 @@ def test_eval_config_auto_budget(traces):
 def test_shipped_rl_configs_are_auto():
     from genrec.commands import rl
 
-    for name in ("rl_sapo", "rl_grpo", "rl_grpo_prefix", "bench_rl"):
+    for name in ("rl_sapo", "rl_grpo", "rl_grpo_prefix", "rl_sapo_gated", "rl_grpo_beam", "bench_rl"):
         _, _, args = TrlParser(rl.CONFIG_CLASSES).parse_args_and_config(
             ["--config", str(REPO / "configs" / f"{name}.yaml"), "--output_dir", "/tmp/unused", "--use_cpu", "true"])
         assert args.max_block_tokens_auto, name

@@ -13,7 +13,8 @@ from tests.helpers_tiny import copy_tiny_model, write_tiny_data_dir, write_tiny_
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name,algorithm", [("rl_sapo", "sapo"), ("rl_grpo", "grpo"), ("rl_grpo_prefix", "grpo_prefix")])
+@pytest.mark.parametrize("name,algorithm", [("rl_sapo", "sapo"), ("rl_grpo", "grpo"), ("rl_grpo_prefix", "grpo_prefix"),
+                                            ("rl_sapo_gated", "sapo"), ("rl_grpo_beam", "grpo")])
 def test_shipped_configs_parse(name, algorithm):
     from trl import TrlParser
 
@@ -23,6 +24,7 @@ def test_shipped_configs_parse(name, algorithm):
         ["--config", str(REPO / "configs" / f"{name}.yaml"), "--output_dir", "/tmp/unused"]
     )
     assert args.algorithm == algorithm and args.loss_type == "grpo" and script.model
+    assert args.rollouts == ("beam" if name in ("rl_sapo_gated", "rl_grpo_beam") else "sample")
 
 
 def _args(tmp_path: Path, max_steps: int, algorithm: str = "sapo") -> list[str]:
