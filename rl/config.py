@@ -195,7 +195,8 @@ class SAPOConfig(GRPOConfig):
         check_step_baseline(self.step_baseline, self.algorithm, self.reward)
         if self.kl_tokens not in KL_TOKENS:
             raise ValueError(f"kl_tokens must be one of {', '.join(KL_TOKENS)}, got {self.kl_tokens!r}")
-        if self.kl_tokens == "blocks" and (self.beta == 0.0 or not self.constrained_rollouts or self.layout == "direct"):
+        no_blocks = self.beta == 0.0 or not self.constrained_rollouts or self.layout == "direct"
+        if self.kl_tokens == "blocks" and no_blocks:
             raise ValueError(
                 "kl_tokens='blocks' anchors the thinking blocks of constrained rollouts: it needs beta > 0, "
                 f"constrained_rollouts=true and a reasoning layout (got beta={self.beta}, constrained_rollouts="

@@ -68,7 +68,8 @@ def main() -> None:
                          "speedup_vs_first": base / mean, "same_lists": same})
     print_table([
         ("beams", lambda r: r["beams"]), ("users per batch", lambda r: r["users_per_batch"]),
-        ("rows", lambda r: r["rows_per_forward"]), (f"seconds ({args.users} users, 2 runs)", lambda r: runs(r["seconds"])),
+        ("rows", lambda r: r["rows_per_forward"]),
+        (f"seconds ({args.users} users, 2 runs)", lambda r: runs(r["seconds"])),
         ("speed-up vs first", lambda r: f"{r['speedup_vs_first']:.2f}x"), ("same lists", lambda r: r["same_lists"]),
     ], rows)
     write_results(args.out, args, rows)

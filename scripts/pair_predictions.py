@@ -1,4 +1,5 @@
-"""Paired per-user NDCG@k (10 unless --k) between prediction files of separate `genrec evaluate` runs (same users, same order).
+"""Paired per-user NDCG@k (10 unless --k) between prediction files of separate `genrec evaluate` runs (same users and
+order).
 
     PYTHONPATH=. .venv/bin/python scripts/pair_predictions.py A.jsonl B.jsonl [C.jsonl ...]
 
