@@ -67,7 +67,7 @@ def repeated_ngram_bans(hist: torch.Tensor, length: torch.Tensor, n: int) -> tup
     """(rows, tokens) that would repeat an n-gram of a row's block: `hist` (R, L) holds each row's block tokens,
     `length` (R,) how many. A token is banned after row r's last n - 1 tokens when that (n - 1)-gram occurred
     earlier in the block followed by it (HF's `no_repeat_ngram_size` rule, on the block's own tokens only)."""
-    r, cap = hist.shape
+    cap = hist.shape[1]
     empty = torch.zeros(0, dtype=torch.long, device=hist.device)
     if n < 1 or cap < n or not bool((length >= n).any()):
         return empty, empty
@@ -323,11 +323,11 @@ class SIDBeamSearch:
             writing = (~done) & (choice != close)
             if bool(closing.any()):
                 after[closing] = logits[closing]
-            for i in torch.nonzero(writing).flatten().tolist():
+            wrote = torch.nonzero(writing).flatten()
+            for i in wrote.tolist():
                 rows.blocks[i][-1].append(int(choice[i]))
-            if guard:
-                at = blen.clamp(max=hist.shape[1] - 1)[:, None]
-                hist.scatter_(1, at, torch.where(writing, choice, hist.gather(1, at)[:, 0])[:, None])
+            if guard:  # a writing row is under its budget, so its next column exists
+                hist[wrote, blen[wrote]] = choice[wrote]
             blen += writing.long()
             done |= closing
         return after

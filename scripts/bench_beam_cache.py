@@ -75,5 +75,6 @@ def main() -> None:
     ], rows)
     write_results(args.out, args, rows)
 
+
 if __name__ == "__main__":
     main()

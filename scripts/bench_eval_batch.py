@@ -74,5 +74,6 @@ def main() -> None:
     ], rows)
     write_results(args.out, args, rows)
 
+
 if __name__ == "__main__":
     main()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from sid_tokenizer.sidmap import atomic_write_text
 
 
 def print_table(columns: Sequence[tuple[str, Callable[[dict], object]]], rows: Sequence[dict]) -> None:
@@ -24,12 +25,8 @@ def print_table(columns: Sequence[tuple[str, Callable[[dict], object]]], rows: S
 
 def write_results(path: str | Path, args: argparse.Namespace, rows: list[dict]) -> Path:
     """Write {"args": the script's arguments, "rows": rows} to `path` (atomically) and return it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    os.replace(tmp, path)
-    return path
+    atomic_write_text(path, json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    return Path(path)
 
 
 def runs(seconds: Sequence[float]) -> str:

@@ -63,7 +63,8 @@ def run(cfg: DemoConfig) -> None:
     run_cfg = RunConfig(
         data=str(data), out=cfg.out, seed=cfg.seed, codebook_size=cfg.codebook_size, sft1_epochs=cfg.sft1_epochs,
         sft2_steps=cfg.sft2_steps, rl_steps=cfg.rl_steps, rl_prompts=cfg.rl_prompts,
-        eval_users=cfg.eval_users, num_beams=cfg.num_beams, eval_batch_size=cfg.eval_batch_size, sasrec_epochs=cfg.sasrec_epochs, force=cfg.force,
+        eval_users=cfg.eval_users, num_beams=cfg.num_beams, eval_batch_size=cfg.eval_batch_size,
+        sasrec_epochs=cfg.sasrec_epochs, force=cfg.force,
         protocols="all",
     )
     execute(run_cfg, DataConfig(), PromptConfig(), label="demo", before=[synth])
