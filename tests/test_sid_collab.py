@@ -111,3 +111,29 @@ def test_items_without_coviews_borrow_their_text_neighbours_vectors():
     assert np.allclose(out[4], [1, 0, 0])  # its two nearest texts are items 0 and 1
     assert np.array_equal(out[:4], cf[:4])
     assert np.array_equal(impute_from_text(np.zeros((3, 2), np.float32), text[:3]), np.zeros((3, 2)))
+
+
+def test_id_only_dataset_gets_sids_from_coviews(tmp_path, capsys):
+    """An ID-only dataset (no .item file): fit-tokenizer switches to no text encoder and co-view vectors, so the
+    level-0 codes separate two camps of items that are only ever viewed together; refitting is a no-op."""
+    from genrec.data.recbole import write_atomic
+    from sid_tokenizer.sidmap import SIDMap
+
+    rng = random.Random(0)
+    camps = [[f"x{i}" for i in range(0, 40, 2)], [f"x{i}" for i in range(1, 40, 2)]]
+    rows = [[f"u{u}", rng.choice(camps[u % 2]), t] for u in range(200) for t in range(8)]
+    (tmp_path / "data").mkdir()
+    write_atomic(tmp_path / "data" / "ids.inter", ["user_id:token", "item_id:token", "timestamp:float"], rows)
+    argv = ["fit-tokenizer", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "tok"), "--levels", "2",
+            "--codebook_size", "2", "--min_items_per_code", "1", "--cache_dir", "", "--threads", "1"]
+    assert main(argv) == 0
+    assert "no text (ID-only dataset)" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+    assert saved["encoder"]["kind"] == "none" and saved["collab_dim"] == 64
+    assert SIDTokenizer.load(tmp_path / "tok").encoder.kind == "none"  # loads with its no-text encoder
+    assert json.loads((tmp_path / "tok" / "sid_labels.json").read_text()) == {}  # ids name no area
+    m = SIDMap.load(tmp_path / "tok" / "sid_map.json")
+    assert len(m) == 40 and len(set(m.item_to_codes.values())) == 40
+    level0 = [{m.codes(i)[0] for i in camp} for camp in camps]
+    assert level0[0].isdisjoint(level0[1])
+    assert main(argv) == 0 and "already fitted" in capsys.readouterr().out

@@ -48,6 +48,23 @@ def _same_fit(out: Path, args: FitTokenizerArgs, cfg: TokenizerConfig) -> dict |
     return report if same else None
 
 
+ID_ONLY_COLLAB_DIM = 64  # co-view dimensions of an ID-only catalog's item vectors when collab_dim is left at 0
+
+
+def id_only_settings(cfg: TokenizerConfig) -> TokenizerConfig:
+    """The settings for a catalog without text: no text encoder ('none'; a .npy of the user's own item vectors is
+    kept) and co-view vectors (`collab_dim`, ID_ONLY_COLLAB_DIM unless set), so the SIDs group items viewed together
+    instead of hashing ids."""
+    from dataclasses import replace
+
+    if cfg.encoder.strip().lower().endswith(".npy"):
+        return cfg
+    new = replace(cfg, encoder="none", collab_dim=cfg.collab_dim or ID_ONLY_COLLAB_DIM)
+    print(f"[fit-tokenizer] the items have no text (ID-only dataset): encoder {cfg.encoder!r} -> 'none', SIDs from "
+          f"co-view vectors (collab_dim {new.collab_dim})", file=sys.stderr, flush=True)
+    return new
+
+
 def train_sequences(data: str, data_cfg: DataConfig | None) -> list[list[str]] | None:
     """Each user's train items in time order (the collaborative part of the SIDs); None for a catalog-only dataset.
 
@@ -71,6 +88,9 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
         raise ValueError("--data is required (a dataset folder, e.g. the output of `genrec synth`)")
     cfg.validate()
     out = check_output_dir(args.out, "--out")
+    catalog = load_catalog(args.data, data_cfg)
+    if catalog.text_free:
+        cfg = id_only_settings(cfg)
     # a folder an interrupted fit left half-written is replaced without --overwrite (it holds no finished SID map);
     # a complete one fitted with these settings on this data is kept (rerunning the same command is a no-op)
     done = None
@@ -78,7 +98,6 @@ def run(args: FitTokenizerArgs, cfg: TokenizerConfig, data_cfg: DataConfig | Non
         done = _same_fit(out, args, cfg)
         if done is None:
             raise FileExistsError(f"{out / 'sid_map.json'} already exists: pass --overwrite true to replace it")
-    catalog = load_catalog(args.data, data_cfg)
     if done is not None:
         from sid_tokenizer.sidmap import SIDMap, catalog_matches
 

@@ -4,11 +4,15 @@ Formats (see docs/data.md):
 - RecBole atomic: `<name>.inter` (user_id, item_id, timestamp, ...), `<name>.item`, optional `<name>.user`.
 - RecBole pre-split: `<name>.{train,valid,test}.inter` (user_id, item_id_list, item_id) + `<name>.item`.
 - MiniOneRec: train/valid/test CSV (user_id, history_item_id, item_id) + item.json.
+
+Without the `.item` file a RecBole dataset is ID-only: its catalog is every item id of the interaction files (first
+appearance order), each named by its id (`Catalog.text_free`), and its SIDs come from co-views.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +35,7 @@ from genrec.data.splits import (
 from genrec.wording import dataset_noun
 
 PRESPLIT = ("train", "valid", "test")
+ID_ONLY_FIELD = "title"  # the one field of an ID-only catalog: the item's id, what prompts and displays quote
 
 
 @dataclass
@@ -40,15 +45,13 @@ class Source:
     kind: str
     name: str
     folder: Path
-    item_file: Path
+    item_file: Path | None  # None: an ID-only RecBole dataset (no .item file)
     inter_files: dict[str, Path] = field(default_factory=dict)  # 'all' or train/valid/test
     user_file: Path | None = None
 
 
 def _atomic_source(folder: Path, name: str, kind: str) -> Source:
     item = folder / f"{name}.item"
-    if not item.is_file():
-        raise DataFormatError(item, f"missing item file (required next to the {name} interaction files)")
     user = folder / f"{name}.user"
     if kind == "presplit":
         files = {s: folder / f"{name}.{s}.inter" for s in PRESPLIT}
@@ -57,7 +60,7 @@ def _atomic_source(folder: Path, name: str, kind: str) -> Source:
             raise DataFormatError(missing[0], "missing pre-split file (need .train.inter, .valid.inter and .test.inter)")
     else:
         files = {"all": folder / f"{name}.inter"}
-    return Source(kind, name, folder, item, files, user if user.is_file() else None)
+    return Source(kind, name, folder, item if item.is_file() else None, files, user if user.is_file() else None)
 
 
 def detect(path: str | Path) -> Source:
@@ -132,12 +135,46 @@ def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
 
 def _read_catalog(src: Source, cfg: DataConfig, stats: dict | None = None) -> Catalog:
     """The items of `src` (RecBole `.item` or MiniOneRec `item.json`), named by the dataset (`Catalog.noun`)."""
-    if src.kind == "minionerec":
+    if src.item_file is None:
+        _check_id_only(src, cfg)
+        catalog = id_only_catalog(_interaction_item_ids(src))
+    elif src.kind == "minionerec":
         catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
     else:
         catalog = read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
     catalog.noun = dataset_noun(src.name)
     return catalog
+
+
+def id_only_catalog(item_ids: Iterable[str]) -> Catalog:
+    """The catalog of an ID-only dataset: each distinct id once (first appearance), its id as its one text field."""
+    ids = list(dict.fromkeys(item_ids))
+    return Catalog(item_ids=ids, fields={ID_ONLY_FIELD: list(ids)}, text_free=True)
+
+
+def _interaction_item_ids(src: Source) -> Iterable[str]:
+    """Every item id the interaction files of `src` name, in file order (histories before targets, per row)."""
+    for split, path in src.inter_files.items():
+        table = read_atomic(path)
+        if src.kind == "presplit":
+            table.require("item_id_list", "item_id")
+            for hist, target in zip(table.col("item_id_list"), table.col("item_id")):
+                yield from hist.split()
+                yield target
+        else:
+            table.require("item_id")
+            yield from table.col("item_id")
+
+
+def _check_id_only(src: Source, cfg: DataConfig) -> None:
+    if cfg.item_text_fields:
+        raise DataFormatError(src.folder / f"{src.name}.item", f"missing item file, but item_text_fields "
+                              f"{cfg.item_text_fields} asks for its columns (without it the items have ids only)")
+
+
+def _note_id_only(src: Source) -> None:
+    print(f"[data] {src.folder / src.name}: no {src.name}.item file, so the items are known by id only: prompts "
+          "name them by id and the SIDs come from co-views (docs/data.md, 'ID-only datasets')", file=sys.stderr)
 
 
 def load_data(path: str | Path, cfg: DataConfig | None = None, *, verbose: bool = True) -> RecData:
@@ -151,7 +188,12 @@ def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
     if src.kind == "items":
         raise DataFormatError(src.item_file, f"no interaction file: expected {src.name}.inter or pre-split files")
     stats: dict[str, int] = {"text_values_clipped": 0}
-    catalog = _read_catalog(src, cfg, stats)
+    if src.item_file is None:
+        _check_id_only(src, cfg)
+        if verbose:
+            _note_id_only(src)
+    # an ID-only atomic catalog is built from the interaction table _load_atomic reads anyway (not read twice)
+    catalog = None if src.item_file is None and src.kind == "atomic" else _read_catalog(src, cfg, stats)
     if src.kind == "minionerec":
         profiles: dict[str, str] = {}
         data = _load_given(src, catalog, profiles, cfg)
@@ -177,12 +219,16 @@ def _unknown_error(path: str, line: int, item: str, fld: str) -> DataFormatError
     )
 
 
-def _load_atomic(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: DataConfig) -> RecData:
+def _load_atomic(src: Source, catalog: Catalog | None, profiles: dict[str, str], cfg: DataConfig) -> RecData:
+    """`catalog` None: an ID-only dataset, whose catalog is the interaction table's item ids."""
     table: AtomicTable = read_atomic(src.inter_files["all"])
     table.require("user_id", "item_id", "timestamp")
     table.check_nonempty("user_id")
     table.check_nonempty("item_id")
     users, items = table.col("user_id"), table.col("item_id")
+    if catalog is None:
+        catalog = id_only_catalog(items)
+        catalog.noun = dataset_noun(src.name)
     times = table.floats("timestamp")
     n_read = len(items)
     keep_rows: list[int] | None = None
@@ -319,6 +365,8 @@ def _finish(
         seen.update(e.history[0] for e in splits["train"] if e.history)
     summary["test_targets_unseen_in_train"] = sum(1 for e in splits["test"] if e.target not in seen)
     summary["items"] = len(catalog)
+    if catalog.text_free:
+        summary["item_text"] = "none (ID-only: no item file)"
     summary["profiles"] = len(profiles)
     for name, ex in splits.items():
         if not ex:

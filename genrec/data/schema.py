@@ -32,6 +32,9 @@ class Catalog:
     noun: str = "job"
     """What an item is called in prompts and reasoning when `PromptConfig.item_noun` is 'auto' (genrec/wording.py);
     the loader sets it from the dataset's name."""
+    text_free: bool = False
+    """True for an ID-only dataset (interactions and no item file): each item's one field, 'title', is its id, so
+    the tokenizer builds SIDs from co-views instead of text (`genrec fit-tokenizer`)."""
 
     def __post_init__(self) -> None:
         for name, values in self.fields.items():
