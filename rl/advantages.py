@@ -48,7 +48,9 @@ ALGORITHMS: dict[str, Algorithm] = {
 STEP_ALGORITHMS = tuple(name for name, a in ALGORITHMS.items() if a.step_aligned)
 # Which tokens of step k carry A[i,k] (`SAPOConfig.step_tokens`): block k and SID token k (the paper), or SID token k
 # only (block tokens are then glue, advantage 0; with per-step length normalisation each step is its one SID token).
-STEP_TOKENS = ("step", "sid")
+# ('sid+outcome': SID token k carries A[i,k] and every other loss token, block text included, the rollout's outcome-GRPO
+# advantage, weighted like GRPO's; a session-31 hybrid, docs/bench/learning.md.)
+STEP_TOKENS = ("step", "sid", "sid+outcome")
 # Which rollouts step k's reward is compared with (`SAPOConfig.step_baseline`): the prompt's whole group of G (the
 # paper), or only the rollouts of that group whose SID tokens before level k are the same ("prefix"): a rollout that
 # took a wrong earlier code is then not pushed up or down at level k by levels it could no longer match.
@@ -284,3 +286,15 @@ def token_advantages(
         tokens = tokens * step_length_scale(safe_index, mask, num_steps)
     broadcast = adv.float().mean(dim=1, keepdim=True).expand_as(tokens) * mask.to(torch.float32)
     return torch.where(ok.view(-1, 1).bool(), tokens, broadcast)
+
+
+def outcome_on_other_tokens(
+    tokens: torch.Tensor, step_index: torch.Tensor, mask: torch.Tensor, ok: torch.Tensor, outcome: torch.Tensor
+) -> torch.Tensor:
+    """`tokens` (N, T) with every loss token outside the steps' SID tokens (step index -1: block text, tags, EOS) of a
+    well-formed rollout set to that rollout's outcome advantage `outcome` (N,) (`step_tokens='sid+outcome'`).
+
+    Those tokens keep TRL's 1/L weight, so the blocks move exactly as outcome GRPO moves them while the SID tokens
+    carry the per-step advantage; a malformed rollout keeps the tokens `token_advantages` gave it."""
+    other = (step_index < 0) & (mask > 0) & ok.view(-1, 1).bool()
+    return torch.where(other, outcome.view(-1, 1).to(tokens.dtype).expand_as(tokens), tokens)

@@ -101,7 +101,9 @@ class SAPOConfig(GRPOConfig):
         default="step",
         metadata={"help": "Step algorithms: which tokens of step k carry its advantage A[i,k]. 'step': thinking block "
                   "k and SID token k (the paper's mapping); 'sid': SID token k only (block tokens get 0, so the "
-                  "update moves the decisions, not the wording of the evidence; docs/bench/learning.md)."},
+                  "update moves the decisions, not the wording of the evidence; docs/bench/learning.md); "
+                  "'sid+outcome': SID token k carries A[i,k] and the block text the rollout's outcome-GRPO "
+                  "advantage (a measured hybrid, docs/bench/learning.md, session 31)."},
     )
     step_baseline: str = field(
         default="group",

@@ -36,6 +36,7 @@ from rl.advantages import (
     algorithm_reward,
     algorithm_rewards,
     group_normalize,
+    outcome_on_other_tokens,
     token_advantages,
     zero_std_groups,
 )
@@ -323,6 +324,11 @@ class SAPOTrainer(GRPOTrainer):
             output["advantages"] = token_advantages(
                 local_adv, step_index, loss_mask, ok_local.to(device), step_length_norm=self.args.step_length_norm
             )
+            if self.args.step_tokens == "sid+outcome":
+                exact = algorithm_rewards("grpo", all_codes, all_targets)
+                outcome = algorithm_advantages("grpo", exact, num_generations, eps=self.args.adv_eps)[process_slice]
+                output["advantages"] = outcome_on_other_tokens(
+                    output["advantages"], step_index, loss_mask, ok_local.to(device), outcome.to(device))
         else:
             output["advantages"] = local_adv
 

@@ -11,6 +11,7 @@ from rl.advantages import (
     algorithm_advantages,
     algorithm_rewards,
     group_normalize,
+    outcome_on_other_tokens,
     prefix_group_normalize,
     scatter_step_advantages,
     step_length_scale,
@@ -395,3 +396,21 @@ def test_forced_positions_by_hand():
     ids = torch.tensor([[1, 2, 10, 5, 1, 2, 12, 3]])
     pos = _grammar("interleaved", 2).positions(ids, torch.ones_like(ids))
     assert torch.nonzero(pos.forced[0]).flatten().tolist() == [0]
+
+
+def test_sid_plus_outcome_puts_the_outcome_advantage_on_every_other_loss_token():
+    """`step_tokens='sid+outcome'`: SID tokens keep their step advantage (scaled), block text and EOS of a well-formed
+    rollout get its outcome advantage, padding and malformed rollouts are left as token_advantages made them."""
+    # row 0: <think> b b </think> SID0 <think> b </think> SID1 EOS pad; row 1 malformed
+    step_index = torch.tensor([[-1, -1, -1, -1, 0, -1, -1, -1, 1, -1, -1]] * 2)
+    mask = torch.tensor([[1] * 10 + [0]] * 2)
+    ok = torch.tensor([True, False])
+    step_adv = torch.tensor([[1.0, -0.5], [-1.0, -1.0]])
+    tokens = token_advantages(step_adv, step_index, mask, ok, step_length_norm=True)
+    out = outcome_on_other_tokens(tokens, step_index, mask, ok, torch.tensor([2.5, -0.4]))
+    # SID tokens: A[i,k] * L / (K * 1) = A * 10 / 2
+    assert out[0, 4].item() == pytest.approx(5.0) and out[0, 8].item() == pytest.approx(-2.5)
+    others = [0, 1, 2, 3, 5, 6, 7, 9]
+    assert torch.equal(out[0, others], torch.full((8,), 2.5))
+    assert out[0, 10].item() == 0.0  # padding
+    assert torch.equal(out[1], tokens[1])  # malformed: its mean step advantage on every loss token, as before

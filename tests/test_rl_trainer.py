@@ -162,6 +162,40 @@ def test_sid_only_step_tokens_leave_blocks_at_zero(rollout):
         assert length > 0
 
 
+def test_sid_plus_outcome_puts_the_exact_match_advantage_on_the_blocks(rollout):
+    """step_tokens='sid+outcome' on real rollouts: SID tokens as with 'sid', every other loss token of a rollout its
+    outcome-GRPO advantage (exact match, group-normalised as TRL's GRPO)."""
+    from genrec.response import parse_response
+    from rl.advantages import algorithm_advantages
+    from rl.rewards import match_matrix
+
+    trainer, inputs, out = rollout
+    try:
+        trainer.args.step_tokens = "sid"
+        trainer.apply_step_advantages(out, inputs)
+        sid_only = out["advantages"].clone()
+        trainer.args.step_tokens = "sid+outcome"
+        trainer.apply_step_advantages(out, inputs)
+        hybrid = out["advantages"].clone()
+    finally:
+        trainer.args.step_tokens = "step"
+        trainer.apply_step_advantages(out, inputs)
+    codes = []
+    for ids, m in zip(out["completion_ids"], out["completion_mask"]):
+        codes.append(parse_response(ids[m.bool()].tolist(), trainer.spec).codes)
+    exact = match_matrix(codes, [x["target_codes"] for x in inputs]).all(dim=1).float()
+    outcome = algorithm_advantages("grpo", exact, G)
+    assert outcome.abs().sum() > 0  # some group has an exact hit and a miss, so the blocks' values are not all 0
+    for i, (ids, m) in enumerate(zip(out["completion_ids"], out["completion_mask"])):
+        pr = parse_response(ids[m.bool()].tolist(), trainer.spec)
+        length = int(m.sum())
+        sids = [s.sid_pos for s in pr.steps]
+        assert torch.equal(hybrid[i, sids], sid_only[i, sids])
+        others = [t for t in range(length) if t not in sids]
+        assert torch.allclose(hybrid[i, others], torch.full((len(others),), outcome[i].item()), atol=1e-6)
+        assert torch.all(hybrid[i, length:] == 0)
+
+
 def test_loss_gradient_equals_hand_written_sapo_loss(rollout):
     """TRL's grpo loss on our scaled token advantages == mean_i (1/K) sum_k (1/|y_ik|) sum_t -A_ik * logp_t."""
     from genrec.response import parse_response
