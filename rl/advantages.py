@@ -49,7 +49,7 @@ STEP_ALGORITHMS = tuple(name for name, a in ALGORITHMS.items() if a.step_aligned
 # Which tokens of step k carry A[i,k] (`SAPOConfig.step_tokens`): block k and SID token k (the paper), or SID token k
 # only (block tokens are then glue, advantage 0; with per-step length normalisation each step is its one SID token).
 # ('sid+outcome': SID token k carries A[i,k] and every other loss token, block text included, the rollout's outcome-GRPO
-# advantage, weighted like GRPO's; a session-31 hybrid, docs/bench/learning.md.)
+# advantage, weighted like GRPO's: a session-31 hybrid, measured below both SAPO and GRPO, docs/bench/learning.md.)
 STEP_TOKENS = ("step", "sid", "sid+outcome")
 # Which rollouts step k's reward is compared with (`SAPOConfig.step_baseline`): the prompt's whole group of G (the
 # paper), or only the rollouts of that group whose SID tokens before level k are the same ("prefix"): a rollout that

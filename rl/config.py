@@ -103,7 +103,8 @@ class SAPOConfig(GRPOConfig):
                   "k and SID token k (the paper's mapping); 'sid': SID token k only (block tokens get 0, so the "
                   "update moves the decisions, not the wording of the evidence; docs/bench/learning.md); "
                   "'sid+outcome': SID token k carries A[i,k] and the block text the rollout's outcome-GRPO "
-                  "advantage (a measured hybrid, docs/bench/learning.md, session 31)."},
+                  "advantage (a hybrid; level with SFT and below both SAPO and GRPO on jobs-kaggle, "
+                  "docs/bench/learning.md, session 31)."},
     )
     step_baseline: str = field(
         default="group",

@@ -26,7 +26,7 @@ import torch
 from sid_tokenizer.config import TokenizerConfig
 from sid_tokenizer.dedup import (dedup_codes, dedup_size, free_dedup_code, nearest_free_dedup_code,
                                  residual_dedup_codes)
-from sid_tokenizer.collab import collaborative_vectors, impute_from_text, unit_rows
+from sid_tokenizer.collab import collaborative_vectors, coview_identity_vectors, impute_from_text, unit_rows
 from sid_tokenizer.embed import (FIELD_SEP, FIELD_TFIDF_NAMES, FieldTfidfEncoder, HFEncoder, NoTextEncoder,
                                  NpyEncoder, TfidfSvdEncoder, embed_catalog, make_encoder, readable_fields)
 from sid_tokenizer.kmeans import kmeans, sq_dists
@@ -150,12 +150,14 @@ class SIDTokenizer:
                           "the item text alone", stacklevel=3)
         elif cfg.collab_dim:
             index = {item: i for i, item in enumerate(item_ids)}
-            cf, collab_info = collaborative_vectors(
+            # without text (encoder 'none') every item needs a vector of its own: see coview_identity_vectors
+            vectors = coview_identity_vectors if isinstance(self.encoder, NoTextEncoder) else collaborative_vectors
+            cf, collab_info = vectors(
                 ([index[it] for it in seq if it in index] for seq in sequences), n, cfg.collab_dim,
                 cfg.collab_window, cfg.seed)
             self.collab_dim = cfg.collab_dim
             text = unit_rows(emb)
-            cf = impute_from_text(cf, text)
+            cf = impute_from_text(cf, text)  # items nobody viewed in train borrow their text neighbours' vectors
             emb = np.concatenate([text, cfg.collab_weight * cf], axis=1).astype(np.float32)
         self.embedding_dim = int(emb.shape[1])
         if texts is not None:

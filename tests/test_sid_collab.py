@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from genrec.cli import main
-from sid_tokenizer.collab import collaborative_vectors, cooccurrence, impute_from_text, ppmi
+from sid_tokenizer.collab import collaborative_vectors, cooccurrence, coview_identity_vectors, impute_from_text, ppmi
 from sid_tokenizer.tokenizer import SIDTokenizer
 from tests.helpers_tiny import write_tiny_data_dir
 from tests.sid_helpers import TEMPLATE, tiny_catalog, tiny_config
@@ -137,3 +137,20 @@ def test_id_only_dataset_gets_sids_from_coviews(tmp_path, capsys):
     level0 = [{m.codes(i)[0] for i in camp} for camp in camps]
     assert level0[0].isdisjoint(level0[1])
     assert main(argv) == 0 and "already fitted" in capsys.readouterr().out
+
+
+def test_coview_identity_vectors_keep_every_item_apart_and_coviewed_items_close():
+    """The no-text vectors: every item its own direction, even items with identical co-views or none at all,
+    and items viewed together closer than items never viewed together; the same seed, the same vectors."""
+    # items 0-3 only ever viewed together (two identical co-view patterns: 0 and 1), 4-7 likewise, 8-9 never viewed
+    seqs = [[0, 2, 1, 3], [1, 3, 0, 2], [4, 5, 6, 7], [7, 6, 5, 4]] * 5
+    v, info = coview_identity_vectors(seqs, 10, dim=32, window=2, seed=1)
+    norms = np.linalg.norm(v, axis=1)  # SVD half + projection half; items 8-9 have no SVD half
+    assert v.shape == (10, 32) and np.allclose(norms[:8], 1.0, atol=1e-5) and np.allclose(norms[8:], 0.5 ** 0.5)
+    assert len({tuple(np.round(row, 4)) for row in v}) == 10  # all distinct
+    sim = v @ v.T
+    within = [sim[a, b] for camp in ((0, 1, 2, 3), (4, 5, 6, 7)) for a in camp for b in camp if a < b]
+    across = [sim[a, b] for a in range(4) for b in range(4, 8)]
+    assert min(within) > max(across)
+    assert info["items_with_coviews"] == pytest.approx(0.8)
+    assert np.array_equal(v, coview_identity_vectors(seqs, 10, dim=32, window=2, seed=1)[0])
