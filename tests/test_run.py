@@ -99,6 +99,7 @@ def test_run_on_an_id_only_dataset(tmp_path):
     (["--data", "{tmp}", "--sft2_tasks", "chains"], "--sft2_tasks must be traces and/or sequence"),
     (["--data", "{tmp}", "--sft1_steps", "0", "--sft1_epochs", "0"], "--sft1_epochs must be > 0"),
     (["--data", "{tmp}/bad"], "timestamp"),
+    (["--data", "{tmp}", "--tokenizer_config", "{tmp}/nope.yaml"], "nope.yaml: config file not found"),
     (["--data", "{tmp}", "--level_weights", "1,half"], "--level_weights: expected 'auto', 'none' or comma-separated"),
 ])
 def test_run_bad_input_is_one_line_error(tmp_path, capsys, argv, message):
@@ -109,6 +110,23 @@ def test_run_bad_input_is_one_line_error(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert err.startswith("genrec run: error: ") and message in err.splitlines()[0], err
     assert not (tmp_path / "out" / "run_summary.json").exists()
+
+
+def test_tokenizer_config_reaches_fit_tokenizer(tmp_path):
+    """`--tokenizer_config` becomes fit-tokenizer's --config (the run's codebook size after it, so it still wins)."""
+    from genrec.cli import parse_command
+    from genrec.commands.run import build_stages
+
+    yaml_file = tmp_path / "tok.yaml"
+    yaml_file.write_text("encoder: tfidf\ncollab_dim: 16\nlevels: 2\n")
+    cfg = RunConfig(data=str(tmp_path), out=str(tmp_path / "out"), tokenizer_config=str(yaml_file))
+    stage = build_stages(cfg, DataConfig(), PromptConfig(), codebook_size=8)[0]
+    assert stage.key == "fit-tokenizer" and stage.argv[:2] == ["--config", str(yaml_file)]
+    parsed = parse_command("fit-tokenizer", stage.argv)
+    tok_cfg = next(c for c in parsed if type(c).__name__ == "TokenizerConfig")
+    assert (tok_cfg.encoder, tok_cfg.collab_dim, tok_cfg.levels, tok_cfg.codebook_size) == ("tfidf", 16, 2, 8)
+    default = build_stages(RunConfig(data=str(tmp_path), out=str(tmp_path / "o")), DataConfig(), PromptConfig(), 8)
+    assert "--config" not in default[0].argv
 
 
 def test_stage_flags_forward_shared_configs_generically():

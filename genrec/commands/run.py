@@ -81,6 +81,10 @@ class RunConfig:
     rl_steps: int = field(default=60, metadata={"help": "RL optimizer steps."})
     rl_prompts: int = field(default=512, metadata={
         "help": "RL prompts sampled from the rl_config's rl_split (0 = every example)."})
+    tokenizer_config: str = field(default="", metadata={
+        "help": "Tokenizer config (`genrec fit-tokenizer --config`, e.g. configs/tokenizer_minilm.yaml for MiniLM "
+                "embeddings); relative paths are tried in the working folder, then in the genrec checkout. Empty = "
+                "the tokenizer's defaults. This run's codebook_size still applies."})
     rl_config: str = field(default="configs/rl_sapo_gated.yaml", metadata={
         "help": "RL algorithm config (`genrec rl --config`); relative paths are tried in the working folder, then "
                 "in the genrec checkout. The default is SAPO with the prefix-gated reward on valid-split prompts "
@@ -273,7 +277,9 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
     reasoning, do_rl = not cfg.skip_reasoning, not (cfg.skip_reasoning or cfg.skip_rl)
     stages = [
         Stage("fit-tokenizer", "semantic IDs", "fit-tokenizer",
-              ["--data", data, "--out", str(tok), "--seed", seed, "--codebook_size", str(codebook_size),
+              [*(["--config", str(_config_file(cfg.tokenizer_config, "tokenizer_config"))] if cfg.tokenizer_config
+                 else []),
+               "--data", data, "--out", str(tok), "--seed", seed, "--codebook_size", str(codebook_size),
                "--overwrite", "true"],
               tok / "tokenizer_report.json"),
         Stage("build-model", "tiny LM with SID vocabulary", "build-model",

@@ -134,7 +134,8 @@ def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
 
 
 def _read_catalog(src: Source, cfg: DataConfig, stats: dict | None = None) -> Catalog:
-    """The items of `src` (RecBole `.item` or MiniOneRec `item.json`), named by the dataset (`Catalog.noun`)."""
+    """The items of `src` (RecBole `.item`, MiniOneRec `item.json`, or the interactions' ids when there is no item
+    file), named by the dataset (`Catalog.noun`)."""
     if src.item_file is None:
         _check_id_only(src, cfg)
         catalog = id_only_catalog(_interaction_item_ids(src))
@@ -154,7 +155,7 @@ def id_only_catalog(item_ids: Iterable[str]) -> Catalog:
 
 def _interaction_item_ids(src: Source) -> Iterable[str]:
     """Every item id the interaction files of `src` name, in file order (histories before targets, per row)."""
-    for split, path in src.inter_files.items():
+    for path in src.inter_files.values():
         table = read_atomic(path)
         if src.kind == "presplit":
             table.require("item_id_list", "item_id")
@@ -173,7 +174,7 @@ def _check_id_only(src: Source, cfg: DataConfig) -> None:
 
 
 def _note_id_only(src: Source) -> None:
-    print(f"[data] {src.folder / src.name}: no {src.name}.item file, so the items are known by id only: prompts "
+    print(f"[genrec.data] {src.folder / src.name}: no {src.name}.item file, so the items are known by id only: prompts "
           "name them by id and the SIDs come from co-views (docs/data.md, 'ID-only datasets')", file=sys.stderr)
 
 
