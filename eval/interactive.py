@@ -122,13 +122,15 @@ def format_recommendations(beams: list[Beam], catalog: Catalog, sid_map: SIDMap,
     lines = ["History (oldest first):"]
     for h in history:
         how = "" if h.exact else f"  <- matched from {h.query!r} (similarity {h.score:.2f})"
-        lines.append(f"  - {h.item_id}: {catalog.render(h.item_id, template)}{how}")
+        text = "" if catalog.text_free else f": {catalog.render(h.item_id, template)}"  # ID-only: the id is all
+        lines.append(f"  - {h.item_id}{text}{how}")
     lines.append("")
     lines.append(f"Top {len(beams)} {noun_forms(noun or catalog.noun)['nouns']}:")
     for rank, b in enumerate(beams, start=1):
         score = "popular fill (beam search returned fewer items)" if b.filled else f"log-prob {b.score:.3f}"
         sid = sid_map.sid_string(b.item_id) if b.item_id in sid_map else ""
-        lines.append(f"{rank:>3}. {b.item_id}  {catalog.render(b.item_id, template)}")
+        text = "" if catalog.text_free else f"  {catalog.render(b.item_id, template)}"
+        lines.append(f"{rank:>3}. {b.item_id}{text}")
         lines.append(f"      SID {sid}  ({score})")
         for step in explain(b, sid_map) if not b.filled else []:
             label = f" = {step['label']}" if step["label"] else ""

@@ -52,6 +52,10 @@ def test_grounded_evidence_blocks_depend_only_on_the_prompt_and_the_prefix_writt
     ex = Example("u9", ("j000", "j001", "j002", "j003"), "j002", "")
     blocks = grounded_blocks(ex, CAT, SIDS, GroundedConfig(history_lines=2, cite_titles=False))
     assert blocks[0] == "Last viewed: job 2; 2 of the 2 past jobs are in its area."
+    # an ID-only catalog's "title" is the id: the blocks cite line numbers only, whatever cite_titles says
+    id_only = Catalog(list(CAT.item_ids), {"title": list(CAT.item_ids)}, text_free=True)
+    assert grounded_blocks(ex, id_only, SIDS, GroundedConfig(history_lines=2))[0] == blocks[0]
+    assert grounded_blocks(ex, CAT, SIDS, GroundedConfig(history_lines=2))[0].startswith('Last viewed: job 2 "')
     with pytest.raises(ValueError, match="grounded style"):
         GroundedConfig(style="free")
 

@@ -71,8 +71,11 @@ def _label(sid_map: SIDMap, prefix: tuple[int, ...]) -> str:
 
 
 def _cite(pos: int, item_id: str, catalog: Catalog, cfg: GroundedConfig) -> str:
+    """'job 3 "Title"', or 'job 3' without titles; an ID-only catalog's "title" is its id, which is no evidence and
+    which a small model miscopies, so its blocks cite the line number only."""
     noun = noun_forms(_noun(catalog, cfg))["noun"]
-    return f'{noun} {pos} "{_title(item_id, catalog, cfg)}"' if cfg.cite_titles else f"{noun} {pos}"
+    cite_title = cfg.cite_titles and not catalog.text_free
+    return f'{noun} {pos} "{_title(item_id, catalog, cfg)}"' if cite_title else f"{noun} {pos}"
 
 
 # Fixed wording of the blocks: {noun}, {nouns}, {Noun}, {Nouns} are what the catalog calls an item (`Catalog.noun`,
