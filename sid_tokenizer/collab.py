@@ -114,7 +114,7 @@ def impute_from_text(collab: np.ndarray, text: np.ndarray, neighbours: int = 10,
     `text` rows are unit vectors (cosine = dot product); the scan is chunked so memory stays O(chunk x items)."""
     seen = np.linalg.norm(collab, axis=1) > 0
     todo, have = np.flatnonzero(~seen), np.flatnonzero(seen)
-    if not len(todo) or not len(have) or not text.any():  # no text to compare by (encoder 'none'): stay at zero
+    if not len(todo) or not len(have):
         return collab
     out = collab.copy()
     k = min(neighbours, len(have))

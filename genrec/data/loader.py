@@ -130,14 +130,16 @@ def detect(path: str | Path) -> Source:
 
 def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
     """Only the items (for the tokenizer): the `.item` file or MiniOneRec `item.json` of the dataset at `path`."""
-    return _read_catalog(detect(path), cfg or DataConfig())
+    src, cfg = detect(path), cfg or DataConfig()
+    if src.item_file is None:
+        _check_id_only(src, cfg)
+    return _read_catalog(src, cfg)
 
 
 def _read_catalog(src: Source, cfg: DataConfig, stats: dict | None = None) -> Catalog:
     """The items of `src` (RecBole `.item`, MiniOneRec `item.json`, or the interactions' ids when there is no item
     file), named by the dataset (`Catalog.noun`)."""
-    if src.item_file is None:
-        _check_id_only(src, cfg)
+    if src.item_file is None:  # callers have run _check_id_only
         catalog = id_only_catalog(_interaction_item_ids(src))
     elif src.kind == "minionerec":
         catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
