@@ -55,6 +55,10 @@ STEP_TOKENS = ("step", "sid", "sid+outcome")
 # paper), or only the rollouts of that group whose SID tokens before level k are the same ("prefix"): a rollout that
 # took a wrong earlier code is then not pushed up or down at level k by levels it could no longer match.
 STEP_BASELINES = ("group", "prefix")
+# What a prompt group whose outcome (exact SID match) varies across its G rollouts gets (`SAPOConfig.outcome_groups`):
+# its step advantages like every other group (the paper), or outcome GRPO's one advantage on every loss token
+# ("outcome"), so the per-step advantages act only where the outcome is constant, the groups SAPO was designed for.
+OUTCOME_GROUPS = ("step", "outcome")
 EPS = 1e-6  # the per-step rule's std floor (SAPO)
 OUTCOME_EPS = 1e-4  # the outcome rule's std offset (TRL's GRPO)
 
@@ -298,3 +302,29 @@ def outcome_on_other_tokens(
     carry the per-step advantage; a malformed rollout keeps the tokens `token_advantages` gave it."""
     other = (step_index < 0) & (mask > 0) & ok.view(-1, 1).bool()
     return torch.where(other, outcome.view(-1, 1).to(tokens.dtype).expand_as(tokens), tokens)
+
+
+def outcome_where_varied(
+    tokens: torch.Tensor,
+    exact: torch.Tensor,
+    num_generations: int,
+    mask: torch.Tensor,
+    eps: float | None = None,
+    rows: slice | None = None,
+) -> torch.Tensor:
+    """`tokens` (n, T) step-algorithm token advantages, with every row of a group whose exact-match reward varies
+    replaced by outcome GRPO's advantage on each of its loss tokens (`outcome_groups='outcome'`).
+
+    `exact` (N,) holds the rewards of every rollout, in groups of `num_generations`; `rows` picks this process's n
+    rows of them (default: all). A replaced row gets exactly what `grpo` would give it (TRL then weights each token
+    1/L); the rows of groups with a constant outcome keep their per-step advantages, where outcome GRPO's is 0."""
+    rows = rows if rows is not None else slice(0, exact.shape[0])
+    if tokens.dim() != 2 or exact.dim() != 1:
+        raise ValueError(f"expected (n, T) token advantages and (N,) rewards, got {tuple(tokens.shape)} and "
+                         f"{tuple(exact.shape)}")
+    outcome = group_normalize(exact, num_generations, eps=eps, denominator="add")[rows]
+    varied = (~zero_std_groups(exact, num_generations)).repeat_interleave(num_generations)[rows]
+    if outcome.shape[0] != tokens.shape[0]:
+        raise ValueError(f"{tokens.shape[0]} token rows but {outcome.shape[0]} rewards in rows {rows}")
+    broadcast = outcome.to(tokens.device, tokens.dtype).view(-1, 1) * mask.to(tokens.dtype)
+    return torch.where(varied.to(tokens.device).view(-1, 1), broadcast, tokens)

@@ -16,7 +16,7 @@ from trl import GRPOConfig
 from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models): each step is one SID token
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
 from rl.advantages import (
-    ALGORITHMS, STEP_ALGORITHMS, STEP_BASELINES, STEP_TOKENS, algorithm_reward, check_positive_weight,
+    ALGORITHMS, OUTCOME_GROUPS, STEP_ALGORITHMS, STEP_BASELINES, STEP_TOKENS, algorithm_reward, check_positive_weight,
     check_step_baseline,
 )
 
@@ -114,6 +114,14 @@ class SAPOConfig(GRPOConfig):
                   "(docs/rl.md).",
                   "choices": list(STEP_BASELINES)},
     )
+    outcome_groups: str = field(
+        default="step",
+        metadata={"help": "Step algorithms: what a prompt group whose exact-match outcome varies across its rollouts "
+                  "gets. 'step': its per-step advantages, like every group (the paper); 'outcome': outcome GRPO's "
+                  "advantage on every token, so the per-step advantages act only in the groups where the outcome "
+                  "is constant and outcome GRPO learns nothing (docs/rl.md).",
+                  "choices": list(OUTCOME_GROUPS)},
+    )
     positive_weight: float = field(
         default=1.0,
         metadata={"help": "Factor on the positive advantages (negatives unchanged; W-REINFORCE): < 1 leans the update "
@@ -196,6 +204,11 @@ class SAPOConfig(GRPOConfig):
         if self.step_tokens not in STEP_TOKENS:
             raise ValueError(f"step_tokens must be one of {', '.join(STEP_TOKENS)}, got {self.step_tokens!r}")
         check_step_baseline(self.step_baseline, self.algorithm, self.reward)
+        if self.outcome_groups not in OUTCOME_GROUPS:
+            raise ValueError(f"outcome_groups must be one of {', '.join(OUTCOME_GROUPS)}, got {self.outcome_groups!r}")
+        if self.outcome_groups == "outcome" and self.algorithm not in STEP_ALGORITHMS:
+            raise ValueError(f"outcome_groups='outcome' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}); "
+                             f"{self.algorithm!r} already gives every group its outcome-style advantage")
         if self.kl_tokens not in KL_TOKENS:
             raise ValueError(f"kl_tokens must be one of {', '.join(KL_TOKENS)}, got {self.kl_tokens!r}")
         no_blocks = self.beta == 0.0 or not self.constrained_rollouts or self.layout == "direct"

@@ -37,6 +37,7 @@ from rl.advantages import (
     algorithm_rewards,
     group_normalize,
     outcome_on_other_tokens,
+    outcome_where_varied,
     token_advantages,
     zero_std_groups,
 )
@@ -329,6 +330,10 @@ class SAPOTrainer(GRPOTrainer):
                 outcome = algorithm_advantages("grpo", exact, num_generations, eps=self.args.adv_eps)[process_slice]
                 output["advantages"] = outcome_on_other_tokens(
                     output["advantages"], step_index, loss_mask, ok_local.to(device), outcome.to(device))
+            if self.args.outcome_groups == "outcome":
+                exact = algorithm_rewards("grpo", all_codes, all_targets)
+                output["advantages"] = outcome_where_varied(
+                    output["advantages"], exact, num_generations, loss_mask, eps=self.args.adv_eps, rows=process_slice)
         else:
             output["advantages"] = local_adv
 

@@ -12,6 +12,7 @@ from rl.advantages import (
     algorithm_rewards,
     group_normalize,
     outcome_on_other_tokens,
+    outcome_where_varied,
     prefix_group_normalize,
     scatter_step_advantages,
     step_length_scale,
@@ -414,3 +415,25 @@ def test_sid_plus_outcome_puts_the_outcome_advantage_on_every_other_loss_token()
     assert torch.equal(out[0, others], torch.full((8,), 2.5))
     assert out[0, 10].item() == 0.0  # padding
     assert torch.equal(out[1], tokens[1])  # malformed: its mean step advantage on every loss token, as before
+
+
+def test_outcome_groups_replace_only_the_groups_whose_exact_match_varies():
+    """`outcome_groups='outcome'`: a group with one exact hit gets outcome GRPO's advantage on every loss token; a group
+    whose outcome is constant (no hit) keeps its per-step token advantages; padding stays 0; `rows` picks one
+    process's slice of the gathered rewards."""
+    g = 4
+    exact = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # group 0: one hit; group 1: none
+    tokens = torch.arange(8 * 3, dtype=torch.float32).view(8, 3) + 1.0  # stand-in per-step token advantages
+    mask = torch.tensor([[1, 1, 0]] * 8)
+    out = outcome_where_varied(tokens, exact, g, mask)
+    # by hand: mean 0.25, unbiased std 0.5 -> hit (0.75) / (0.5 + 1e-4), misses (-0.25) / (0.5 + 1e-4)
+    hit, miss = 0.75 / (0.5 + 1e-4), -0.25 / (0.5 + 1e-4)
+    assert out[0, :2].tolist() == pytest.approx([hit, hit]) and out[0, 2].item() == 0.0
+    for i in (1, 2, 3):
+        assert out[i, :2].tolist() == pytest.approx([miss, miss]) and out[i, 2].item() == 0.0
+    assert torch.equal(out[4:], tokens[4:])  # constant outcome: SAPO's own advantages, padding included
+    second = outcome_where_varied(tokens[4:], exact, g, mask[4:], rows=slice(4, 8))  # process 1 of 2
+    assert torch.equal(second, tokens[4:])
+    with pytest.raises(ValueError, match="token rows"):
+        outcome_where_varied(tokens, exact, g, mask, rows=slice(0, 4))
+

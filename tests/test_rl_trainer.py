@@ -196,6 +196,43 @@ def test_sid_plus_outcome_puts_the_exact_match_advantage_on_the_blocks(rollout):
         assert torch.all(hybrid[i, length:] == 0)
 
 
+def test_outcome_groups_give_varied_groups_the_grpo_advantage(rollout):
+    """outcome_groups='outcome' on real rollouts: a group with an exact hit and a miss gets on every loss token what
+    algorithm 'grpo' gives the row; every other group keeps SAPO's step advantages."""
+    from genrec.response import parse_response
+    from rl.advantages import algorithm_advantages, zero_std_groups
+    from rl.rewards import match_matrix
+
+    trainer, inputs, out = rollout
+    codes = [parse_response(ids[m.bool()].tolist(), trainer.spec).codes
+             for ids, m in zip(out["completion_ids"], out["completion_mask"])]
+    # group 1's target: its first rollout's SID with a last code that none of its rollouts has (no exact hit, so a
+    # constant outcome, while the earlier levels still match for some rollouts)
+    taken = {c[-1] for c in codes[G:]}
+    missed = list(codes[G][:-1]) + [next(v for v in range(10_000) if v not in taken)]
+    inputs = inputs[:G] + [dict(x, target_codes=missed) for x in inputs[G:]]
+    try:
+        trainer.apply_step_advantages(out, inputs)
+        sapo = out["advantages"].clone()
+        trainer.args.outcome_groups = "outcome"
+        trainer.apply_step_advantages(out, inputs)
+        mixed = out["advantages"].clone()
+    finally:
+        trainer.args.outcome_groups = "step"
+        trainer.apply_step_advantages(out, rollout[1])
+    exact = match_matrix(codes, [x["target_codes"] for x in inputs]).all(dim=1).float()
+    varied = (~zero_std_groups(exact, G)).repeat_interleave(G)
+    grpo = algorithm_advantages("grpo", exact, G)  # what outcome GRPO gives each rollout
+    assert varied[:G].all() and not varied[G:].any()
+    assert sapo[G:].abs().sum() > 0  # the constant-outcome group has per-step signal to keep
+    for i, m in enumerate(out["completion_mask"]):
+        length = int(m.sum())
+        if varied[i]:
+            assert torch.allclose(mixed[i, :length], torch.full((length,), grpo[i].item()), atol=1e-6)
+        else:
+            assert torch.equal(mixed[i], sapo[i])
+
+
 def test_loss_gradient_equals_hand_written_sapo_loss(rollout):
     """TRL's grpo loss on our scaled token advantages == mean_i (1/K) sum_k (1/|y_ik|) sum_t -A_ik * logp_t."""
     from genrec.response import parse_response
