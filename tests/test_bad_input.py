@@ -7,12 +7,15 @@ Battery (BATTERY below is the list; `test_battery_counts` keeps the counts hones
 | area      | case                                                  | outcome                       | test                 |
 |-----------|-------------------------------------------------------|-------------------------------|----------------------|
 | data      | malformed files (header, types, columns, numbers, ids, | error (file, line, field)     | test_data_errors.py  |
-|           | UTF-8, duplicates, unknown items, JSON, CSV, ...)     |  26 cases there               | (26 tests)           |
+|           | UTF-8, duplicates, an item file of another set, JSON,  |  24 cases there               | (27 tests)           |
+|           | CSV, ...)                                             |                               |                      |
+| data      | items missing from .item (atomic, pre-split), items   | counted, reported: named by id | test_data_errors.py (3 tests) |
+|           | with empty text                                       |                               |                      |
 | data      | empty .inter                                          | error                         | test_empty_and_header_only_inter_through_cli |
 | data      | header-only .inter                                    | error                         | test_empty_and_header_only_inter_through_cli |
 | data      | 1 MB text field in .item / .user                      | counted, reported clip        | test_one_megabyte_text_field_is_clipped_and_counted |
 | data      | 1 MB id field in .inter                               | error                         | test_one_megabyte_id_is_an_error |
-| data      | 1 MB unknown item id in a history list                | error (bounded length)        | test_one_megabyte_unknown_id_message_stays_short |
+| data      | 1 MB item id in a history list                        | error (bounded length)        | test_one_megabyte_unknown_id_message_stays_short |
 | data      | two datasets' files in one folder (RecBole + RecBole,  | error                         | test_two_datasets_in_one_folder |
 |           |  RecBole + MiniOneRec, two .item files only)          |                               |                      |
 | data      | a folder without .inter (items only / nothing)        | error                         | test_folder_without_inter_through_cli |
@@ -32,8 +35,9 @@ Battery (BATTERY below is the list; `test_battery_counts` keeps the counts hones
 | recommend | free text that matches no job                         | error                         | test_recommend_text_matching_no_job |
 | evaluate  | K larger than the catalog                             | error                         | test_evaluate_k_larger_than_catalog |
 
-Counts: 48 cases (26 in test_data_errors.py + 22 here), 46 clear errors, 2 counted/reported (the 1 MB text clip
-and the codebook adjustment), 0 stack traces.
+Counts: 49 cases (27 in test_data_errors.py + 22 here), 44 clear errors, 5 counted/reported (the 1 MB text clip,
+the codebook adjustment, and three data cases that RecBole accepts: items missing from the item file, atomic and
+pre-split, and items with empty text, which join the catalog named by their id), 0 stack traces.
 """
 
 from __future__ import annotations
@@ -58,12 +62,15 @@ FAST_DEC = ["--num_beams", "4", "--max_block_tokens", "3"]
 
 # (area, case, outcome) for every case of the battery; outcome "error" or "counted".
 BATTERY = [
-    *[("data", f"test_data_errors.py #{i}", "error") for i in range(1, 27)],
+    *[("data", f"test_data_errors.py #{i}", "error") for i in range(1, 25)],
+    ("data", "test_data_errors.py: items missing from the item file (atomic)", "counted"),
+    ("data", "test_data_errors.py: items missing from the item file (pre-split)", "counted"),
+    ("data", "test_data_errors.py: items with empty text", "counted"),
     ("data", "empty .inter", "error"),
     ("data", "header-only .inter", "error"),
     ("data", "1 MB text field", "counted"),
     ("data", "1 MB id", "error"),
-    ("data", "1 MB unknown id in a history list", "error"),
+    ("data", "1 MB id in a history list", "error"),
     ("data", "two datasets in one folder", "error"),
     ("data", "folder without .inter", "error"),
     ("tokenizer", "--levels 0", "error"),
@@ -90,8 +97,8 @@ def test_battery_counts() -> None:
     n_existing = sum(1 for name in dir(existing) if name.startswith("test_"))
     assert n_existing == sum(1 for case in BATTERY if case[1].startswith("test_data_errors.py"))
     here = [name for name in globals() if name.startswith("test_") and name != "test_battery_counts"]
-    assert len(BATTERY) == 48 and len(here) >= 20
-    assert sum(1 for c in BATTERY if c[2] == "error") == 46 and sum(1 for c in BATTERY if c[2] == "counted") == 2
+    assert len(BATTERY) == 49 and len(here) >= 20
+    assert sum(1 for c in BATTERY if c[2] == "error") == 44 and sum(1 for c in BATTERY if c[2] == "counted") == 5
 
 
 # ----------------------------------------------------------------------------------------------- fixtures

@@ -156,35 +156,48 @@ def test_duplicate_user_ids(tiny: Path) -> None:
     check(exc, "tiny.user", 5, "user_id", "duplicate user id 'u2' (first on line 3)")
 
 
-def test_unknown_items_error_and_drop(tiny: Path) -> None:
+def test_unknown_items_join_the_catalog_by_id_or_drop(tiny: Path) -> None:
+    """An interaction item missing from the .item file joins the catalog named by its id (RecBole keeps such
+    interactions), in the same order for load_catalog (the tokenizer) and load_data; drop_unknown_items drops it."""
     edit_line(tiny / "tiny.inter", 11, "u3\tnope\t95\t1")
-    with pytest.raises(DataFormatError) as exc:
-        load_data(tiny, verbose=False)
-    check(exc, "tiny.inter", 11, "item_id", "item 'nope' is not in the item file")
-    assert "drop_unknown_items" in str(exc.value)
-    d = load_data(tiny, DataConfig(drop_unknown_items=True), verbose=False)
-    assert d.summary["unknown_items_dropped"] == 1
+    d = load_data(tiny, verbose=False)
+    assert d.summary["items_not_in_item_file"] == 1 and d.summary["unknown_items_dropped"] == 0
+    assert d.catalog.item_ids[-1] == "nope"
+    assert d.catalog.record("nope") == {"title": "nope", "company": "", "industry": ""}
+    assert load_catalog(tiny).item_ids == d.catalog.item_ids
+    assert any("nope" in (*e.history, e.target) for e in d.train + d.valid + d.test)
+    kept = load_data(tiny, DataConfig(drop_unknown_items=True), verbose=False)
+    assert kept.summary["unknown_items_dropped"] == 1 and "nope" not in kept.catalog
+    assert "nope" not in load_catalog(tiny, DataConfig(drop_unknown_items=True))
+
+
+def test_item_file_of_another_dataset(tiny: Path) -> None:
+    text = (tiny / "tiny.item").read_text(encoding="utf-8")
+    (tiny / "tiny.item").write_text(text.replace("\ti", "\tx").replace("\ni", "\nx"), encoding="utf-8")
+    for load in (lambda: load_data(tiny, verbose=False), lambda: load_catalog(tiny)):
+        with pytest.raises(DataFormatError) as exc:
+            load()
+        check(exc, "tiny.inter", None, "item_id", "none of the 6 item ids in the interactions is in the item file")
 
 
 def test_unknown_items_presplit(presplit: Path) -> None:
     edit_line(presplit / "tiny.train.inter", 3, "u1\ti1 zz\ti2")
-    with pytest.raises(DataFormatError) as exc:
-        load_data(presplit, verbose=False)
-    check(exc, "tiny.train.inter", 3, "item_id_list", "item 'zz'")
+    d = load_data(presplit, verbose=False)
+    assert d.summary["items_not_in_item_file"] == 1 and d.catalog.record("zz")["title"] == "zz"
+    assert load_catalog(presplit).item_ids == d.catalog.item_ids
     d = load_data(presplit, DataConfig(drop_unknown_items=True), verbose=False)
     assert d.summary["unknown_items_dropped"] == 1
     assert (len(d.train), d.summary["train_rows_read"]) == (2, 3)
 
 
-def test_empty_item_text(tiny: Path) -> None:
+def test_items_without_text_are_named_by_id(tiny: Path) -> None:
     edit_line(tiny / "tiny.item", 6, "i5\t\t \t")
-    with pytest.raises(DataFormatError) as exc:
-        load_catalog(tiny)
-    check(exc, "tiny.item", 6, "title", "item 'i5' has no text")
-    # selecting only an empty field is caught too
-    with pytest.raises(DataFormatError) as exc:
-        load_catalog(FIX / "tiny", DataConfig(item_text_fields=["industry"]))
-    check(exc, "tiny.item", 3, "industry", "item 'i2' has no text")
+    cat = load_catalog(tiny)
+    assert cat.record("i5") == {"title": "i5", "company": "", "industry": ""}
+    assert load_data(tiny, verbose=False).summary["items_without_text"] == 1
+    # selecting only a field that is empty for some items: those items are named by id in it
+    cat = load_catalog(FIX / "tiny", DataConfig(item_text_fields=["industry"]))
+    assert cat.record("i2") == {"industry": "i2"} and cat.record("i1") == {"industry": "Food and Beverages"}
 
 
 def test_unknown_text_field(tiny: Path) -> None:
@@ -280,9 +293,9 @@ def test_minionerec_missing_column_and_lines_after_multiline_field(mor: Path) ->
 
 def test_minionerec_unknown_item_and_missing_split(mor: Path) -> None:
     edit_line(mor / "test.csv", 3, '1,"[4, 99]",2,"[]",Server')
-    with pytest.raises(DataFormatError) as exc:
-        load_data(mor, verbose=False)
-    check(exc, "test.csv", 3, "history_item_id", "item '99'")
+    d = load_data(mor, verbose=False)
+    assert d.summary["items_not_in_item_file"] == 1 and d.catalog.record("99")["title"] == "99"
+    assert load_catalog(mor).item_ids == d.catalog.item_ids
     (mor / "valid.csv").unlink()
     with pytest.raises(DataFormatError, match="missing valid CSV"):
         load_data(mor, verbose=False)
@@ -298,16 +311,14 @@ def test_minionerec_item_json_errors(mor: Path) -> None:
     with pytest.raises(DataFormatError) as exc:
         load_catalog(mor)
     check(exc, "item.json", 4, None, "invalid JSON")
-    p.write_text(json.dumps({"1": {"title": "", "description": None}}), encoding="utf-8")
-    with pytest.raises(DataFormatError) as exc:
-        load_catalog(mor)
-    check(exc, "item.json", None, "title", "item '1' has no text")
+    p.write_text(json.dumps({"1": {"title": "", "description": None}, "2": {"title": "b"}}), encoding="utf-8")
+    assert load_catalog(mor).record("1") == {"title": "1", "description": ""}  # no text: named by its id
     p.write_text(json.dumps([{"item_id": 1, "title": "a"}, {"title": "b"}]), encoding="utf-8")
     with pytest.raises(DataFormatError) as exc:
         load_catalog(mor)
     check(exc, "item.json", None, "item_id", "record #1")
     p.write_text(json.dumps([{"id": 1, "title": "a"}, {"id": 2, "title": "b"}]), encoding="utf-8")
-    assert load_catalog(mor).item_ids == ["1", "2"]
+    assert load_catalog(mor).item_ids[:2] == ["1", "2"]  # the rest: interaction ids the file lacks
 
 
 def test_read_atomic_missing_file(tmp_path: Path) -> None:

@@ -92,6 +92,28 @@ def test_run_on_an_id_only_dataset(tmp_path):
     assert first_item.split()[-1].startswith("J")  # the history line names the item by its id
 
 
+def test_run_with_items_missing_from_the_item_file(tmp_path):
+    """RecBole keeps interactions whose item lacks a `.item` row, and items with empty text; so does the recipe: the
+    tokenizer gives those items SIDs (named by their id) and every stage runs on the same catalog."""
+    data, out = tmp_path / "data", tmp_path / "run"
+    run_command("synth", ["--out", str(data), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    lines = (data / "jobs-synth.item").read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0], lines[1:]
+    missing = [r.split("\t", 1)[0] for r in rows[::3]]
+    blank = rows[1].split("\t", 1)[0]
+    kept = [r if not r.startswith(blank + "\t") else blank + "\t" * header.count("\t") for r in rows[1::3] + rows[2::3]]
+    (data / "jobs-synth.item").write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
+    run_command("run", ["--data", str(data), "--out", str(out), *TINY, "--skip_rl", "true", "--baselines", ""])
+    sid_map = json.loads((out / "tokenizer" / "sid_map.json").read_text())
+    text = json.dumps(sid_map)
+    viewed = {line.split("\t")[1] for line in (data / "jobs-synth.inter").read_text().splitlines()[1:]}
+    assert [item for item in missing if item in viewed] and blank in viewed  # the test's own premise
+    assert all(f'"{item}"' in text for item in [*missing, blank] if item in viewed)
+    results = json.loads((out / "eval" / "eval_report.json").read_text())["results"]
+    assert any(name.endswith(":sft2") for name in results)
+    assert all(m["invalid"] == 0 for r in results.values() for m in r.values())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data", "{tmp}/missing"], "no such dataset folder"),
     (["--data", "{tmp}", "--sft2_steps", "-1"], "--sft2_steps must be >= 0"),

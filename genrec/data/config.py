@@ -55,8 +55,9 @@ class DataConfig:
     drop_unknown_items: bool = field(
         default=False,
         metadata={
-            "help": "Interactions with items missing from the item file: False = error, True = drop them and "
-            "report the count in the summary."
+            "help": "Interactions with items missing from the item file: False = keep them, and add those items to "
+            "the catalog named by their id (as RecBole keeps them); True = drop the interactions. Both are counted "
+            "in the load summary."
         },
     )
     item_text_fields: list[str] | None = field(

@@ -20,7 +20,7 @@ from pathlib import Path
 from genrec.data import minionerec
 from genrec.data.config import DataConfig
 from genrec.data.errors import DataFormatError, short
-from genrec.data.recbole import AtomicTable, gc_paused, read_atomic, read_items, read_users
+from genrec.data.recbole import MAX_ID_CHARS, AtomicTable, gc_paused, read_atomic, read_items, read_users
 from genrec.data.schema import Catalog, Example, RecData
 from genrec.data.splits import (
     chronological_sequences,
@@ -133,7 +133,10 @@ def load_catalog(path: str | Path, cfg: DataConfig | None = None) -> Catalog:
     src, cfg = detect(path), cfg or DataConfig()
     if src.item_file is None:
         _check_id_only(src, cfg)
-    return _read_catalog(src, cfg)
+    catalog = _read_catalog(src, cfg)
+    if src.item_file is not None and src.kind != "items" and not cfg.drop_unknown_items:
+        add_unknown_items(catalog, _interaction_item_ids(src), next(iter(src.inter_files.values())))
+    return catalog
 
 
 def _read_catalog(src: Source, cfg: DataConfig, stats: dict | None = None) -> Catalog:
@@ -155,17 +158,52 @@ def id_only_catalog(item_ids: Iterable[str]) -> Catalog:
     return Catalog(item_ids=ids, fields={ID_ONLY_FIELD: list(ids)}, text_free=True)
 
 
+def add_unknown_items(catalog: Catalog, interaction_ids: Iterable[str], path: str | Path) -> int:
+    """Add the interactions' items that the item file lacks (first appearance order), named by id; return how many.
+
+    RecBole accepts interactions whose item has no row in the `.item` file (its features are then empty); so does
+    genrec, instead of stopping a run. When none of the ids is in the item file, the file belongs to another dataset
+    (or the ids are written differently), and that is an error about `path`."""
+    seen: dict[str, None] = {}
+    known = 0
+    for item in interaction_ids:
+        if item in catalog._index:
+            known += 1
+        else:
+            seen.setdefault(item)
+    if seen and not known:
+        first = next(iter(seen))
+        raise DataFormatError(path, f"none of the {len(seen):,} item ids in the interactions is in the item file "
+                              f"(the first is {short(first)}): is it this dataset's item file, with the same ids?",
+                              field="item_id")
+    catalog.add_id_named(list(seen))
+    return len(seen)
+
+
 def _interaction_item_ids(src: Source) -> Iterable[str]:
     """Every item id the interaction files of `src` name, in file order (histories before targets, per row)."""
     for path in src.inter_files.values():
+        if src.kind == "minionerec":
+            r = minionerec.read_split_csv(path)
+            for hist, target in zip(r.histories, r.targets):
+                yield from hist
+                yield target
+            continue
         table = read_atomic(path)
         if src.kind == "presplit":
             table.require("item_id_list", "item_id")
-            for hist, target in zip(table.col("item_id_list"), table.col("item_id")):
-                yield from hist.split()
+            table.check_nonempty("item_id")
+            for hist, target, line in zip(table.col("item_id_list"), table.col("item_id"), table.lines):
+                ids = hist.split()
+                if ids and max(map(len, ids)) > MAX_ID_CHARS:  # a broken line, not an item to add to the catalog
+                    bad = next(x for x in ids if len(x) > MAX_ID_CHARS)
+                    raise DataFormatError(table.path, f"item {short(bad)} is not an id (at most {MAX_ID_CHARS:,} "
+                                          "characters): a lost separator?", line=line, field="item_id_list")
+                yield from ids
                 yield target
         else:
             table.require("item_id")
+            table.check_nonempty("item_id")
             yield from table.col("item_id")
 
 
@@ -213,15 +251,6 @@ def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
     return data
 
 
-def _unknown_error(path: str, line: int, item: str, fld: str) -> DataFormatError:
-    return DataFormatError(
-        path,
-        f"item {short(item)} is not in the item file (set drop_unknown_items=True to drop such interactions)",
-        line=line,
-        field=fld,
-    )
-
-
 def _load_atomic(src: Source, catalog: Catalog | None, profiles: dict[str, str], cfg: DataConfig) -> RecData:
     """`catalog` None: an ID-only dataset, whose catalog is the interaction table's item ids."""
     table: AtomicTable = read_atomic(src.inter_files["all"])
@@ -236,13 +265,13 @@ def _load_atomic(src: Source, catalog: Catalog | None, profiles: dict[str, str],
     n_read = len(items)
     keep_rows: list[int] | None = None
     unknown = set(items).difference(catalog._index)
-    n_unknown = 0
+    n_unknown = n_added = 0
     if unknown:
-        if not cfg.drop_unknown_items:
-            i = next(i for i, it in enumerate(items) if it in unknown)
-            raise _unknown_error(table.path, table.lines[i], items[i], "item_id")
-        keep_rows = [i for i, it in enumerate(items) if it not in unknown]
-        n_unknown = n_read - len(keep_rows)
+        if cfg.drop_unknown_items:
+            keep_rows = [i for i, it in enumerate(items) if it not in unknown]
+            n_unknown = n_read - len(keep_rows)
+        else:
+            n_added = add_unknown_items(catalog, items, table.path)
     rows = keep_rows if keep_rows is not None else range(n_read)
     seqs, ranks = chronological_sequences(users, items, times, rows, with_ranks=cfg.split == "temporal")
     n_users = len(seqs)
@@ -262,6 +291,7 @@ def _load_atomic(src: Source, catalog: Catalog | None, profiles: dict[str, str],
         "interactions_read": n_read,
         "users_read": n_users,
         "unknown_items_dropped": n_unknown,
+        "items_not_in_item_file": n_added,
         "repeats_collapsed": collapsed,
     }
     if cfg.kcore > 1:
@@ -295,8 +325,12 @@ def _load_given(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: Da
         "split": "given",
         "interactions_read": 0,
         "unknown_items_dropped": 0,
+        "items_not_in_item_file": 0,
         "repeats_collapsed": 0,
     }
+    if not cfg.drop_unknown_items and src.item_file is not None:
+        summary["items_not_in_item_file"] = add_unknown_items(
+            catalog, _interaction_item_ids(src), next(iter(src.inter_files.values())))
     known = catalog._index
     out: dict[str, list[Example]] = {}
     mh = cfg.max_history
@@ -307,20 +341,15 @@ def _load_given(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: Da
             t.require("user_id", "item_id_list", "item_id")
             t.check_nonempty("user_id")
             t.check_nonempty("item_id")
-            users, targets, lines = t.col("user_id"), t.col("item_id"), t.lines
+            users, targets = t.col("user_id"), t.col("item_id")
             histories = [h.split() for h in t.col("item_id_list")]
-            fpath, hist_field, target_field = t.path, "item_id_list", "item_id"
         else:
             r = minionerec.read_split_csv(path)
-            users, targets, histories, lines = r.users, r.targets, r.histories, r.lines
-            fpath, hist_field, target_field = r.path, "history_item_id", "item_id"
+            users, targets, histories = r.users, r.targets, r.histories
         examples: list[Example] = []
         dropped = 0
-        for u, h, tgt, line in zip(users, histories, targets, lines):
-            bad = [(x, hist_field) for x in h if x not in known] + ([(tgt, target_field)] if tgt not in known else [])
-            if bad:
-                if not cfg.drop_unknown_items:
-                    raise _unknown_error(fpath, line, bad[0][0], bad[0][1])
+        for u, h, tgt in zip(users, histories, targets):
+            if tgt not in known or any(x not in known for x in h):  # only with drop_unknown_items (else added)
                 dropped += 1
                 continue
             if mh and len(h) > mh:
@@ -387,6 +416,8 @@ SUMMARY_LABELS = {
     "interactions_read": "interactions (rows) read",
     "users_read": "users read",
     "unknown_items_dropped": "unknown-item interactions dropped",
+    "items_not_in_item_file": "items not in the item file (by id)",
+    "items_without_text": "items without text (named by id)",
     "repeats_collapsed": "consecutive repeats collapsed",
     "kcore_interactions_dropped": "k-core: interactions dropped",
     "kcore_users_dropped": "k-core: users dropped",

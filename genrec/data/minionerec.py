@@ -205,7 +205,10 @@ def read_item_json(path: str | Path, fields: list[str] | None = None, max_chars:
     clipped = clip_long_values(str(path), values, max_chars)
     if stats is not None:
         stats["text_values_clipped"] = stats.get("text_values_clipped", 0) + clipped
-    for i, (item, _) in enumerate(records):
-        if not any(values[n][i] for n in names):
-            raise DataFormatError(path, f"item {item!r} has no text: all of {', '.join(names)} are empty", field=names[0] if names else None)
-    return Catalog(item_ids=[r[0] for r in records], fields=values)
+    if not names:
+        raise DataFormatError(path, "no text fields besides the item id", field="item_id")
+    catalog = Catalog(item_ids=[r[0] for r in records], fields=values)
+    textless = catalog.name_textless_by_id()
+    if stats is not None and textless:
+        stats["items_without_text"] = stats.get("items_without_text", 0) + textless
+    return catalog

@@ -299,9 +299,10 @@ def read_items(path: str | Path, fields: Sequence[str] | None = None, max_chars:
                stats: dict | None = None) -> Catalog:
     """The `.item` file as a Catalog (file order). Values are whitespace-stripped.
 
-    Errors: missing `item_id`, empty, over-long or duplicate ids (both lines named), an item whose selected text
-    fields are all empty. Text values longer than `max_chars` are clipped, counted in `stats["text_values_clipped"]`
-    and reported on stderr.
+    Errors: missing `item_id`, empty, over-long or duplicate ids (both lines named). An item whose selected text
+    fields are all empty is named by its id (`Catalog.name_textless_by_id`), counted in `stats["items_without_text"]`.
+    Text values longer than `max_chars` are clipped, counted in `stats["text_values_clipped"]` and reported on
+    stderr.
     """
     table = read_atomic(path)
     table.require("item_id")
@@ -325,15 +326,11 @@ def read_items(path: str | Path, fields: Sequence[str] | None = None, max_chars:
                     field="item_id",
                 )
             seen[item] = i
-    for i in range(len(ids)):
-        if not any(values[n][i] for n in names):
-            raise DataFormatError(
-                table.path,
-                f"item {short(ids[i])} has no text: all of {', '.join(names)} are empty",
-                line=table.lines[i],
-                field=names[0],
-            )
-    return Catalog(item_ids=list(ids), fields=values)
+    catalog = Catalog(item_ids=list(ids), fields=values)
+    textless = catalog.name_textless_by_id()
+    if stats is not None and textless:
+        stats["items_without_text"] = stats.get("items_without_text", 0) + textless
+    return catalog
 
 
 def read_users(path: str | Path, fields: Sequence[str] | None = None, max_chars: int = MAX_FIELD_CHARS,

@@ -91,6 +91,30 @@ class Catalog:
     def texts(self, template: str | None = None) -> list[str]:
         return [self.render(item_id, template) for item_id in self.item_ids]
 
+    @property
+    def _name_field(self) -> str:
+        """Where an item known only by its id keeps that id: the title field, else the first field."""
+        return self.title_field or next(iter(self.fields))
+
+    def add_id_named(self, item_ids: list[str]) -> None:
+        """Append items known only by their id (interactions name them, the item file lacks them): the id in the
+        name field, every other field empty."""
+        named = self._name_field
+        for name, values in self.fields.items():
+            values.extend(item_ids if name == named else [""] * len(item_ids))
+        start = len(self.item_ids)
+        self.item_ids.extend(item_ids)
+        self._index.update((item, start + i) for i, item in enumerate(item_ids))
+
+    def name_textless_by_id(self) -> int:
+        """Give each item whose fields are all empty its id as its name (RecBole keeps such items); returns how many."""
+        named, n = self._name_field, 0
+        for i, item in enumerate(self.item_ids):
+            if not any(values[i] for values in self.fields.values()):
+                self.fields[named][i] = item
+                n += 1
+        return n
+
 
 @dataclass
 class RecData:
