@@ -119,7 +119,8 @@ class SAPOConfig(GRPOConfig):
         metadata={"help": "Step algorithms: what a prompt group whose exact-match outcome varies across its rollouts "
                   "gets. 'step': its per-step advantages, like every group (the paper); 'outcome': outcome GRPO's "
                   "advantage on every token, so the per-step advantages act only in the groups where the outcome "
-                  "is constant and outcome GRPO learns nothing (docs/rl.md).",
+                  "is constant and outcome GRPO learns nothing. Measured below both SFT and outcome GRPO on "
+                  "jobs-kaggle and amazon (docs/bench/learning.md, session 32).",
                   "choices": list(OUTCOME_GROUPS)},
     )
     positive_weight: float = field(
