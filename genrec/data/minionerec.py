@@ -208,7 +208,5 @@ def read_item_json(path: str | Path, fields: list[str] | None = None, max_chars:
     if not names:
         raise DataFormatError(path, "no text fields besides the item id", field="item_id")
     catalog = Catalog(item_ids=[r[0] for r in records], fields=values)
-    textless = catalog.name_textless_by_id()
-    if stats is not None and textless:
-        stats["items_without_text"] = stats.get("items_without_text", 0) + textless
+    catalog.name_textless_by_id(stats)
     return catalog

@@ -327,9 +327,7 @@ def read_items(path: str | Path, fields: Sequence[str] | None = None, max_chars:
                 )
             seen[item] = i
     catalog = Catalog(item_ids=list(ids), fields=values)
-    textless = catalog.name_textless_by_id()
-    if stats is not None and textless:
-        stats["items_without_text"] = stats.get("items_without_text", 0) + textless
+    catalog.name_textless_by_id(stats)
     return catalog
 
 

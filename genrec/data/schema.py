@@ -106,13 +106,16 @@ class Catalog:
         self.item_ids.extend(item_ids)
         self._index.update((item, start + i) for i, item in enumerate(item_ids))
 
-    def name_textless_by_id(self) -> int:
-        """Give each item whose fields are all empty its id as its name (RecBole keeps such items); returns how many."""
+    def name_textless_by_id(self, stats: dict | None = None) -> int:
+        """Give each item whose fields are all empty its id as its name (RecBole keeps such items); returns how many,
+        also added to `stats["items_without_text"]` (the load summary) when there are any."""
         named, n = self._name_field, 0
         for i, item in enumerate(self.item_ids):
             if not any(values[i] for values in self.fields.values()):
                 self.fields[named][i] = item
                 n += 1
+        if stats is not None and n:
+            stats["items_without_text"] = stats.get("items_without_text", 0) + n
         return n
 
 
