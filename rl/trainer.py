@@ -325,13 +325,13 @@ class SAPOTrainer(GRPOTrainer):
             output["advantages"] = token_advantages(
                 local_adv, step_index, loss_mask, ok_local.to(device), step_length_norm=self.args.step_length_norm
             )
+            if self.args.step_tokens == "sid+outcome" or self.args.outcome_groups == "outcome":
+                exact = algorithm_rewards("grpo", all_codes, all_targets)  # the outcome both options add
             if self.args.step_tokens == "sid+outcome":
-                exact = algorithm_rewards("grpo", all_codes, all_targets)
                 outcome = algorithm_advantages("grpo", exact, num_generations, eps=self.args.adv_eps)[process_slice]
                 output["advantages"] = outcome_on_other_tokens(
                     output["advantages"], step_index, loss_mask, ok_local.to(device), outcome.to(device))
             if self.args.outcome_groups == "outcome":
-                exact = algorithm_rewards("grpo", all_codes, all_targets)
                 output["advantages"] = outcome_where_varied(
                     output["advantages"], exact, num_generations, loss_mask, eps=self.args.adv_eps, rows=process_slice)
         else:

@@ -99,12 +99,11 @@ class TfidfSvdEncoder:
                 x = vec.fit_transform(texts)
             except ValueError as e:
                 raise ValueError(f"encoder 'tfidf': the item texts contain no words ({e})") from None
-        self.vectorizer = vec
         if x.shape[1] <= self.dim:
             # No more terms than dimensions: the TF-IDF itself, unprojected. An SVD would have to drop a direction
             # (n_components < terms), and with equal singular values (a field of a few values, such as six cities)
             # which one it drops is arbitrary and varies with library versions: that city's items got zero vectors.
-            self.components = np.eye(x.shape[1], dtype=np.float32)
+            self.vectorizer, self.components = vec, np.eye(x.shape[1], dtype=np.float32)
             return
         k = min(self.dim, x.shape[1] - 1, n - 1)
         if k < self.min_dim:
@@ -117,7 +116,7 @@ class TfidfSvdEncoder:
             svd.fit(x[np.sort(rows)])
         else:
             svd.fit(x)
-        self.components = svd.components_.astype(np.float32)
+        self.vectorizer, self.components = vec, svd.components_.astype(np.float32)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if self.vectorizer is None or self.components is None:

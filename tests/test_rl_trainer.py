@@ -162,6 +162,22 @@ def test_sid_only_step_tokens_leave_blocks_at_zero(rollout):
         assert length > 0
 
 
+def _advantages_with(rollout, inputs, **settings):
+    """The rollout's token advantages for `inputs` under `settings` (SAPOConfig fields); afterwards the fixture's own
+    settings and advantages are back, for the tests that share it."""
+    trainer, fixture_inputs, out = rollout
+    saved = {name: getattr(trainer.args, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            setattr(trainer.args, name, value)
+        trainer.apply_step_advantages(out, inputs)
+        return out["advantages"].clone()
+    finally:
+        for name, value in saved.items():
+            setattr(trainer.args, name, value)
+        trainer.apply_step_advantages(out, fixture_inputs)
+
+
 def test_sid_plus_outcome_puts_the_exact_match_advantage_on_the_blocks(rollout):
     """step_tokens='sid+outcome' on real rollouts: SID tokens as with 'sid', every other loss token of a rollout its
     outcome-GRPO advantage (exact match, group-normalised as TRL's GRPO)."""
@@ -170,16 +186,8 @@ def test_sid_plus_outcome_puts_the_exact_match_advantage_on_the_blocks(rollout):
     from rl.rewards import match_matrix
 
     trainer, inputs, out = rollout
-    try:
-        trainer.args.step_tokens = "sid"
-        trainer.apply_step_advantages(out, inputs)
-        sid_only = out["advantages"].clone()
-        trainer.args.step_tokens = "sid+outcome"
-        trainer.apply_step_advantages(out, inputs)
-        hybrid = out["advantages"].clone()
-    finally:
-        trainer.args.step_tokens = "step"
-        trainer.apply_step_advantages(out, inputs)
+    sid_only = _advantages_with(rollout, inputs, step_tokens="sid")
+    hybrid = _advantages_with(rollout, inputs, step_tokens="sid+outcome")
     codes = []
     for ids, m in zip(out["completion_ids"], out["completion_mask"]):
         codes.append(parse_response(ids[m.bool()].tolist(), trainer.spec).codes)
@@ -211,15 +219,8 @@ def test_outcome_groups_give_varied_groups_the_grpo_advantage(rollout):
     taken = {c[-1] for c in codes[G:]}
     missed = list(codes[G][:-1]) + [next(v for v in range(10_000) if v not in taken)]
     inputs = inputs[:G] + [dict(x, target_codes=missed) for x in inputs[G:]]
-    try:
-        trainer.apply_step_advantages(out, inputs)
-        sapo = out["advantages"].clone()
-        trainer.args.outcome_groups = "outcome"
-        trainer.apply_step_advantages(out, inputs)
-        mixed = out["advantages"].clone()
-    finally:
-        trainer.args.outcome_groups = "step"
-        trainer.apply_step_advantages(out, rollout[1])
+    sapo = _advantages_with(rollout, inputs)
+    mixed = _advantages_with(rollout, inputs, outcome_groups="outcome")
     exact = match_matrix(codes, [x["target_codes"] for x in inputs]).all(dim=1).float()
     varied = (~zero_std_groups(exact, G)).repeat_interleave(G)
     grpo = algorithm_advantages("grpo", exact, G)  # what outcome GRPO gives each rollout
