@@ -180,31 +180,48 @@ def add_unknown_items(catalog: Catalog, interaction_ids: Iterable[str], path: st
     return len(seen)
 
 
-def _interaction_item_ids(src: Source) -> Iterable[str]:
-    """Every item id the interaction files of `src` name, in file order (histories before targets, per row)."""
-    for path in src.inter_files.values():
+def _given_rows(src: Source) -> dict[str, tuple[list[str], list[str], list[list[str]]]]:
+    """(users, targets, histories) of each split file of a pre-split RecBole set or MiniOneRec CSVs, in PRESPLIT order.
+
+    Ids are checked here, history ids included, so a broken line never becomes an item of the catalog."""
+    rows = {}
+    for split in PRESPLIT:
+        path = src.inter_files[split]
         if src.kind == "minionerec":
             r = minionerec.read_split_csv(path)
-            for hist, target in zip(r.histories, r.targets):
-                yield from hist
-                yield target
+            rows[split] = (r.users, r.targets, r.histories)
             continue
-        table = read_atomic(path)
-        if src.kind == "presplit":
-            table.require("item_id_list", "item_id")
-            table.check_nonempty("item_id")
-            for hist, target, line in zip(table.col("item_id_list"), table.col("item_id"), table.lines):
-                ids = hist.split()
-                if ids and max(map(len, ids)) > MAX_ID_CHARS:  # a broken line, not an item to add to the catalog
-                    bad = next(x for x in ids if len(x) > MAX_ID_CHARS)
-                    raise DataFormatError(table.path, f"item {short(bad)} is not an id (at most {MAX_ID_CHARS:,} "
-                                          "characters): a lost separator?", line=line, field="item_id_list")
-                yield from ids
-                yield target
-        else:
-            table.require("item_id")
-            table.check_nonempty("item_id")
-            yield from table.col("item_id")
+        t = read_atomic(path)
+        t.require("user_id", "item_id_list", "item_id")
+        t.check_nonempty("user_id")
+        t.check_nonempty("item_id")
+        histories = [h.split() for h in t.col("item_id_list")]
+        for ids, line in zip(histories, t.lines):
+            if ids and max(map(len, ids)) > MAX_ID_CHARS:  # a broken line, not an item to add to the catalog
+                bad = next(x for x in ids if len(x) > MAX_ID_CHARS)
+                raise DataFormatError(t.path, f"item {short(bad)} is not an id (at most {MAX_ID_CHARS:,} "
+                                      "characters): a lost separator?", line=line, field="item_id_list")
+        rows[split] = (t.col("user_id"), t.col("item_id"), histories)
+    return rows
+
+
+def _row_item_ids(rows: dict[str, tuple[list[str], list[str], list[list[str]]]]) -> Iterable[str]:
+    """The item ids of `_given_rows` output in file order (each row's history before its target)."""
+    for _, targets, histories in rows.values():
+        for hist, target in zip(histories, targets):
+            yield from hist
+            yield target
+
+
+def _interaction_item_ids(src: Source) -> Iterable[str]:
+    """Every item id the interaction files of `src` name, in file order (histories before targets, per row)."""
+    if src.kind in ("presplit", "minionerec"):
+        yield from _row_item_ids(_given_rows(src))
+        return
+    table = read_atomic(src.inter_files["all"])
+    table.require("item_id")
+    table.check_nonempty("item_id")
+    yield from table.col("item_id")
 
 
 def _check_id_only(src: Source, cfg: DataConfig) -> None:
@@ -328,24 +345,14 @@ def _load_given(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: Da
         "items_not_in_item_file": 0,
         "repeats_collapsed": 0,
     }
+    rows = _given_rows(src)  # read once: the unknown items and the examples come from the same rows
     if not cfg.drop_unknown_items and src.item_file is not None:
         summary["items_not_in_item_file"] = add_unknown_items(
-            catalog, _interaction_item_ids(src), next(iter(src.inter_files.values())))
+            catalog, _row_item_ids(rows), next(iter(src.inter_files.values())))
     known = catalog._index
     out: dict[str, list[Example]] = {}
     mh = cfg.max_history
-    for split in PRESPLIT:
-        path = src.inter_files[split]
-        if src.kind == "presplit":
-            t = read_atomic(path)
-            t.require("user_id", "item_id_list", "item_id")
-            t.check_nonempty("user_id")
-            t.check_nonempty("item_id")
-            users, targets = t.col("user_id"), t.col("item_id")
-            histories = [h.split() for h in t.col("item_id_list")]
-        else:
-            r = minionerec.read_split_csv(path)
-            users, targets, histories = r.users, r.targets, r.histories
+    for split, (users, targets, histories) in rows.items():
         examples: list[Example] = []
         dropped = 0
         for u, h, tgt in zip(users, histories, targets):
