@@ -59,6 +59,12 @@ STEP_BASELINES = ("group", "prefix")
 # its step advantages like every other group (the paper), or outcome GRPO's one advantage on every loss token
 # ("outcome"), so the per-step advantages act only where the outcome is constant, the groups SAPO was designed for.
 OUTCOME_GROUPS = ("step", "outcome")
+# Which advantage step k's tokens carry (`SAPOConfig.step_credit`): its own level's A[i,k] (the paper), or the sum of
+# the advantages of step k and every later step ("to_go", the reward-to-go of DeepSeekMath's process-supervised GRPO,
+# Shao et al. 2024, sec. 4.1.3): the code chosen at level k decides which later levels can still match, so its credit
+# includes theirs. With the gated level reward the last step's advantage is the exact-match outcome's, so "to_go"
+# gives the last step what outcome GRPO gives every token and earlier steps that plus their levels' signal.
+STEP_CREDITS = ("level", "to_go")
 EPS = 1e-6  # the per-step rule's std floor (SAPO)
 OUTCOME_EPS = 1e-4  # the outcome rule's std offset (TRL's GRPO)
 
@@ -136,6 +142,13 @@ def prefix_group_normalize(
                 idx = torch.tensor(members)
                 out[idx, level] = group_normalize(values[idx, level], len(members), eps=eps, denominator="max")
     return out
+
+
+def advantage_to_go(step_adv: torch.Tensor) -> torch.Tensor:
+    """(N, K) per-step advantages -> (N, K) whose column k is the sum of columns k..K-1 (`step_credit='to_go'`)."""
+    if step_adv.dim() != 2:
+        raise ValueError(f"advantage_to_go expects (N, K) step advantages, got shape {tuple(step_adv.shape)}")
+    return step_adv.flip(1).cumsum(1).flip(1)
 
 
 def check_positive_weight(weight: float) -> None:
@@ -217,15 +230,21 @@ def algorithm_advantages(
     step_baseline: str = "group",
     codes: Sequence[Codes] | None = None,
     positive_weight: float = 1.0,
+    step_credit: str = "level",
 ) -> torch.Tensor:
     """Group-normalised advantages of `algorithm_rewards` output (same shape).
 
     The per-step rule (max(std, eps)) applies to a per-step reward on step-aligned tokens (SAPO); outcome-style
     rewards, also when mapped per step (`outcome_step_adv`, whose advantage then equals outcome GRPO's exactly),
     divide by std + eps. `step_baseline="prefix"` (per-step rule only, needs the rollouts' `codes`) compares step k
-    within the rollouts that share the SID prefix before it (`prefix_group_normalize`). `positive_weight` then scales
-    the positive advantages (`weight_positive`).
+    within the rollouts that share the SID prefix before it (`prefix_group_normalize`). `step_credit="to_go"` (step
+    algorithms) then replaces each step's advantage by its sum with every later step's (`advantage_to_go`), and
+    `positive_weight` scales the positive advantages (`weight_positive`).
     """
+    if step_credit not in STEP_CREDITS:
+        raise ValueError(f"step_credit must be one of {', '.join(STEP_CREDITS)}, got {step_credit!r}")
+    if step_credit == "to_go" and not check_algorithm(algorithm).step_aligned:
+        raise ValueError(f"step_credit='to_go' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}), got {algorithm!r}")
     per_step_rule = uses_per_step_rule(algorithm, reward)
     check_step_baseline(step_baseline, algorithm, reward)
     if step_baseline == "prefix":
@@ -234,6 +253,8 @@ def algorithm_advantages(
         adv = prefix_group_normalize(rewards, codes, num_generations, eps=eps)
     else:
         adv = group_normalize(rewards, num_generations, eps=eps, denominator="max" if per_step_rule else "add")
+    if step_credit == "to_go":
+        adv = advantage_to_go(adv)
     return weight_positive(adv, positive_weight)
 
 

@@ -16,8 +16,8 @@ from trl import GRPOConfig
 from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models): each step is one SID token
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
 from rl.advantages import (
-    ALGORITHMS, OUTCOME_GROUPS, STEP_ALGORITHMS, STEP_BASELINES, STEP_TOKENS, algorithm_reward, check_positive_weight,
-    check_step_baseline,
+    ALGORITHMS, OUTCOME_GROUPS, STEP_ALGORITHMS, STEP_BASELINES, STEP_CREDITS, STEP_TOKENS, algorithm_reward,
+    check_positive_weight, check_step_baseline,
 )
 
 
@@ -123,6 +123,14 @@ class SAPOConfig(GRPOConfig):
                   "jobs-kaggle and amazon (docs/bench/learning.md, session 32).",
                   "choices": list(OUTCOME_GROUPS)},
     )
+    step_credit: str = field(
+        default="level",
+        metadata={"help": "Step algorithms: the advantage step k's tokens carry. 'level': its own level's A[i,k] (the "
+                  "paper); 'to_go': the sum of A[i,j] over j >= k (the reward-to-go of DeepSeekMath's process-"
+                  "supervised GRPO), since the code chosen at level k decides which later levels can match "
+                  "(docs/rl.md).",
+                  "choices": list(STEP_CREDITS)},
+    )
     positive_weight: float = field(
         default=1.0,
         metadata={"help": "Factor on the positive advantages (negatives unchanged; W-REINFORCE): < 1 leans the update "
@@ -210,6 +218,11 @@ class SAPOConfig(GRPOConfig):
         if self.outcome_groups == "outcome" and self.algorithm not in STEP_ALGORITHMS:
             raise ValueError(f"outcome_groups='outcome' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}); "
                              f"{self.algorithm!r} already gives every group its outcome-style advantage")
+        if self.step_credit not in STEP_CREDITS:
+            raise ValueError(f"step_credit must be one of {', '.join(STEP_CREDITS)}, got {self.step_credit!r}")
+        if self.step_credit == "to_go" and self.algorithm not in STEP_ALGORITHMS:
+            raise ValueError(f"step_credit='to_go' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}), got "
+                             f"{self.algorithm!r}")
         if self.kl_tokens not in KL_TOKENS:
             raise ValueError(f"kl_tokens must be one of {', '.join(KL_TOKENS)}, got {self.kl_tokens!r}")
         no_blocks = self.beta == 0.0 or not self.constrained_rollouts or self.layout == "direct"

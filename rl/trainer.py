@@ -310,6 +310,7 @@ class SAPOTrainer(GRPOTrainer):
         advantages = algorithm_advantages(
             self.args.algorithm, rewards, num_generations, eps=self.args.adv_eps, reward=self.reward,
             step_baseline=self.args.step_baseline, codes=all_codes, positive_weight=self.args.positive_weight,
+            step_credit=self.args.step_credit,
         )
         if self._trl_advantages:  # TRL's advantages from the user's reward_funcs stay
             self._log_step_metrics(mode, all_codes, all_targets, all_ok, all_block_len, rewards, None, num_generations)

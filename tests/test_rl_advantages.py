@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rl.advantages import (
+    advantage_to_go,
     algorithm_advantages,
     algorithm_rewards,
     group_normalize,
@@ -243,6 +244,30 @@ def test_positive_weight_scales_only_the_positive_advantages():
         [1.5 * 0.2, -0.5, -0.5, -0.5], abs=1e-3)
     with pytest.raises(ValueError, match="positive_weight must be >= 0"):
         weight_positive(plain, -0.1)
+
+
+def test_to_go_credit_sums_each_step_with_the_later_steps():
+    # SAPO, G = 4, target (3,1,4), gated reward: columns [1,1,1,0], [1,1,0,0], [1,0,0,0]
+    codes = [(3, 1, 4), (3, 1, 0), (3, 0, 4), (0, 1, 4)]
+    m = algorithm_rewards("sapo", codes, [TARGET] * 4, reward="gated_level_match")
+    a0 = torch.tensor([0.5, 0.5, 0.5, -1.5])  # mean .75, unbiased std .5
+    s = 0.5 / math.sqrt(1 / 3)
+    a1 = torch.tensor([s, s, -s, -s])  # mean .5, unbiased std sqrt(1/3)
+    a2 = torch.tensor([1.5, -0.5, -0.5, -0.5])  # the exact match's advantage: what outcome GRPO gives each rollout
+    to_go = algorithm_advantages("sapo", m, 4, reward="gated_level_match", step_credit="to_go")
+    expected = torch.stack([a0 + a1 + a2, a1 + a2, a2], dim=1)
+    assert torch.allclose(to_go, expected, atol=1e-6)
+    exact = algorithm_rewards("grpo", codes, [TARGET] * 4)
+    assert torch.allclose(to_go[:, -1], algorithm_advantages("grpo", exact, 4), atol=1e-3)
+    # the rollout right at every level gets the most credit at its first step; a wrong first code the least
+    assert to_go[0, 0] == to_go[:, 0].max() and to_go[3, 0] == to_go[:, 0].min()
+    assert torch.equal(advantage_to_go(torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([[6.0, 5.0, 3.0]]))
+    with pytest.raises(ValueError, match="needs a step algorithm"):
+        algorithm_advantages("grpo", exact, 4, step_credit="to_go")
+    with pytest.raises(ValueError, match="step_credit must be one of"):
+        algorithm_advantages("sapo", m, 4, step_credit="future")
+    with pytest.raises(ValueError, match=r"expects \(N, K\)"):
+        advantage_to_go(torch.zeros(4))
 
 
 def test_prefix_baseline_needs_a_per_step_reward_and_codes():

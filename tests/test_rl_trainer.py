@@ -234,6 +234,32 @@ def test_outcome_groups_give_varied_groups_the_grpo_advantage(rollout):
             assert torch.equal(mixed[i], sapo[i])
 
 
+def test_to_go_credit_gives_each_step_tokens_the_sum_of_later_step_advantages(rollout):
+    """step_credit='to_go' on real rollouts: every token of step k carries sum_{j >= k} A[i,j] where the paper's
+    mapping ('level') carries A[i,k] (same tokens, same per-step length scale)."""
+    from genrec.response import parse_response, step_index_tensor
+    from rl.advantages import algorithm_advantages, algorithm_rewards
+
+    trainer, inputs, out = rollout
+    level = _advantages_with(rollout, inputs, step_tokens="step", step_length_norm=False)
+    to_go = _advantages_with(rollout, inputs, step_tokens="step", step_length_norm=False, step_credit="to_go")
+    parsed = [parse_response(ids[m.bool()].tolist(), trainer.spec)
+              for ids, m in zip(out["completion_ids"], out["completion_mask"])]
+    codes = [p.codes for p in parsed]
+    targets = [x["target_codes"] for x in inputs]
+    rewards = algorithm_rewards(trainer.args.algorithm, codes, targets, reward=trainer.reward)
+    step_adv = algorithm_advantages(trainer.args.algorithm, rewards, G, reward=trainer.reward)
+    assert step_adv[:, 1:].abs().sum() > 0  # later steps have signal, so earlier steps differ under the two credits
+    step_index = step_index_tensor(parsed, level.shape[1], blocks=True)
+    for i in range(len(parsed)):
+        for t, k in enumerate(step_index[i].tolist()):
+            if k < 0:  # glue and padding carry nothing under either credit
+                assert level[i, t] == 0 and to_go[i, t] == 0
+            else:
+                assert level[i, t].item() == pytest.approx(step_adv[i, k].item(), abs=1e-5)
+                assert to_go[i, t].item() == pytest.approx(step_adv[i, k:].sum().item(), abs=1e-5)
+
+
 def test_loss_gradient_equals_hand_written_sapo_loss(rollout):
     """TRL's grpo loss on our scaled token advantages == mean_i (1/K) sum_k (1/|y_ik|) sum_t -A_ik * logp_t."""
     from genrec.response import parse_response
@@ -554,6 +580,16 @@ def test_prefix_step_baseline_needs_a_per_step_reward():
         SAPOConfig(output_dir="unused", algorithm="grpo", step_baseline="prefix", report_to=[])
     with pytest.raises(ValueError, match="step_baseline must be one of group, prefix"):
         SAPOConfig(output_dir="unused", step_baseline="siblings", report_to=[])
+
+
+def test_to_go_step_credit_needs_a_step_algorithm():
+    from rl.config import SAPOConfig
+
+    with pytest.raises(ValueError, match="step_credit='to_go' needs a step algorithm"):
+        SAPOConfig(output_dir="unused", algorithm="grpo", step_credit="to_go", report_to=[])
+    with pytest.raises(ValueError, match="step_credit must be one of level, to_go"):
+        SAPOConfig(output_dir="unused", step_credit="future", report_to=[])
+    assert SAPOConfig(output_dir="unused", step_credit="to_go", report_to=[]).step_credit == "to_go"
 
 
 def test_negative_positive_weight_is_refused():
