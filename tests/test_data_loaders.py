@@ -274,3 +274,23 @@ def test_id_only_presplit_dataset(tmp_path: Path) -> None:
     named = {i for ex in (d.train, d.valid, d.test) for e in ex for i in (*e.history, e.target)}
     assert d.catalog.text_free and set(d.catalog.item_ids) == named
     assert triples(d.test) == triples(load_data(PRESPLIT, verbose=False).test)
+    # the tokenizer's catalog is the loader's, in the same order, and each split file is read once per load
+    assert load_catalog(tmp_path / "p").item_ids == d.catalog.item_ids
+    assert d.catalog.noun == load_data(PRESPLIT, verbose=False).catalog.noun
+
+
+def test_id_only_presplit_files_are_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import genrec.data.loader as loader
+
+    shutil.copytree(PRESPLIT, tmp_path / "p")
+    (tmp_path / "p" / "tiny.item").unlink()
+    reads: list[str] = []
+    real = loader.read_atomic
+
+    def counting(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "read_atomic", counting)
+    load_data(tmp_path / "p", verbose=False)
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 3, reads

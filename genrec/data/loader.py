@@ -250,8 +250,8 @@ def _load_data(path: str | Path, cfg: DataConfig, verbose: bool) -> RecData:
         _check_id_only(src, cfg)
         if verbose:
             _note_id_only(src)
-    # an ID-only atomic catalog is built from the interaction table _load_atomic reads anyway (not read twice)
-    catalog = None if src.item_file is None and src.kind == "atomic" else _read_catalog(src, cfg, stats)
+    # an ID-only catalog is built from the interactions the loaders below read anyway (not read twice)
+    catalog = None if src.item_file is None else _read_catalog(src, cfg, stats)
     if src.kind == "minionerec":
         profiles: dict[str, str] = {}
         data = _load_given(src, catalog, profiles, cfg)
@@ -332,8 +332,10 @@ def _load_atomic(src: Source, catalog: Catalog | None, profiles: dict[str, str],
     return _finish(src, catalog, profiles, cfg, summary, train, valid, test, str(table.path))
 
 
-def _load_given(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: DataConfig) -> RecData:
-    """Pre-split RecBole files or MiniOneRec CSVs: examples used as given (history truncated to max_history)."""
+def _load_given(src: Source, catalog: Catalog | None, profiles: dict[str, str], cfg: DataConfig) -> RecData:
+    """Pre-split RecBole files or MiniOneRec CSVs: examples used as given (history truncated to max_history).
+
+    `catalog` None: an ID-only dataset, whose catalog is the split files' item ids."""
     if cfg.kcore > 1:
         raise ValueError(f"kcore={cfg.kcore} cannot be applied to pre-split data ({src.folder}); set kcore=0")
     summary: dict[str, int | float | str] = {
@@ -345,7 +347,10 @@ def _load_given(src: Source, catalog: Catalog, profiles: dict[str, str], cfg: Da
         "items_not_in_item_file": 0,
         "repeats_collapsed": 0,
     }
-    rows = _given_rows(src)  # read once: the unknown items and the examples come from the same rows
+    rows = _given_rows(src)  # read once: the catalog or its unknown items, and the examples, come from these rows
+    if catalog is None:
+        catalog = id_only_catalog(_row_item_ids(rows))
+        catalog.noun = dataset_noun(src.name)
     if not cfg.drop_unknown_items and src.item_file is not None:
         summary["items_not_in_item_file"] = add_unknown_items(
             catalog, _row_item_ids(rows), next(iter(src.inter_files.values())))
