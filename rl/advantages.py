@@ -198,6 +198,15 @@ def check_step_baseline(step_baseline: str, algorithm: str, reward: str | Reward
         )
 
 
+def check_step_credit(step_credit: str, algorithm: str) -> None:
+    """Raise unless `step_credit` is known and, for 'to_go', the algorithm has per-step advantages to sum."""
+    if step_credit not in STEP_CREDITS:
+        raise ValueError(f"step_credit must be one of {', '.join(STEP_CREDITS)}, got {step_credit!r}")
+    if step_credit == "to_go" and not check_algorithm(algorithm).step_aligned:
+        raise ValueError(f"step_credit='to_go' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}), got "
+                         f"{algorithm!r}")
+
+
 def algorithm_rewards(
     algorithm: str,
     all_codes: Sequence[Codes],
@@ -241,10 +250,7 @@ def algorithm_advantages(
     algorithms) then replaces each step's advantage by its sum with every later step's (`advantage_to_go`), and
     `positive_weight` scales the positive advantages (`weight_positive`).
     """
-    if step_credit not in STEP_CREDITS:
-        raise ValueError(f"step_credit must be one of {', '.join(STEP_CREDITS)}, got {step_credit!r}")
-    if step_credit == "to_go" and not check_algorithm(algorithm).step_aligned:
-        raise ValueError(f"step_credit='to_go' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}), got {algorithm!r}")
+    check_step_credit(step_credit, algorithm)
     per_step_rule = uses_per_step_rule(algorithm, reward)
     check_step_baseline(step_baseline, algorithm, reward)
     if step_baseline == "prefix":

@@ -17,7 +17,7 @@ from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models)
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
 from rl.advantages import (
     ALGORITHMS, OUTCOME_GROUPS, STEP_ALGORITHMS, STEP_BASELINES, STEP_CREDITS, STEP_TOKENS, algorithm_reward,
-    check_positive_weight, check_step_baseline,
+    check_positive_weight, check_step_baseline, check_step_credit,
 )
 
 
@@ -218,11 +218,7 @@ class SAPOConfig(GRPOConfig):
         if self.outcome_groups == "outcome" and self.algorithm not in STEP_ALGORITHMS:
             raise ValueError(f"outcome_groups='outcome' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}); "
                              f"{self.algorithm!r} already gives every group its outcome-style advantage")
-        if self.step_credit not in STEP_CREDITS:
-            raise ValueError(f"step_credit must be one of {', '.join(STEP_CREDITS)}, got {self.step_credit!r}")
-        if self.step_credit == "to_go" and self.algorithm not in STEP_ALGORITHMS:
-            raise ValueError(f"step_credit='to_go' needs a step algorithm ({', '.join(STEP_ALGORITHMS)}), got "
-                             f"{self.algorithm!r}")
+        check_step_credit(self.step_credit, self.algorithm)
         if self.kl_tokens not in KL_TOKENS:
             raise ValueError(f"kl_tokens must be one of {', '.join(KL_TOKENS)}, got {self.kl_tokens!r}")
         no_blocks = self.beta == 0.0 or not self.constrained_rollouts or self.layout == "direct"
