@@ -127,8 +127,9 @@ class SAPOConfig(GRPOConfig):
         default="level",
         metadata={"help": "Step algorithms: the advantage step k's tokens carry. 'level': its own level's A[i,k] (the "
                   "paper); 'to_go': the sum of A[i,j] over j >= k (the reward-to-go of DeepSeekMath's process-"
-                  "supervised GRPO), since the code chosen at level k decides which later levels can match "
-                  "(docs/rl.md).",
+                  "supervised GRPO), since the code chosen at level k decides which later levels can match. "
+                  "Measured level with 'level' and below outcome GRPO on jobs-kaggle and amazon "
+                  "(docs/bench/learning.md, session 33).",
                   "choices": list(STEP_CREDITS)},
     )
     positive_weight: float = field(

@@ -143,8 +143,8 @@ def _read_catalog(src: Source, cfg: DataConfig, stats: dict | None = None) -> Ca
     """The items of `src` (RecBole `.item`, MiniOneRec `item.json`, or the interactions' ids when there is no item
     file), named by the dataset (`Catalog.noun`)."""
     if src.item_file is None:  # callers have run _check_id_only
-        catalog = id_only_catalog(_interaction_item_ids(src))
-    elif src.kind == "minionerec":
+        return id_only_catalog(_interaction_item_ids(src), src.name)
+    if src.kind == "minionerec":
         catalog = minionerec.read_item_json(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
     else:
         catalog = read_items(src.item_file, cfg.item_text_fields, cfg.max_field_chars, stats)
@@ -152,10 +152,13 @@ def _read_catalog(src: Source, cfg: DataConfig, stats: dict | None = None) -> Ca
     return catalog
 
 
-def id_only_catalog(item_ids: Iterable[str]) -> Catalog:
-    """The catalog of an ID-only dataset: each distinct id once (first appearance), its id as its one text field."""
+def id_only_catalog(item_ids: Iterable[str], dataset_name: str) -> Catalog:
+    """The catalog of an ID-only dataset: each distinct id once (first appearance), its id as its one text field,
+    named by the dataset (`Catalog.noun`)."""
     ids = list(dict.fromkeys(item_ids))
-    return Catalog(item_ids=ids, fields={ID_ONLY_FIELD: list(ids)}, text_free=True)
+    catalog = Catalog(item_ids=ids, fields={ID_ONLY_FIELD: list(ids)}, text_free=True)
+    catalog.noun = dataset_noun(dataset_name)
+    return catalog
 
 
 def add_unknown_items(catalog: Catalog, interaction_ids: Iterable[str], path: str | Path) -> int:
@@ -276,8 +279,7 @@ def _load_atomic(src: Source, catalog: Catalog | None, profiles: dict[str, str],
     table.check_nonempty("item_id")
     users, items = table.col("user_id"), table.col("item_id")
     if catalog is None:
-        catalog = id_only_catalog(items)
-        catalog.noun = dataset_noun(src.name)
+        catalog = id_only_catalog(items, src.name)
     times = table.floats("timestamp")
     n_read = len(items)
     keep_rows: list[int] | None = None
@@ -349,8 +351,7 @@ def _load_given(src: Source, catalog: Catalog | None, profiles: dict[str, str], 
     }
     rows = _given_rows(src)  # read once: the catalog or its unknown items, and the examples, come from these rows
     if catalog is None:
-        catalog = id_only_catalog(_row_item_ids(rows))
-        catalog.noun = dataset_noun(src.name)
+        catalog = id_only_catalog(_row_item_ids(rows), src.name)
     if not cfg.drop_unknown_items and src.item_file is not None:
         summary["items_not_in_item_file"] = add_unknown_items(
             catalog, _row_item_ids(rows), next(iter(src.inter_files.values())))
