@@ -117,6 +117,10 @@ class SFTStageConfig:
                 "Keeps stage 1's ranking of codes while stage 2 learns to reason (0 = off)."})
     distill_model: str = field(default="", metadata={
         "help": "Teacher of --distill_weight (default: --model, the stage-1 model stage 2 starts from)."})
+    distill_cache_mb: int = field(default=512, metadata={
+        "help": "Memory for the --distill_weight teacher's targets, kept after a row's first teacher pass (float16, "
+                "2 bytes x vocabulary per SID target): later epochs and a trace row's replayed stage-1 row need no "
+                "teacher pass (demo stage 2: the teacher was 19%% of a step). Rows beyond it are recomputed (0 = off)."})
     sasrec_distill_weight: float = field(default=0.0, metadata={
         "help": "Stage 1: share of a SASRec teacher's distribution in each SID token's target, (1 - w) * one-hot + "
                 "w * q, where q is SASRec's next-item distribution after the row's earlier lines, summed over the "
@@ -164,6 +168,8 @@ class SFTStageConfig:
             raise ValueError(f"--distill_weight must be in [0, 1], got {self.distill_weight}")
         if self.distill_weight > 0 and self.stage != 2:
             raise ValueError("--distill_weight applies to stage 2 (the teacher is the stage-1 model it starts from)")
+        if self.distill_cache_mb < 0:
+            raise ValueError(f"--distill_cache_mb must be >= 0, got {self.distill_cache_mb}")
         if not 0.0 <= self.sasrec_distill_weight <= 1.0:
             raise ValueError(f"--sasrec_distill_weight must be in [0, 1], got {self.sasrec_distill_weight}")
         if self.sasrec_distill_weight > 0 and self.stage != 1:
@@ -569,7 +575,7 @@ def train_sft(
         loss_func = sid_weighted_loss(sid_ids, stage.sid_loss_weight, soft_weight)
     if stage.distill_weight > 0:
         distiller = load_distiller(stage.distill_model or model_path, tokenizer, sid_map, sid_ids, args,
-                                   noun=_rows_noun(prompt_cfg))
+                                   noun=_rows_noun(prompt_cfg), cache_bytes=stage.distill_cache_mb * 2**20)
     elif stage.sasrec_distill_weight > 0:
         if sasrec is None:
             raise ValueError("--sasrec_distill_weight needs the fitted SASRec teacher (genrec.sft.run_stage fits it)")
@@ -595,6 +601,8 @@ def train_sft(
     final = out_dir / model_folder.FINAL_DIR
     with stage_output.writing(out_dir):  # `genrec run` redoes the stage if a kill leaves the note (stage_output.py)
         stage_output.train(trainer, resume)  # a checkpoint saved at the end of training is loaded, not trained on
+        if distiller is not None and hasattr(distiller, "cache_summary"):
+            log.info("%s", distiller.cache_summary())
         eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
         trained = trainer.model
         if stage.use_lora:

@@ -144,3 +144,60 @@ def test_completion_only_logits_give_the_same_loss_gradients_and_teacher_targets
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     for g_full, g_kept in zip(grads[0][1], grads[1][1]):
         assert torch.allclose(g_full, g_kept, atol=1e-6)
+
+
+def _batch(tok, rows):
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id)
+    mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
+    for b, (ids, comp) in enumerate(rows):
+        input_ids[b, :len(ids)], mask[b, :len(ids)] = torch.tensor(ids), 1
+        labels[b, :len(ids)] = torch.where(torch.tensor(comp), torch.tensor(ids), -100)
+    return input_ids, mask, labels
+
+
+def test_teacher_targets_are_computed_once_per_row_and_served_from_the_cache():
+    """The frozen teacher reads a row once: the same rows in another batch order, or a replayed stage-1 row that is
+    the teacher's view of a trace row, get the first pass's probabilities without a teacher forward pass. The kept
+    probabilities are the teacher's full next-token distribution (float16: within 1e-3 of a direct pass), and with
+    no room in the cache every batch runs the teacher again."""
+    teacher, tok = load_model_and_tokenizer(tiny_model_dir())
+    sid_ids = tok.convert_tokens_to_ids(SIDS.all_tokens())
+    passes = []
+    teacher.register_forward_hook(lambda *_: passes.append(1))
+    trace_rows, replay_rows = [], []
+    for ex in REC.test[:3]:
+        trace_rows.append(_row(tok, build_prompt(ex, REC.catalog, SIDS, tok, REASON),
+                               render_response(["In the family of job 2.", "Job 3 is the closest."],
+                                               SIDS.tokens(ex.target), INTERLEAVED)))
+        replay_rows.append(_row(tok, build_prompt(ex, REC.catalog, SIDS, tok, replace(REASON, reasoning=False)),
+                                "".join(SIDS.tokens(ex.target))))
+    d = SIDDistiller(teacher, tok, sid_ids)
+    rows, cols, probs = d.targets(*_batch(tok, trace_rows))
+    assert len(passes) == 1 and d.teacher_rows_run == 3 and len(rows) == 3 * SIDS.num_levels
+    # against a direct teacher pass over the teacher's view of each row
+    for b, (ids, comp) in enumerate(trace_rows):
+        view, index = d.teacher_row(ids, comp)
+        with torch.no_grad():
+            exact = torch.softmax(teacher(torch.tensor([view])).logits[0], -1)
+        mine = rows == b
+        want = exact[[index[t + 1] - 1 for t in cols[mine].tolist()]]
+        assert torch.allclose(probs[mine], want, atol=1e-3) and probs[mine].sum(-1).sub(1).abs().max() < 1e-2
+    # the same rows in reverse order, then the replayed stage-1 rows: no teacher pass, the same targets
+    passes.clear()
+    rev_rows, rev_cols, rev_probs = d.targets(*_batch(tok, trace_rows[::-1]))
+    assert not passes and d.targets_from_cache == 3 * SIDS.num_levels
+    for b in range(3):
+        assert torch.equal(rev_probs[rev_rows == 2 - b], probs[rows == b])
+    rep_rows, _, rep_probs = d.targets(*_batch(tok, replay_rows))
+    assert not passes and d.teacher_rows_run == 3
+    for b in range(3):
+        assert torch.equal(rep_probs[rep_rows == b], probs[rows == b])
+    # no room: every batch reads the teacher again, with the same result
+    none = SIDDistiller(teacher, tok, sid_ids, cache_bytes=0)
+    for _ in range(2):
+        got = none.targets(*_batch(tok, trace_rows))
+        assert torch.equal(got[2], probs)
+    assert none.teacher_rows_run == 6 and none.targets_from_cache == 0 and not none.cache
+    with pytest.raises(ValueError, match="distill_cache_mb"):
+        SFTStageConfig(stage=2, distill_weight=0.5, distill_cache_mb=-1)
