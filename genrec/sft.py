@@ -22,6 +22,7 @@ from genrec import stage_output
 from genrec.data.schema import Catalog, Example
 from genrec.data.sequences import reconstruct_sequences, sequence_windows
 from genrec.distill import load_distiller
+from genrec.parallel import launched_by_torchrun_on_cpu
 from genrec.modeling import (accepts_logits_to_keep, check_model_tokens, cpu_native_bf16, first_loss_position,
                              load_model_and_tokenizer, load_tokenizer, weights_dtype)
 from genrec.prompts import (
@@ -77,6 +78,8 @@ class GenrecSFTConfig(SFTConfig):
                 self.bf16 = self.cpu_bf16 and cpu_native_bf16() and not self.fp16
         if self.bf16 and not torch.cuda.is_available():
             self.use_cpu = True  # CPU autocast: transformers accepts bf16 without a GPU only with use_cpu
+        if launched_by_torchrun_on_cpu():
+            self.use_cpu = True  # else each torchrun process trains alone (genrec/parallel.py)
         super().__post_init__()
 
 

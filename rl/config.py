@@ -14,6 +14,7 @@ import torch
 from trl import GRPOConfig
 
 from genrec.grammar import LAYOUTS  # `direct` (SID tokens only, stage-1 models): each step is one SID token
+from genrec.parallel import launched_by_torchrun_on_cpu
 from genrec.traces.budget import DEFAULT_MAX_BLOCK_TOKENS, traces_block_budget  # the auto block budget (0)
 from rl.advantages import (
     ALGORITHMS, OUTCOME_GROUPS, STEP_ALGORITHMS, STEP_BASELINES, STEP_CREDITS, STEP_TOKENS, algorithm_reward,
@@ -197,6 +198,8 @@ class SAPOConfig(GRPOConfig):
     def __post_init__(self) -> None:
         if self.bf16 is None and not self.fp16:
             self.bf16 = _bf16_available()
+        if launched_by_torchrun_on_cpu():
+            self.use_cpu = True  # else each torchrun process trains alone (genrec/parallel.py)
         super().__post_init__()
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")

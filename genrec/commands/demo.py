@@ -43,6 +43,9 @@ class DemoConfig:
                 "13 min 24 s in all against 14 min 17 s at the library's auto 16, the same lists; 0 = auto)."})
     sasrec_epochs: int = field(default=200, metadata={"help": "SASRec epoch cap (early stopping on valid NDCG@10; per-"
                                                                "sequence training fits the demo market in ~25 s)."})
+    sft_processes: int = field(default=0, metadata={
+        "help": "Processes each SFT stage trains in, data parallel (`genrec run --sft_processes`; 0 = auto: 2 on a "
+                "machine without a GPU when the run has at least 2 torch threads)."})
     force: bool = field(default=False, metadata={"help": "Re-run every stage even when its output exists."})
 
 
@@ -64,7 +67,7 @@ def run(cfg: DemoConfig) -> None:
         data=str(data), out=cfg.out, seed=cfg.seed, codebook_size=cfg.codebook_size, sft1_epochs=cfg.sft1_epochs,
         sft2_steps=cfg.sft2_steps, rl_steps=cfg.rl_steps, rl_prompts=cfg.rl_prompts,
         eval_users=cfg.eval_users, num_beams=cfg.num_beams, eval_batch_size=cfg.eval_batch_size,
-        sasrec_epochs=cfg.sasrec_epochs, force=cfg.force,
+        sasrec_epochs=cfg.sasrec_epochs, sft_processes=cfg.sft_processes, force=cfg.force,
         protocols="all",
     )
     execute(run_cfg, DataConfig(), PromptConfig(), label="demo", before=[synth])

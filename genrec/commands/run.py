@@ -25,6 +25,7 @@ from pathlib import Path
 
 from genrec.data.config import DataConfig
 from genrec.model_folder import FINAL_DIR
+from genrec.parallel import run_in_processes, training_processes
 from genrec.prompts import PromptConfig
 from genrec.stage_output import is_complete
 from sid_tokenizer.sidmap import atomic_write_text
@@ -78,6 +79,12 @@ class RunConfig:
         "help": "Stage-2 rows (`genrec sft --stage2_tasks`): 'traces' (one row per trace, stage-1 rows replayed) or "
                 "'sequence' (every line of a user's history with its reasoning in one pass; needs --history_reasoning "
                 "evidence or pointer, and no stage-1 rows are replayed)."})
+    sft_processes: int = field(default=0, metadata={
+        "help": "Processes each SFT stage trains in, data parallel (torchrun, gloo; the run's threads shared out; "
+                "each process takes gradient_accumulation_steps / N of a step's micro-batches, so the step is the "
+                "same). 0 = auto: 2 on a machine without a GPU when the run has at least 2 torch threads, else 1. "
+                "Two 1-thread processes ran demo stage-2 steps 1.2x faster than one 2-thread process, same losses "
+                "(docs/bench/learning.md, session 34). With a GPU, launch the stages yourself (docs/rl.md)."})
     rl_steps: int = field(default=60, metadata={"help": "RL optimizer steps."})
     rl_prompts: int = field(default=512, metadata={
         "help": "RL prompts sampled from the rl_config's rl_split (0 = every example)."})
@@ -138,7 +145,7 @@ class RunConfig:
                                                    self.sft2_tasks.split(",")), "sft2_tasks", "traces and/or sequence")
         for name in ("rl_steps", "num_beams", "sasrec_epochs"):
             need(getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("rl_prompts", "eval_users", "eval_batch_size"):
+        for name in ("rl_prompts", "eval_users", "eval_batch_size", "sft_processes"):
             need(getattr(self, name) >= 0, name, "an integer >= 0 (0 = all)")
         bad = [b for b in self.baseline_list() if b not in BASELINES]
         need(not bad, "baselines", f"some of {', '.join(BASELINES)} (comma-separated) or ''")
@@ -339,7 +346,8 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (and of finished child processes), in MB."""
+    """Peak resident memory of this process or of its largest finished child process, in MB. SFT's data-parallel
+    processes (--sft_processes) run side by side, so the machine's peak during SFT is up to their sum."""
     scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
     return round(max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
                  * scale, 1)
@@ -466,15 +474,21 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
         upstream_ran = True
         print(f"\n{head}: {shlex.join(['genrec', s.command, *argv])}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        processes = 1
         try:
-            run_command(s.command, argv)
+            processes, threads_each, argv = _sft_processes(cfg, s, argv)
+            if processes > 1:
+                run_in_processes(s.command, argv, processes, threads_each)
+            else:
+                run_command(s.command, argv)
         except (ValueError, FileNotFoundError, FileExistsError) as e:
             records.append({"stage": s.key, "status": "failed", "command": s.command_line(), "error": str(e)})
             finish("failed")
             raise StageError(f"stage {i}/{total} {s.title} (genrec {s.command}): {e}") from e
         seconds = round(time.perf_counter() - t0, 1)
         summary["stage_seconds"][s.key] = seconds
-        records.append({"stage": s.key, "status": "ran", "seconds": seconds, "command": s.command_line()})
+        records.append({"stage": s.key, "status": "ran", "seconds": seconds, "command": s.command_line(),
+                        **({"processes": processes} if processes > 1 else {})})
         done[s.key] = {"argv": s.argv, "seconds": seconds}
         atomic_write_text(stages_path, json.dumps(done, indent=1))
 
@@ -509,6 +523,27 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
     print(f"outputs under {out}; TensorBoard: tensorboard --logdir {out}")
     print(f"explore it in a browser: genrec explore --run {shlex.quote(str(out))}")
     return summary
+
+
+def _sft_processes(cfg: RunConfig, stage: Stage, argv: list[str]) -> tuple[int, int, list[str]]:
+    """(processes, torch threads each, argv) for `stage`: SFT stages may train data parallel (genrec/parallel.py),
+    each process then accumulating its share of the step's micro-batches; every other stage runs in this process."""
+    if stage.command != "sft":
+        return 1, 0, argv
+    import torch
+
+    from genrec.cli import parse_command
+
+    accum = parse_command("sft", argv)[-1].gradient_accumulation_steps
+    threads = torch.get_num_threads()
+    processes, why = training_processes(cfg.sft_processes, threads, accum)
+    if why:
+        print(f"[{stage.key}] {why}", file=sys.stderr)
+    if processes == 1:
+        return 1, 0, argv
+    print(f"[{stage.key}] {processes} processes of {max(1, threads // processes)} thread(s), "
+          f"{accum // processes} micro-batches each per step (--sft_processes)", file=sys.stderr)
+    return processes, max(1, threads // processes), [*argv, "--gradient_accumulation_steps", str(accum // processes)]
 
 
 def run(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig) -> None:
