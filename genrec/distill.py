@@ -125,12 +125,14 @@ class SIDDistiller:
         fresh = self._run_teacher([rows_by_key[k] for k in missing], [sorted(wanted[k]) for k in missing], dev)
         fresh = dict(zip(missing, fresh))
         for k, got in fresh.items():
-            size = sum(v.numel() * v.element_size() for v in got.values())
+            kept = self.cache.get(k, {})
+            new = {p: v for p, v in got.items() if p not in kept}
+            size = sum(v.numel() * v.element_size() for v in new.values())
             if self.cached_bytes + size <= self.cache_bytes:
-                self.cache.setdefault(k, {}).update(got)
+                self.cache.setdefault(k, {}).update(new)
                 self.cached_bytes += size
         self.targets_from_cache += sum(k not in fresh for k, _ in found)
-        probs = torch.stack([(fresh.get(k) or self.cache[k])[p] for k, p in found]).to(dev, torch.float32) if found \
+        probs = torch.stack([(fresh[k] if k in fresh else self.cache[k])[p] for k, p in found]).to(dev, torch.float32) if found \
             else torch.zeros((0, self.vocab_size), device=dev)
         return (torch.tensor(batch_rows, dtype=torch.long, device=dev),
                 torch.tensor(student_pos, dtype=torch.long, device=dev), probs)

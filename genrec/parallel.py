@@ -30,11 +30,19 @@ def launched_by_torchrun_on_cpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and cpu_only()
 
 
+def wanted_processes(requested: int, threads: int) -> int:
+    """`requested` if > 0, else auto: AUTO_CPU_PROCESSES on a machine without a GPU when the run has at least that
+    many torch `threads`, else 1. Several processes with a GPU are refused (each would claim one)."""
+    if requested > 1 and not cpu_only():
+        raise ValueError(f"--sft_processes {requested}: several processes are a CPU option (each would claim a GPU); "
+                         "with GPUs launch `genrec sft` with accelerate or torchrun (docs/rl.md)")
+    return requested if requested > 0 else (AUTO_CPU_PROCESSES if cpu_only() and threads >= AUTO_CPU_PROCESSES else 1)
+
+
 def training_processes(requested: int, threads: int, grad_accum: int) -> tuple[int, str]:
-    """(processes, why) for one SFT stage: `requested` if > 0, else auto = AUTO_CPU_PROCESSES on a machine without
-    a GPU when the run has at least that many torch `threads`, else 1. The step's micro-batches are shared out, so
-    the count must divide `grad_accum` (else 1)."""
-    n = requested if requested > 0 else (AUTO_CPU_PROCESSES if cpu_only() and threads >= AUTO_CPU_PROCESSES else 1)
+    """(processes, why) for one SFT stage (`wanted_processes`). The step's micro-batches are shared out, so the count
+    must divide `grad_accum` (else 1, and `why` says so)."""
+    n = wanted_processes(requested, threads)
     if n > 1 and grad_accum % n:
         return 1, (f"one process: gradient_accumulation_steps {grad_accum} is not a multiple of {n} processes "
                    "(each process takes an equal share of a step's micro-batches)")
@@ -51,7 +59,11 @@ def torchrun_argv(command: str, argv: list[str], processes: int, threads_each: i
 def run_in_processes(command: str, argv: list[str], processes: int, threads_each: int) -> None:
     """Run `genrec <command>` data parallel in child processes; their output goes to this process's terminal.
     A failure raises ValueError naming the exit code (the stage's own error is printed above it)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads_each))
+    from genrec.stage_output import RERUN_ENV, current_command
+
+    # the children's incomplete-output note names this command (rerunning one child's command alone would train
+    # steps of 1/N of the rows)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads_each), **{RERUN_ENV: current_command()})
     proc = subprocess.run(torchrun_argv(command, argv, processes, threads_each), env=env)
     if proc.returncode != 0:
         raise ValueError(f"genrec {command} in {processes} processes failed (exit code {proc.returncode}); its error "

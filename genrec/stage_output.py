@@ -35,6 +35,7 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # The command lines being run (outermost first): `genrec.cli.run_command` pushes each one, so the note names the
 # command the user typed (e.g. `genrec run ...`) as the one to rerun.
 _commands: list[str] = []
+RERUN_ENV = "GENREC_RERUN_COMMAND"  # set by a parent that runs a stage in child processes (genrec/parallel.py)
 
 
 class IncompleteOutputError(ValueError):
@@ -52,7 +53,10 @@ def running(command_line: str) -> Iterator[None]:
 
 
 def current_command() -> str:
-    """The command line to rerun: the outermost genrec command running in this process."""
+    """The command line to rerun: the parent's (`RERUN_ENV`) when this process runs a stage for `genrec run`, else
+    the outermost genrec command running in this process."""
+    if os.environ.get(RERUN_ENV):
+        return os.environ[RERUN_ENV]
     if _commands:
         return _commands[0]
     return shlex.join(["genrec", *sys.argv[1:]]) if sys.argv[1:] else "the genrec command that writes it"

@@ -10,7 +10,7 @@ from genrec.cli import run_command
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
     out = tmp_path / "demo"
     argv = ["--out", str(out), "--num_jobs", "120", "--num_users", "60", "--sft1_epochs", "1", "--sft2_steps", "4",
-            "--rl_steps", "1", "--rl_prompts", "4", "--eval_users", "8", "--num_beams", "4"]
+            "--rl_steps", "1", "--rl_prompts", "4", "--eval_users", "8", "--num_beams", "4", "--sft_processes", "1"]
     run_command("demo", argv)
     report = json.loads((out / "eval" / "eval_report.json").read_text())
     summary = json.loads((out / "run_summary.json").read_text())

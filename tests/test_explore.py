@@ -42,7 +42,7 @@ def run_dir(tmp_path_factory) -> Path:
     run_command("synth", ["--out", str(out / "data"), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
     run_command("run", ["--data", str(out / "data"), "--out", str(out), "--sft1_steps", "4", "--sft2_steps", "4",
                         "--rl_steps", "1", "--rl_prompts", "4", "--eval_users", "8", "--num_beams", "4",
-                        "--sasrec_epochs", "1"])
+                        "--sasrec_epochs", "1", "--sft_processes", "1"])
     sid_map = json.loads((out / "tokenizer" / "sid_map.json").read_text())
     item, sid = next(iter(sid_map["items"].items()))
     lines = [json.dumps(_rollout_group(step, g, item, sid)) for step in (1, 2) for g in range(2)]

@@ -13,7 +13,7 @@ from genrec.data.config import DataConfig
 from genrec.prompts import PromptConfig
 
 TINY = ["--sft1_steps", "4", "--sft2_steps", "4", "--rl_steps", "1", "--rl_prompts", "4", "--eval_users", "8",
-        "--num_beams", "4", "--sasrec_epochs", "2"]
+        "--num_beams", "4", "--sasrec_epochs", "2", "--sft_processes", "1"]
 
 
 def test_run_end_to_end_resumes(tmp_path):
@@ -305,6 +305,7 @@ def test_run_stops_before_a_stage_when_its_source_changed_and_resumes(tmp_path, 
     assert summary["status"] == "finished" and summary["stages"][0]["status"] == "skipped"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="several SFT processes are a CPU option")
 def test_run_trains_sft_in_two_processes_like_in_one(tmp_path):
     """--sft_processes 2: stage 1 trains data parallel in two torchrun processes (one thread and half of each step's
     micro-batches each) and ends where one process ends on the same rows and seed."""
@@ -325,3 +326,26 @@ def test_run_trains_sft_in_two_processes_like_in_one(tmp_path):
     assert any(not torch.allclose(weights[1][k], start[k]) for k in start)
     gap = max((weights[1][k] - weights[2][k]).abs().max().item() for k in start)
     assert gap < 1e-6, gap  # one process training alone (no gradient sync) ends 4e-4 away
+
+
+def test_sft_process_count(monkeypatch):
+    """Auto: two processes on a CPU-only machine with >= 2 threads; one with a single thread, a GPU, or a gradient
+    accumulation the processes cannot share; several processes with a GPU are refused. A stage's processes name
+    the parent's command in their incomplete-output note."""
+    from genrec.parallel import training_processes
+    from genrec.stage_output import RERUN_ENV, current_command, running
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_processes(0, 2, 4) == (2, "")
+    assert training_processes(0, 1, 4) == (1, "")
+    n, why = training_processes(0, 2, 3)
+    assert n == 1 and "not a multiple of 2" in why
+    assert training_processes(3, 1, 6) == (3, "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_processes(0, 8, 4) == (1, "")
+    with pytest.raises(ValueError, match="GPU"):
+        training_processes(2, 8, 4)
+    with running("genrec sft --stage 1"):
+        assert current_command() == "genrec sft --stage 1"
+        monkeypatch.setenv(RERUN_ENV, "genrec run --data d --out o")
+        assert current_command() == "genrec run --data d --out o"

@@ -154,7 +154,7 @@ def test_run_redoes_a_stage_whose_folder_carries_the_note(tmp_path, monkeypatch)
 
     def run():
         ran.clear()
-        execute(RunConfig(data=str(data), out=str(out)), DataConfig(), PromptConfig())
+        execute(RunConfig(data=str(data), out=str(out), sft_processes=1), DataConfig(), PromptConfig())
         return list(ran)
 
     assert run() == ["fit-tokenizer", "build-model", "traces", "sft1", "sft2", "rl", "evaluate"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from genrec.data.config import DataConfig
 from genrec.model_folder import FINAL_DIR
-from genrec.parallel import run_in_processes, training_processes
+from genrec.parallel import run_in_processes, training_processes, wanted_processes
 from genrec.prompts import PromptConfig
 from genrec.stage_output import is_complete
 from sid_tokenizer.sidmap import atomic_write_text
@@ -145,8 +145,9 @@ class RunConfig:
                                                    self.sft2_tasks.split(",")), "sft2_tasks", "traces and/or sequence")
         for name in ("rl_steps", "num_beams", "sasrec_epochs"):
             need(getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("rl_prompts", "eval_users", "eval_batch_size", "sft_processes"):
+        for name in ("rl_prompts", "eval_users", "eval_batch_size"):
             need(getattr(self, name) >= 0, name, "an integer >= 0 (0 = all)")
+        need(self.sft_processes >= 0, "sft_processes", "an integer >= 0 (0 = auto)")
         bad = [b for b in self.baseline_list() if b not in BASELINES]
         need(not bad, "baselines", f"some of {', '.join(BASELINES)} (comma-separated) or ''")
         from eval.beam import parse_level_weights
@@ -528,14 +529,14 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
 def _sft_processes(cfg: RunConfig, stage: Stage, argv: list[str]) -> tuple[int, int, list[str]]:
     """(processes, torch threads each, argv) for `stage`: SFT stages may train data parallel (genrec/parallel.py),
     each process then accumulating its share of the step's micro-batches; every other stage runs in this process."""
-    if stage.command != "sft":
-        return 1, 0, argv
     import torch
 
+    threads = torch.get_num_threads()
+    if stage.command != "sft" or wanted_processes(cfg.sft_processes, threads) == 1:
+        return 1, 0, argv
     from genrec.cli import parse_command
 
     accum = parse_command("sft", argv)[-1].gradient_accumulation_steps
-    threads = torch.get_num_threads()
     processes, why = training_processes(cfg.sft_processes, threads, accum)
     if why:
         print(f"[{stage.key}] {why}", file=sys.stderr)
