@@ -58,7 +58,8 @@ def torchrun_argv(command: str, argv: list[str], processes: int, threads_each: i
 
 def run_in_processes(command: str, argv: list[str], processes: int, threads_each: int) -> None:
     """Run `genrec <command>` data parallel in child processes; their output goes to this process's terminal.
-    A failure raises ValueError naming the exit code (the stage's own error is printed above it)."""
+    A failure raises ValueError naming the exit code (the stage's own error is printed above it), or OSError when
+    the processes cannot be started."""
     from genrec.stage_output import RERUN_ENV, current_command
 
     # the children's incomplete-output note names this command (rerunning one child's command alone would train

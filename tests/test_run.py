@@ -349,3 +349,19 @@ def test_sft_process_count(monkeypatch):
         assert current_command() == "genrec sft --stage 1"
         monkeypatch.setenv(RERUN_ENV, "genrec run --data d --out o")
         assert current_command() == "genrec run --data d --out o"
+
+
+def test_run_trains_in_this_process_when_the_sft_processes_cannot_start(tmp_path, monkeypatch, capsys):
+    """If the data-parallel processes cannot start (here: no Python at sys.executable), the stage runs in the
+    `genrec run` process instead, and says so."""
+    import sys
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    run_command("synth", ["--out", str(data), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    run_command("run", ["--data", str(data), "--out", str(out), *TINY, "--skip_reasoning", "true", "--baselines", "",
+                        "--sft_processes", "2"])
+    record = next(r for r in json.loads((out / "run_summary.json").read_text())["stages"] if r["stage"] == "sft1")
+    assert record["status"] == "ran" and "processes" not in record
+    assert (out / "sft1" / "final" / "config.json").is_file()
+    assert "running the stage in this process instead" in capsys.readouterr().err

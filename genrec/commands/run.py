@@ -477,10 +477,16 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
         t0 = time.perf_counter()
         processes = 1
         try:
-            processes, threads_each, argv = _sft_processes(cfg, s, argv)
+            processes, threads_each, split_argv = _sft_processes(cfg, s, argv)
             if processes > 1:
-                run_in_processes(s.command, argv, processes, threads_each)
-            else:
+                try:
+                    run_in_processes(s.command, split_argv, processes, threads_each)
+                except (ValueError, OSError) as e:
+                    # a machine where the processes cannot start or meet (or a stage error, which this process then
+                    # reports in one line); SFT resumes from the processes' newest complete checkpoint
+                    print(f"[{s.key}] {e}; running the stage in this process instead", file=sys.stderr, flush=True)
+                    processes = 1
+            if processes == 1:
                 run_command(s.command, argv)
         except (ValueError, FileNotFoundError, FileExistsError) as e:
             records.append({"stage": s.key, "status": "failed", "command": s.command_line(), "error": str(e)})
