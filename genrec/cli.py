@@ -115,6 +115,38 @@ def run_command(name: str, argv: list[str]) -> None:
         module.run(*configs)
 
 
+LOGGERS = ("genrec", "eval", "rl", "sid_tokenizer")  # the packages whose info messages a command shows
+
+
+def show_info_messages() -> None:
+    """Print genrec's own `log.info` messages (a step cap applied, the rows stage 2 trains on, the teacher cache) to
+    stderr; without a handler Python shows only warnings. Once per process, and only on the main process of a
+    data-parallel run (the others would repeat them)."""
+    import logging
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    class StderrHandler(logging.StreamHandler):
+        """Writes to sys.stderr as it is at each message (a redirected or captured stream, not the first one)."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "genrec_cli", False) for h in logger.handlers):
+            handler.genrec_cli = True
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -130,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genrec: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     set_threads(threads)
+    show_info_messages()
     try:
         run_command(name, rest)
     except (ValueError, FileNotFoundError, FileExistsError) as e:

@@ -132,14 +132,18 @@ class SIDDistiller:
                 self.cache.setdefault(k, {}).update(new)
                 self.cached_bytes += size
         self.targets_from_cache += sum(k not in fresh for k, _ in found)
-        probs = torch.stack([(fresh[k] if k in fresh else self.cache[k])[p] for k, p in found]).to(dev, torch.float32) if found \
-            else torch.zeros((0, self.vocab_size), device=dev)
+        if found:
+            probs = torch.stack([(fresh[k] if k in fresh else self.cache[k])[p] for k, p in found])
+            probs = probs.to(dev, torch.float32)
+        else:
+            probs = torch.zeros((0, self.vocab_size), device=dev)
         return (torch.tensor(batch_rows, dtype=torch.long, device=dev),
                 torch.tensor(student_pos, dtype=torch.long, device=dev), probs)
 
     def cache_summary(self) -> str:
+        used, cap = self.cached_bytes / 2**20, self.cache_bytes / 2**20
         return (f"stage-2 teacher: {self.teacher_rows_run:,} rows read, {self.targets_from_cache:,} SID targets from "
-                f"its cache ({len(self.cache):,} rows, {self.cached_bytes / 2**20:.0f} of {self.cache_bytes / 2**20:.0f} MB)")
+                f"its cache ({len(self.cache):,} rows, {used:.0f} of {cap:.0f} MB)")
 
     def _run_teacher(self, rows: list[list[int]], positions: list[list[int]], dev) -> list[dict[int, torch.Tensor]]:
         """One teacher pass over the unpadded teacher `rows`: at each of a row's `positions`, its next-token

@@ -97,3 +97,20 @@ def test_bad_thread_values_give_a_clear_error(argv, env, message, capsys, monkey
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert torch.get_num_threads() == before
+
+
+def test_commands_show_genrec_info_messages(tmp_path, capsys):
+    """`genrec sft` through the command line prints genrec's info messages, e.g. the epoch budget cut to the step
+    cap (without a handler Python shows only warnings)."""
+    from tests.helpers_tiny import copy_tiny_model, tiny_sid_map, write_tiny_data_dir
+
+    model = copy_tiny_model(tmp_path / "model")
+    data = write_tiny_data_dir(tmp_path / "data")
+    tiny_sid_map().save(tmp_path / "sid_map.json")
+    rc = main(["--threads", "1", "sft", "--stage", "1", "--model", str(model),
+               "--sid_map", str(tmp_path / "sid_map.json"), "--data", str(data), "--output_dir", str(tmp_path / "sft"), "--num_train_epochs", "50",
+               "--max_steps_cap", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+               "--save_strategy", "no", "--eval_valid", "false", "--report_to", "none", "--disable_tqdm", "true"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "[genrec.sft]" in err and "capped at --max_steps_cap 2" in err
