@@ -14,6 +14,7 @@ wins) sets torch's intra-op threads (and inter-op threads, while torch still all
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import shlex
 import sys
@@ -118,31 +119,29 @@ def run_command(name: str, argv: list[str]) -> None:
 LOGGERS = ("genrec", "eval", "rl", "sid_tokenizer")  # the packages whose info messages a command shows
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each message (a redirected or captured stream, not the first one)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def show_info_messages() -> None:
     """Print genrec's own `log.info` messages (a step cap applied, the rows stage 2 trains on, the teacher cache) to
     stderr; without a handler Python shows only warnings. Once per process, and only on the main process of a
     data-parallel run (the others would repeat them)."""
-    import logging
-
     if os.environ.get("RANK", "0") != "0":
         return
-    class StderrHandler(logging.StreamHandler):
-        """Writes to sys.stderr as it is at each message (a redirected or captured stream, not the first one)."""
-
-        @property
-        def stream(self):
-            return sys.stderr
-
-        @stream.setter
-        def stream(self, value):
-            pass
-
-    handler = StderrHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
     for name in LOGGERS:
         logger = logging.getLogger(name)
-        if not any(getattr(h, "genrec_cli", False) for h in logger.handlers):
-            handler.genrec_cli = True
+        if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
 

@@ -13,9 +13,9 @@ next-token distribution before every SID token of the row becomes part of that t
 Replayed stage-1 rows (the direct instruction already, no blocks) are read unchanged.
 
 The teacher is frozen, so its targets for a row never change: they are computed the first time the row is seen and
-kept (in float16, under a memory cap). Stage 2 makes about two passes over
-its rows, and a trace row and its replayed stage-1 row share one teacher row, so about half of the teacher's forward
-passes were repeats (19% of a demo stage-2 step went to the teacher; docs/bench/learning.md, session 34).
+kept (in float16, under a memory cap). Stage 2 makes about two passes over its rows, and a trace row and its
+replayed stage-1 row share one teacher row, so about half of the teacher's forward passes were repeats (19% of a demo
+stage-2 step went to the teacher; docs/bench/learning.md, session 34).
 """
 
 from __future__ import annotations

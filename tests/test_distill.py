@@ -26,6 +26,24 @@ def _row(tok, prompt: str, completion: str) -> tuple[list[int], list[bool]]:
     return p + c, [False] * len(p) + [True] * len(c)
 
 
+def _trace_row(tok, ex) -> tuple[list[int], list[bool]]:
+    """A reasoning row of `ex`: its prompt, then two blocks interleaved with its SID tokens."""
+    return _row(tok, build_prompt(ex, REC.catalog, SIDS, tok, REASON),
+                render_response(["In the family of job 2.", "Job 3 is the closest."], SIDS.tokens(ex.target),
+                                INTERLEAVED))
+
+
+def _batch(tok, rows: list[tuple[list[int], list[bool]]]):
+    """(input_ids, attention_mask, labels) of unpadded (ids, completion mask) rows, right-padded as TRL pads them."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id)
+    mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
+    for b, (ids, comp) in enumerate(rows):
+        input_ids[b, :len(ids)], mask[b, :len(ids)] = torch.tensor(ids), 1
+        labels[b, :len(ids)] = torch.where(torch.tensor(comp), torch.tensor(ids), -100)
+    return input_ids, mask, labels
+
+
 def test_teacher_reads_the_row_as_stage_1_did():
     """A reasoning row (profile, reasoning instruction, blocks between the SID tokens) becomes, for the teacher, the
     stage-1 prompt of the same example followed by its SID tokens; each SID token keeps its place in the mapping."""
@@ -33,8 +51,7 @@ def test_teacher_reads_the_row_as_stage_1_did():
     d = SIDDistiller(model, tok, tok.convert_tokens_to_ids(SIDS.all_tokens()))
     ex = REC.test[0]
     sid_tokens = SIDS.tokens(ex.target)
-    ids, comp = _row(tok, build_prompt(ex, REC.catalog, SIDS, tok, REASON),
-                     render_response(["In the family of job 2.", "Job 3 is the closest."], sid_tokens, INTERLEAVED))
+    ids, comp = _trace_row(tok, ex)
     row, index = d.teacher_row(ids, comp)
     direct = build_prompt(ex, REC.catalog, SIDS, tok, replace(REASON, reasoning=False))
     expected = tok(direct + "".join(sid_tokens), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -80,14 +97,7 @@ def test_distillation_keeps_stage_2_near_its_teacher_at_the_sid_tokens(tmp_path)
     start, tok = load_model_and_tokenizer(tiny_model_dir())
     pc, ds = tiny_trace_rows(tmp_path / "tr", tok)
     sid_ids = tok.convert_tokens_to_ids(SIDS.all_tokens())
-    rows = [_row(tok, r["prompt"], r["completion"]) for r in ds.select(range(16))]
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tok.pad_token_id)
-    mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
-    for b, (ids, comp) in enumerate(rows):
-        input_ids[b, :len(ids)] = torch.tensor(ids)
-        mask[b, :len(ids)] = 1
-        labels[b, :len(ids)] = torch.where(torch.tensor(comp), torch.tensor(ids), -100)
+    input_ids, mask, labels = _batch(tok, [_row(tok, r["prompt"], r["completion"]) for r in ds.select(range(16))])
     b, t, ref = SIDDistiller(start, tok, sid_ids).targets(input_ids, mask, labels)
     assert len(b) == 16 * SIDS.num_levels
 
@@ -110,18 +120,8 @@ def test_completion_only_logits_give_the_same_loss_gradients_and_teacher_targets
     model, tok = load_model_and_tokenizer(tiny_model_dir())
     assert accepts_logits_to_keep(model)
     sid_ids = tok.convert_tokens_to_ids(SIDS.all_tokens())
-    rows = []
-    for ex in REC.test[:3]:  # different prompt lengths, right-padded as TRL pads them
-        ids, comp = _row(tok, build_prompt(ex, REC.catalog, SIDS, tok, REASON),
-                         render_response(["In the family of job 2.", "Job 3 is the closest."], SIDS.tokens(ex.target),
-                                         INTERLEAVED))
-        rows.append((ids, comp))
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tok.pad_token_id)
-    mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
-    for b, (ids, comp) in enumerate(rows):
-        input_ids[b, :len(ids)], mask[b, :len(ids)] = torch.tensor(ids), 1
-        labels[b, :len(ids)] = torch.where(torch.tensor(comp), torch.tensor(ids), -100)
+    input_ids, mask, labels = _batch(tok, [_trace_row(tok, ex) for ex in REC.test[:3]])  # different prompt lengths
+    width = input_ids.shape[1]
     offset = first_loss_position(labels)
     assert offset > 0
     teacher, _ = load_model_and_tokenizer(tiny_model_dir())
@@ -146,16 +146,6 @@ def test_completion_only_logits_give_the_same_loss_gradients_and_teacher_targets
         assert torch.allclose(g_full, g_kept, atol=1e-6)
 
 
-def _batch(tok, rows):
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tok.pad_token_id)
-    mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
-    for b, (ids, comp) in enumerate(rows):
-        input_ids[b, :len(ids)], mask[b, :len(ids)] = torch.tensor(ids), 1
-        labels[b, :len(ids)] = torch.where(torch.tensor(comp), torch.tensor(ids), -100)
-    return input_ids, mask, labels
-
-
 def test_teacher_targets_are_computed_once_per_row_and_served_from_the_cache():
     """The frozen teacher reads a row once: the same rows in another batch order, or a replayed stage-1 row that is
     the teacher's view of a trace row, get the first pass's probabilities without a teacher forward pass. The kept
@@ -167,9 +157,7 @@ def test_teacher_targets_are_computed_once_per_row_and_served_from_the_cache():
     teacher.register_forward_hook(lambda *_: passes.append(1))
     trace_rows, replay_rows = [], []
     for ex in REC.test[:3]:
-        trace_rows.append(_row(tok, build_prompt(ex, REC.catalog, SIDS, tok, REASON),
-                               render_response(["In the family of job 2.", "Job 3 is the closest."],
-                                               SIDS.tokens(ex.target), INTERLEAVED)))
+        trace_rows.append(_trace_row(tok, ex))
         replay_rows.append(_row(tok, build_prompt(ex, REC.catalog, SIDS, tok, replace(REASON, reasoning=False)),
                                 "".join(SIDS.tokens(ex.target))))
     d = SIDDistiller(teacher, tok, sid_ids)

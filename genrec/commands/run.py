@@ -548,9 +548,10 @@ def _sft_processes(cfg: RunConfig, stage: Stage, argv: list[str]) -> tuple[int, 
         print(f"[{stage.key}] {why}", file=sys.stderr)
     if processes == 1:
         return 1, 0, argv
-    print(f"[{stage.key}] {processes} processes of {max(1, threads // processes)} thread(s), "
-          f"{accum // processes} micro-batches each per step (--sft_processes)", file=sys.stderr)
-    return processes, max(1, threads // processes), [*argv, "--gradient_accumulation_steps", str(accum // processes)]
+    threads_each = max(1, threads // processes)
+    print(f"[{stage.key}] {processes} processes of {threads_each} thread(s), {accum // processes} micro-batches each "
+          "per step (--sft_processes)", file=sys.stderr)
+    return processes, threads_each, [*argv, "--gradient_accumulation_steps", str(accum // processes)]
 
 
 def run(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig) -> None:
