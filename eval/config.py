@@ -62,6 +62,11 @@ class EvalConfig:
                 f"{AUTO_BATCH_ROWS} // num_beams users (the tiny model's forward is mostly per-call overhead on a CPU: "
                 "at 10 beams 16 users ran 1.13-1.16x faster than 8; with the shared-prefix cache twice the rows were "
                 "1.08-1.09x faster on the demo but 0.89x on amazon's longer prompts; the same lists; BENCHMARKS.md)."})
+    processes: int = field(default=0, metadata={
+        "help": "Beam-search worker processes on a CPU, each with an equal share of the torch threads and its share of "
+                "the batches (forked copies of this process: the model is not loaded again; the same lists). 0 = auto: "
+                "2 on the CPU with at least 2 torch threads, else 1. Two 1-thread workers searched the demo's "
+                "reasoning model 1.4x faster than one 2-thread process (BENCHMARKS.md, session 35)."})
     topk: str = field(default="1,5,10,20", metadata={"help": "Cut-offs K, comma-separated; the largest is the list length."})
     protocols: str = field(
         default="all,new",
@@ -138,6 +143,8 @@ class EvalConfig:
         if self.sasrec_prior_users < 0 or self.sasrec_prior_candidates < 1:
             raise ValueError("--sasrec_prior_users must be >= 0 and --sasrec_prior_candidates >= 1, got "
                              f"{self.sasrec_prior_users} and {self.sasrec_prior_candidates}")
+        if self.processes < 0:
+            raise ValueError(f"--processes must be >= 0 (0 = auto), got {self.processes}")
         if self.max_users < 0:
             raise ValueError(f"--max_users must be >= 0, got {self.max_users}")
         layouts, models = self.layout_list(), self.model_list()

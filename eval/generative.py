@@ -66,6 +66,7 @@ class GenerativeRecommender(Recommender):
         progress: bool = False,
         level_weights: LevelWeights = None,
         beam_cache: str = "auto",
+        processes: int = 1,
     ) -> None:
         from genrec.prompts import PromptConfig
 
@@ -85,6 +86,7 @@ class GenerativeRecommender(Recommender):
             cache=beam_cache,
         )
         self.popularity: list[str] = [i for i in catalog.item_ids if i in sid_map]
+        self.processes = self._usable_processes(processes)
         self.stats = {"filled": 0, "users": 0, "forward_calls": 0}
 
     def fit(self, train: Sequence[Example], catalog: Catalog, valid: Sequence[Example] | None = None):
@@ -109,22 +111,45 @@ class GenerativeRecommender(Recommender):
         prompts = [self.prompt(ex) for ex in examples]
         # Sort by prompt length so each batch pads little; restore the order afterwards.
         order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
-        out: list[list[list[Beam] | None]] = [[None] * len(examples) for _ in exclude_history]
-        calls0 = self.search.forward_calls
-        bar = tqdm(total=len(examples), desc=f"beam search ({self.layout})", disable=not self.progress, file=sys.stderr)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            histories = [set(examples[i].history) for i in idx]
+        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        histories = [set(ex.history) for ex in examples]
+
+        def search(idx: list[int]) -> tuple[list[list[list[Beam]]], int]:
+            calls = self.search.forward_calls
             variants = self.search.search_variants([prompts[i] for i in idx], k,
-                                                   [histories if ex else None for ex in exclude_history])
+                                                   [[histories[i] for i in idx] if ex else None for ex in exclude_history])
+            return variants, self.search.forward_calls - calls
+
+        out: list[list[list[Beam] | None]] = [[None] * len(examples) for _ in exclude_history]
+        bar = tqdm(total=len(examples), desc=f"beam search ({self.layout})", disable=not self.progress, file=sys.stderr)
+
+        def collect(b: int, result: tuple[list[list[list[Beam]]], int]) -> None:
+            variants, calls = result
             for v, (ex, results) in enumerate(zip(exclude_history, variants)):
-                for i, history, beams in zip(idx, histories, results):
-                    out[v][i] = self._fill(beams, k, history if ex else set())
-            bar.update(len(idx))
+                for i, beams in zip(batches[b], results):
+                    out[v][i] = self._fill(beams, k, histories[i] if ex else set())
+            self.stats["forward_calls"] += calls
+            bar.update(len(batches[b]))
+
+        if self.processes > 1 and len(batches) > 1:  # the same batches, shared out (the same lists)
+            from genrec.parallel import forked_map
+
+            forked_map(search, batches, min(self.processes, len(batches)), on_result=collect,
+                       threads_each=max(1, torch.get_num_threads() // self.processes))
+        else:
+            for b, idx in enumerate(batches):
+                collect(b, search(idx))
         bar.close()
         self.stats["users"] += len(examples)
-        self.stats["forward_calls"] += self.search.forward_calls - calls0
         return out  # type: ignore[return-value]
+
+    def _usable_processes(self, processes: int) -> int:
+        """`processes` beam-search workers (forked copies of this process) if they can run here, else an error."""
+        from genrec.parallel import worker_processes
+
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        return worker_processes(processes, self.search.device.type, 1, option="processes")
 
     def _fill(self, beams: list[Beam], k: int, exclude: set[str]) -> list[Beam]:
         beams = [b for b in beams if b.item_id in self.catalog]
@@ -163,6 +188,7 @@ def load_generative(
     progress: bool = False,
     level_weights: LevelWeights = None,
     beam_cache: str = "auto",
+    processes: int = 1,
 ) -> GenerativeRecommender:
     """A `GenerativeRecommender` from a model folder (its sid_map.json and prompt_config.json unless overridden).
 
@@ -187,7 +213,7 @@ def load_generative(
     rec = GenerativeRecommender(
         model, tokenizer, sid_map, catalog, prompt_cfg, layout=chosen, num_beams=num_beams,
         max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens, batch_size=batch_size, progress=progress,
-        level_weights=level_weights, beam_cache=beam_cache,
+        level_weights=level_weights, beam_cache=beam_cache, processes=processes,
     )
     rec.name = f"genrec-{chosen}"
     return rec

@@ -207,6 +207,20 @@ def _derived_rows(name: str, rec, prior, sasrec, valid_pool, k: int, protocols: 
     return rows, time.perf_counter() - t0
 
 
+def _search_processes(cfg: EvalConfig) -> int:
+    """--processes resolved (auto: genrec/parallel.py `worker_processes`), logged when more than one."""
+    import torch
+
+    from eval.generative import resolve_device
+    from genrec.parallel import worker_processes
+
+    threads = torch.get_num_threads()
+    n = worker_processes(cfg.processes, resolve_device(cfg.device).type, threads)
+    if n > 1:
+        _log(f"beam searches in {n} worker processes of {max(1, threads // n)} thread(s) each (--processes)")
+    return n
+
+
 def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path]]:
     """Evaluate the configured models and baselines; returns (results, written paths)."""
     from genrec.checks import check_output_dir, load_checked_sid_map
@@ -281,6 +295,8 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
     if collab_on:
         sasrec, sasrec_seconds = _train_sasrec(cfg, data)
     collab_weights: dict[str, dict] = {}
+    processes = _search_processes(cfg) if cfg.model_list() else 1
+    meta["search_processes"] = processes
     for i, model_dir in enumerate(cfg.model_list()):
         layout = layouts[i] if len(layouts) > 1 else layouts[0]
         t0 = time.perf_counter()
@@ -288,7 +304,7 @@ def run_evaluation(cfg: EvalConfig, data_cfg=None) -> tuple[dict, dict[str, Path
             model_dir, data.catalog, sid_map_path=cfg.sid_map or None, layout=layout, num_beams=cfg.num_beams,
             max_block_tokens=cfg.model_block_budget(), min_block_tokens=cfg.min_block_tokens,
             batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress, level_weights=cfg.level_weight_list(),
-            beam_cache=cfg.beam_cache,
+            beam_cache=cfg.beam_cache, processes=processes,
         ).fit(data.train, data.catalog)
         name = rec.name if len(cfg.model_list()) == 1 else f"{rec.name}:{labels[i]}"
         _log(f"{name}: {model_dir}, layout {rec.layout}, {cfg.num_beams} beams, {len(examples)} users")

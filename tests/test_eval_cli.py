@@ -116,6 +116,21 @@ def test_beam_cache_flag_gives_the_same_predictions(setup, tmp_path):
     assert main(["evaluate", "--data", setup["data"], "--beam_cache", "paged"]) == 1
 
 
+def test_worker_processes_give_the_same_predictions(setup, tmp_path):
+    """`--processes 2` shares the beam-search batches out to two forked workers: the same lists, scores and reasoning
+    as one process, in the users' order, through the whole CLI."""
+    files, meta = {}, {}
+    for n in (1, 2):
+        out = tmp_path / str(n)
+        assert _evaluate(setup, out, "--baselines", "", "--max_users", "10", "--batch_size", "2", "--processes",
+                         str(n)) == 0
+        rows = [json.loads(line) for line in (out / "predictions_genrec-interleaved_all.jsonl").read_text().splitlines()]
+        files[n] = [(r["user_id"], r["items"], r["scores"], r["reasoning"]) for r in rows]
+        meta[n] = json.loads((out / "eval_report.json").read_text())["meta"]["search_processes"]
+    assert files[1] == files[2] and len(files[1]) == 10
+    assert meta == {1: 1, 2: 2}
+
+
 def test_evaluate_bad_input(setup, tmp_path, capsys):
     # SID map that lacks some test items
     sm = tiny_sid_map()
