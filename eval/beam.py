@@ -252,7 +252,10 @@ class SIDBeamSearch:
         self.pad_id = self.spec.pad_id
         self.forward_calls = 0
         # only the last position's logits are used: skip the LM head over the prompt when the model allows it
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        # transformers >= 5.x names the KV cache `cache` (`past_key_values` is deprecated, removed in 5.40)
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -279,8 +282,9 @@ class SIDBeamSearch:
             kv.cache.response_mask = kv.mask[:, kv.prompt_len:kv.cur].bool()
             extra["shared_prefix_cache"] = kv.cache
         out = self.model(
-            input_ids=tokens, attention_mask=kv.mask, position_ids=pos, past_key_values=kv.cache, use_cache=True,
-            cache_position=torch.arange(start, start + t, device=tokens.device), **extra,
+            input_ids=tokens, attention_mask=kv.mask, position_ids=pos, use_cache=True,
+            cache_position=torch.arange(start, start + t, device=tokens.device), **{self._cache_kwarg: kv.cache},
+            **extra,
         )
         self.forward_calls += 1
         return out.logits[:, -1, :].float()

@@ -116,8 +116,9 @@ class GenerativeRecommender(Recommender):
 
         def search(idx: list[int]) -> tuple[list[list[list[Beam]]], int]:
             calls = self.search.forward_calls
+            excluded = [histories[i] for i in idx]
             variants = self.search.search_variants([prompts[i] for i in idx], k,
-                                                   [[histories[i] for i in idx] if ex else None for ex in exclude_history])
+                                                   [excluded if ex else None for ex in exclude_history])
             return variants, self.search.forward_calls - calls
 
         out: list[list[list[Beam] | None]] = [[None] * len(examples) for _ in exclude_history]

@@ -365,3 +365,26 @@ def test_run_trains_in_this_process_when_the_sft_processes_cannot_start(tmp_path
     assert record["status"] == "ran" and "processes" not in record
     assert (out / "sft1" / "final" / "config.json").is_file()
     assert "running the stage in this process instead" in capsys.readouterr().err
+
+
+def test_many_collapsed_repeats_are_noted(tmp_path):
+    """`genrec run` notes when the default --collapse_repeats merged a large share of the interactions (the protocol
+    then differs from a repeats-kept one), and stays quiet when it merged none."""
+    from genrec.commands.run import collapsed_repeats_note
+    from genrec.data.loader import load_data
+    from genrec.data.recbole import write_atomic
+
+    rows, t = [], 0
+    for u in range(12):
+        for item in ["a", "a", "b", f"c{u}", f"c{u}", "d", "e"]:  # two consecutive repeats per user: 2 of 7
+            rows.append([f"u{u}", item, t])
+            t += 1
+    folder = tmp_path / "views"
+    folder.mkdir()
+    write_atomic(folder / "views.inter", ["user_id:token", "item_id:token", "timestamp:float"], rows)
+    note = collapsed_repeats_note(load_data(str(folder), DataConfig(), verbose=False).summary)
+    assert "24 of the 84 interactions (29%)" in note and "--collapse_repeats false" in note
+    assert collapsed_repeats_note(load_data(str(folder), DataConfig(collapse_repeats=False), verbose=False).summary) == ""
+    write_atomic(folder / "views.inter", ["user_id:token", "item_id:token", "timestamp:float"],
+                 [r for i, r in enumerate(rows) if i % 7 not in (1, 4)])
+    assert collapsed_repeats_note(load_data(str(folder), DataConfig(), verbose=False).summary) == ""
