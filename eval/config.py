@@ -63,10 +63,11 @@ class EvalConfig:
                 "at 10 beams 16 users ran 1.13-1.16x faster than 8; with the shared-prefix cache twice the rows were "
                 "1.08-1.09x faster on the demo but 0.89x on amazon's longer prompts; the same lists; BENCHMARKS.md)."})
     processes: int = field(default=0, metadata={
-        "help": "Beam-search worker processes on a CPU, each with an equal share of the torch threads and its share of "
-                "the batches (forked copies of this process: the model is not loaded again; the same lists). 0 = auto: "
-                "2 on the CPU with at least 2 torch threads, else 1. Two 1-thread workers searched the demo's "
-                "reasoning model 1.4x faster than one 2-thread process (BENCHMARKS.md, session 35)."})
+        "help": "Beam-search worker processes on a CPU, one torch thread each, each with its share of the batches "
+                "(forked copies of this process: the model is not loaded again; the same batches, so the same lists). "
+                "0 = auto: 2 when the run has exactly 2 torch threads, else 1. Two 1-thread workers searched the "
+                "demo's RL model 1.31x faster than one 2-thread process, and the demo's whole evaluation 1.50x "
+                "(BENCHMARKS.md, session 35); more workers are not measured."})
     topk: str = field(default="1,5,10,20", metadata={"help": "Cut-offs K, comma-separated; the largest is the list length."})
     protocols: str = field(
         default="all,new",

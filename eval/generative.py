@@ -135,8 +135,7 @@ class GenerativeRecommender(Recommender):
         if self.processes > 1 and len(batches) > 1:  # the same batches, shared out (the same lists)
             from genrec.parallel import forked_map
 
-            forked_map(search, batches, min(self.processes, len(batches)), on_result=collect,
-                       threads_each=max(1, torch.get_num_threads() // self.processes))
+            forked_map(search, batches, min(self.processes, len(batches)), on_result=collect)
         else:
             for b, idx in enumerate(batches):
                 collect(b, search(idx))
@@ -145,7 +144,8 @@ class GenerativeRecommender(Recommender):
         return out  # type: ignore[return-value]
 
     def _usable_processes(self, processes: int) -> int:
-        """`processes` beam-search workers (forked copies of this process) if they can run here, else an error."""
+        """`processes` beam-search workers (forked 1-thread copies of this process) if they can run here, else an
+        error."""
         from genrec.parallel import worker_processes
 
         if processes < 1:

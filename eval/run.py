@@ -217,7 +217,7 @@ def _search_processes(cfg: EvalConfig) -> int:
     threads = torch.get_num_threads()
     n = worker_processes(cfg.processes, resolve_device(cfg.device).type, threads)
     if n > 1:
-        _log(f"beam searches in {n} worker processes of {max(1, threads // n)} thread(s) each (--processes)")
+        _log(f"beam searches in {n} worker processes of 1 thread each (--processes)")
     return n
 
 

@@ -68,7 +68,16 @@ def run_in_processes(command: str, argv: list[str], processes: int, threads_each
     # steps of 1/N of the rows)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads_each), **{RERUN_ENV: current_command()})
     proc = subprocess.Popen(torchrun_argv(command, argv, processes, threads_each), env=env)
-    returncode = _wait_forwarding_sigterm(proc)
+    try:
+        returncode = _wait_forwarding_sigterm(proc)
+    except BaseException:  # an interrupt or SIGTERM here: the stage's processes stop too
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
     if returncode != 0:
         raise ValueError(f"genrec {command} in {processes} processes failed (exit code {returncode}); its error "
                          "is printed above")
@@ -91,7 +100,7 @@ def _wait_forwarding_sigterm(proc: subprocess.Popen) -> int:
     try:
         returncode = proc.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     if received:
         print(f"stopped by signal {received[0]}, and the stage's processes with it; the same command resumes",
               file=sys.stderr, flush=True)
@@ -112,9 +121,10 @@ def can_fork() -> bool:
 
 
 def worker_processes(requested: int, device_type: str, threads: int, option: str = "--processes") -> int:
-    """Forked CPU workers for one job (`forked_map`): `requested` if > 0, else auto: AUTO_CPU_PROCESSES when the job
-    runs on the CPU with at least that many torch `threads` and this platform can fork, else 1. More than one on
-    another device, or where fork is missing, is refused."""
+    """Forked 1-thread CPU workers for one job (`forked_map`): `requested` if > 0, else auto: AUTO_CPU_PROCESSES when
+    the job runs on the CPU with exactly that many torch `threads` (the measured case: two 1-thread workers instead of
+    one 2-thread process) and this platform can fork, else 1 (with more threads one process keeps them all; more
+    workers are a choice, `requested`, not measured). More than one on another device, or without fork, is refused."""
     if requested < 0:
         raise ValueError(f"{option} must be >= 0 (0 = auto), got {requested}")
     if requested > 1 and device_type != "cpu":
@@ -123,13 +133,26 @@ def worker_processes(requested: int, device_type: str, threads: int, option: str
         raise ValueError(f"{option} {requested}: this platform cannot fork worker processes; use 1")
     if requested:
         return requested
-    return AUTO_CPU_PROCESSES if device_type == "cpu" and can_fork() and threads >= AUTO_CPU_PROCESSES else 1
+    return AUTO_CPU_PROCESSES if device_type == "cpu" and can_fork() and threads == AUTO_CPU_PROCESSES else 1
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(parent: int) -> None:
+    """A forked worker's set-up: one torch thread, and an end when its parent ends.
+
+    One thread: GNU OpenMP (torch's CPU wheels) cannot start a thread team again in a forked child once the parent
+    has used one; a worker with 2 threads hung in its first parallel op. With one thread no team is started (as in
+    torch's DataLoader workers). The parent-death signal: a parent killed mid-map (SIGTERM, SIGKILL, out of memory)
+    would otherwise leave its workers blocked for ever on the task queue."""
     import torch
 
-    torch.set_num_threads(threads)  # as DataLoader workers do: OpenMP after fork is safe with one thread each
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:  # the parent ended before the signal was armed
+        os._exit(1)
 
 
 def _call_forked(i: int):
@@ -137,29 +160,36 @@ def _call_forked(i: int):
     return fn(inputs[i])
 
 
-def forked_map(fn, inputs: list, processes: int, threads_each: int = 1, on_result=None) -> list:
-    """[fn(x) for x in inputs], computed in `processes` forked workers of `threads_each` torch threads, in order.
+def forked_map(fn, inputs: list, processes: int, on_result=None) -> list:
+    """[fn(x) for x in inputs], computed in `processes` forked workers of one torch thread each, in order.
 
     Why fork: the workers inherit `fn`'s state (a loaded model, a catalog) without pickling it or loading it again,
     as torch's DataLoader workers do on Linux. `on_result(i, result)` is called in this process as each finishes
-    (a progress bar). A worker that dies (killed, out of memory) raises `BrokenProcessPool` instead of hanging."""
+    (a progress bar). A worker that dies (killed, out of memory) raises `BrokenProcessPool`; an error or an interrupt
+    in this process stops the workers; the workers end when this process ends."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     global _FORKED
     if _FORKED is not None:
         raise RuntimeError("forked_map is not re-entrant")
-    _FORKED = (fn, inputs)
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_start_worker, initargs=(threads_each,))
     try:
-        futures = [pool.submit(_call_forked, i) for i in range(len(inputs))]
-        out = []
-        for i, future in enumerate(futures):
-            out.append(future.result())
-            if on_result is not None:
-                on_result(i, out[-1])
+        _FORKED = (fn, inputs)
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_start_worker, initargs=(os.getpid(),))
+        try:
+            futures = [pool.submit(_call_forked, i) for i in range(len(inputs))]
+            out = []
+            for i, future in enumerate(futures):
+                out.append(future.result())
+                if on_result is not None:
+                    on_result(i, out[-1])
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in list((getattr(pool, "_processes", None) or {}).values()):
+                worker.terminate()  # the batches they hold are not wanted any more
+            raise
+        pool.shutdown(wait=True)
         return out
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on an error, the rest is not computed
         _FORKED = None

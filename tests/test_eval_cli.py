@@ -116,9 +116,22 @@ def test_beam_cache_flag_gives_the_same_predictions(setup, tmp_path):
     assert main(["evaluate", "--data", setup["data"], "--beam_cache", "paged"]) == 1
 
 
-def test_worker_processes_give_the_same_predictions(setup, tmp_path):
+def test_worker_processes_give_the_same_predictions(setup, tmp_path, monkeypatch):
     """`--processes 2` shares the beam-search batches out to two forked workers: the same lists, scores and reasoning
     as one process, in the users' order, through the whole CLI."""
+    import os
+
+    import genrec.parallel
+
+    started = tmp_path / "workers"
+    start_worker = genrec.parallel._start_worker
+
+    def start_and_record(parent):  # inherited by the forked workers: each writes its pid
+        start_worker(parent)
+        with open(started, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    monkeypatch.setattr(genrec.parallel, "_start_worker", start_and_record)
     files, meta = {}, {}
     for n in (1, 2):
         out = tmp_path / str(n)
@@ -127,6 +140,8 @@ def test_worker_processes_give_the_same_predictions(setup, tmp_path):
         rows = [json.loads(line) for line in (out / "predictions_genrec-interleaved_all.jsonl").read_text().splitlines()]
         files[n] = [(r["user_id"], r["items"], r["scores"], r["reasoning"]) for r in rows]
         meta[n] = json.loads((out / "eval_report.json").read_text())["meta"]["search_processes"]
+        workers = set(started.read_text().split()) if started.exists() else set()
+        assert len(workers) == (0 if n == 1 else 2) and str(os.getpid()) not in workers
     assert files[1] == files[2] and len(files[1]) == 10
     assert meta == {1: 1, 2: 2}
 
