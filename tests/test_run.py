@@ -388,3 +388,25 @@ def test_many_collapsed_repeats_are_noted(tmp_path):
     write_atomic(folder / "views.inter", ["user_id:token", "item_id:token", "timestamp:float"],
                  [r for i, r in enumerate(rows) if i % 7 not in (1, 4)])
     assert collapsed_repeats_note(load_data(str(folder), DataConfig(), verbose=False).summary) == ""
+
+
+def test_an_interrupted_run_records_where_it_stopped(tmp_path, monkeypatch):
+    """Ctrl-C (or a SIGTERM passed on to a stage's processes) during a stage: the summary says which stage stopped,
+    and the interrupt still ends the run."""
+    import genrec.cli
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    run_command("synth", ["--out", str(data), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    real = genrec.cli.run_command  # what `genrec run` calls for each in-process stage
+
+    def interrupted_at_traces(command, argv):
+        if command == "traces":
+            raise KeyboardInterrupt
+        return real(command, argv)
+
+    monkeypatch.setattr(genrec.cli, "run_command", interrupted_at_traces)
+    with pytest.raises(KeyboardInterrupt):
+        run_command("run", ["--data", str(data), "--out", str(out), *TINY])
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert [(r["stage"], r["status"]) for r in summary["stages"]][-1] == ("traces", "stopped")

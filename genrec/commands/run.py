@@ -508,6 +508,11 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
             records.append({"stage": s.key, "status": "failed", "command": s.command_line(), "error": str(e)})
             finish("failed")
             raise StageError(f"stage {i}/{total} {s.title} (genrec {s.command}): {e}") from e
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or a SIGTERM passed on to a stage's processes
+            records.append({"stage": s.key, "status": "stopped", "command": s.command_line(),
+                            "seconds": round(time.perf_counter() - t0, 1)})
+            finish("stopped")
+            raise
         seconds = round(time.perf_counter() - t0, 1)
         summary["stage_seconds"][s.key] = seconds
         records.append({"stage": s.key, "status": "ran", "seconds": seconds, "command": s.command_line(),
