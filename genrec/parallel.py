@@ -9,6 +9,7 @@ data parallelism (DistributedDataParallel); `GenrecSFTTrainer` keeps a step's lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -106,6 +107,24 @@ def _wait_forwarding_sigterm(proc: subprocess.Popen) -> int:
               file=sys.stderr, flush=True)
         raise SystemExit(128 + received[0])
     return returncode
+
+
+@contextlib.contextmanager
+def sigterm_raises_exit():
+    """Within it (main thread only), a SIGTERM raises SystemExit(143) instead of ending the process on the spot, so
+    `finally` blocks and handlers run: a run records where it stopped, forked workers are terminated."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # ---- one pure function over many inputs in forked worker processes (the evaluation's beam searches) ----

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -410,3 +411,30 @@ def test_an_interrupted_run_records_where_it_stopped(tmp_path, monkeypatch):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["status"] == "stopped"
     assert [(r["stage"], r["status"]) for r in summary["stages"]][-1] == ("traces", "stopped")
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
+    """A SIGTERM (a scheduler's stop) during an in-process stage ends `genrec run` with exit code 143 and a summary
+    that names the stopped stage, instead of killing it on the spot with nothing recorded."""
+    import signal
+    import subprocess
+    import sys
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    run_command("synth", ["--out", str(data), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    argv = [sys.executable, "-m", "genrec.cli", "run", "--data", str(data), "--out", str(out), *TINY,
+            "--sft1_steps", "5000"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "SFT stage 1" in line:  # stage 1 has started training in this process
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        proc.stderr.read()
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert (summary["stages"][-1]["stage"], summary["stages"][-1]["status"]) == ("sft1", "stopped")

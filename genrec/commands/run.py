@@ -25,7 +25,7 @@ from pathlib import Path
 
 from genrec.data.config import DataConfig
 from genrec.model_folder import FINAL_DIR
-from genrec.parallel import run_in_processes, training_processes, wanted_processes
+from genrec.parallel import run_in_processes, sigterm_raises_exit, training_processes, wanted_processes
 from genrec.prompts import PromptConfig
 from genrec.stage_output import is_complete
 from sid_tokenizer.sidmap import atomic_write_text
@@ -433,7 +433,14 @@ def _read_done(path: Path) -> dict[str, dict]:
 
 def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, label: str = "run",
             before: list[Stage] = ()) -> dict:
-    """Run the stages in `before` (e.g. the demo's `genrec synth`) and then the recipe; returns the summary."""
+    """Run the stages in `before` (e.g. the demo's `genrec synth`) and then the recipe; returns the summary.
+    A SIGTERM ends it as Ctrl-C does: the summary records the stopped stage, worker processes are stopped."""
+    with sigterm_raises_exit():
+        return _execute(cfg, data_cfg, prompt_cfg, label=label, before=before)
+
+
+def _execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, label: str,
+             before: list[Stage]) -> dict:
     from genrec.cli import run_command
 
     if not CONFIGS.is_dir():
