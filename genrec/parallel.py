@@ -70,43 +70,22 @@ def run_in_processes(command: str, argv: list[str], processes: int, threads_each
     env = dict(os.environ, OMP_NUM_THREADS=str(threads_each), **{RERUN_ENV: current_command()})
     proc = subprocess.Popen(torchrun_argv(command, argv, processes, threads_each), env=env)
     try:
-        returncode = _wait_forwarding_sigterm(proc)
-    except BaseException:  # an interrupt or SIGTERM here: the stage's processes stop too
-        if proc.poll() is None:
+        with sigterm_raises_exit():  # a scheduler's stop or `kill`: raised here as SystemExit, handled below
+            returncode = proc.wait()
+    except BaseException as e:  # Ctrl-C or SIGTERM: the stage's processes stop too (torchrun stops its workers);
+        if proc.poll() is None:  # without it they kept training, orphaned, in the stage's output folder
             proc.terminate()
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if isinstance(e, SystemExit):
+            print("stopped by SIGTERM, and the stage's processes with it; the same command resumes", file=sys.stderr,
+                  flush=True)
         raise
     if returncode != 0:
         raise ValueError(f"genrec {command} in {processes} processes failed (exit code {returncode}); its error "
                          "is printed above")
-
-
-def _wait_forwarding_sigterm(proc: subprocess.Popen) -> int:
-    """Wait for `proc`; a SIGTERM to this process meanwhile (a scheduler's stop, `kill`) goes to `proc` too, which
-    stops its workers (torchrun forwards it), and this process then exits 143. Without it the workers kept
-    training, orphaned, in the stage's output folder. Ctrl-C reaches them anyway (the terminal signals the whole
-    process group)."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
-        return proc.wait()
-    received: list[int] = []
-
-    def forward(signum, frame):  # only forward: the interrupted wait() below resumes and sees the child end
-        received.append(signum)
-        proc.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
-        returncode = proc.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    if received:
-        print(f"stopped by signal {received[0]}, and the stage's processes with it; the same command resumes",
-              file=sys.stderr, flush=True)
-        raise SystemExit(128 + received[0])
-    return returncode
 
 
 @contextlib.contextmanager
