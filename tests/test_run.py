@@ -46,6 +46,9 @@ def test_run_end_to_end_resumes(tmp_path):
     assert list(summary["stage_seconds"]) == ["fit-tokenizer", "build-model", "traces", "sft1", "sft2", "rl",
                                               "evaluate"]
     assert summary["status"] == "finished" and summary["peak_rss_mb"] > 0
+    if summary["peak_memory_mb"] is not None:  # measured where /proc can be read: the process tree's peak, per stage
+        ran = [s for s in summary["stages"] if s["status"] == "ran"]
+        assert all(0 < s["peak_memory_mb"] <= summary["peak_memory_mb"] for s in ran)
     assert summary["codebook_size"] == auto_codebook_size(120) == 8
     stages = json.loads((out / "run_stages.json").read_text())
     assert "--max_history" in stages["sft1"]["argv"] and "--max_history" in stages["rl"]["argv"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import glob
 import importlib
 import json
-import resource
 import shlex
 import sys
 import time
@@ -24,6 +23,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from genrec.data.config import DataConfig
+from genrec.memory import TreeMemory, largest_process_rss_mb
 from genrec.model_folder import FINAL_DIR
 from genrec.parallel import run_in_processes, sigterm_raises_exit, training_processes, wanted_processes
 from genrec.prompts import PromptConfig
@@ -346,12 +346,11 @@ def build_stages(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig,
                   s.fresh_flags) for s in stages]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process or of its largest finished child process, in MB. SFT's data-parallel
-    processes (--sft_processes) run side by side, so the machine's peak during SFT is up to their sum."""
-    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
-    return round(max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-                 * scale, 1)
+def memory_line(summary: dict) -> str:
+    """The run's peak memory in words: the process tree's sum where it was measured, else the largest process."""
+    if summary.get("peak_memory_mb") is not None:
+        return f"peak memory {summary['peak_memory_mb']:.0f} MB (summed over its processes, PSS)"
+    return f"peak memory {summary['peak_rss_mb']:.0f} MB (largest process; the sum over processes needs /proc)"
 
 
 class StageError(ValueError):
@@ -435,12 +434,12 @@ def execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, l
             before: list[Stage] = ()) -> dict:
     """Run the stages in `before` (e.g. the demo's `genrec synth`) and then the recipe; returns the summary.
     A SIGTERM ends it as Ctrl-C does: the summary records the stopped stage, worker processes are stopped."""
-    with sigterm_raises_exit():
-        return _execute(cfg, data_cfg, prompt_cfg, label=label, before=before)
+    with sigterm_raises_exit(), TreeMemory() as memory:
+        return _execute(cfg, data_cfg, prompt_cfg, label=label, before=before, memory=memory)
 
 
 def _execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, label: str,
-             before: list[Stage]) -> dict:
+             before: list[Stage], memory: TreeMemory) -> dict:
     from genrec.cli import run_command
 
     if not CONFIGS.is_dir():
@@ -464,7 +463,8 @@ def _execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, 
     def finish(status: str) -> dict:
         summary["status"] = status
         summary["total_seconds"] = round(time.perf_counter() - t_all, 1)
-        summary["peak_rss_mb"] = peak_rss_mb()
+        summary["peak_memory_mb"] = memory.peak_mb  # the process tree's summed PSS: what the machine held
+        summary["peak_rss_mb"] = largest_process_rss_mb()
         report = out / "eval" / "eval_report.json"
         if report.exists():
             summary["eval_report"] = str(report)
@@ -498,6 +498,7 @@ def _execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, 
         upstream_ran = True
         print(f"\n{head}: {shlex.join(['genrec', s.command, *argv])}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        memory.stage_peak_mb()  # a new window: this stage's peak
         processes = 1
         try:
             processes, threads_each, split_argv = _sft_processes(cfg, s, argv)
@@ -512,17 +513,19 @@ def _execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, 
             if processes == 1:
                 run_command(s.command, argv)
         except (ValueError, FileNotFoundError, FileExistsError) as e:
-            records.append({"stage": s.key, "status": "failed", "command": s.command_line(), "error": str(e)})
+            records.append({"stage": s.key, "status": "failed", "command": s.command_line(), "error": str(e),
+                            "peak_memory_mb": memory.stage_peak_mb()})
             finish("failed")
             raise StageError(f"stage {i}/{total} {s.title} (genrec {s.command}): {e}") from e
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or a SIGTERM passed on to a stage's processes
             records.append({"stage": s.key, "status": "stopped", "command": s.command_line(),
-                            "seconds": round(time.perf_counter() - t0, 1)})
+                            "seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": memory.stage_peak_mb()})
             finish("stopped")
             raise
         seconds = round(time.perf_counter() - t0, 1)
         summary["stage_seconds"][s.key] = seconds
         records.append({"stage": s.key, "status": "ran", "seconds": seconds, "command": s.command_line(),
+                        "peak_memory_mb": memory.stage_peak_mb(),
                         **({"processes": processes} if processes > 1 else {})})
         done[s.key] = {"argv": s.argv, "seconds": seconds}
         atomic_write_text(stages_path, json.dumps(done, indent=1))
@@ -547,11 +550,12 @@ def _execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, 
     rows = []
     for r in records:
         if r["status"] == "ran":
-            rows.append(f"  {r['stage']:<14}{r['seconds']:>9.1f} s")
+            mb = r.get("peak_memory_mb")
+            rows.append(f"  {r['stage']:<14}{r['seconds']:>9.1f} s" + (f"  {mb:>7.0f} MB" if mb is not None else ""))
         else:
             earlier = r.get("seconds_when_run")
             rows.append(f"  {r['stage']:<14}  skipped" + (f" (ran in {earlier:.1f} s before)" if earlier is not None else ""))
-    print(f"\n[{label}] finished in {summary['total_seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB; "
+    print(f"\n[{label}] finished in {summary['total_seconds']:.0f} s, {memory_line(summary)}; "
           f"summary in {out / SUMMARY_FILE}", file=sys.stderr)
     print("\n".join(rows), file=sys.stderr)
     md = out / "eval" / "report.md"

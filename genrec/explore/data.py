@@ -396,7 +396,8 @@ class RunIndex:
 
     def overview(self) -> dict:
         summary = {k: self.summary.get(k) for k in ("command", "status", "data", "num_items", "codebook_size",
-                                                    "total_seconds", "peak_rss_mb", "stage_seconds")}
+                                                    "total_seconds", "peak_memory_mb", "peak_rss_mb",
+                                                    "stage_seconds")}
         summary["stages"] = [s for s in self.summary.get("stages", []) if isinstance(s, dict)]
         ev = None
         if self.report:

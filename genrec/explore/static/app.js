@@ -144,7 +144,9 @@ async function viewRun() {
   const s = o.summary || {};
   v.append(el("h2", {}, "Run"),
     el("p", {}, `status: ${s.status || "unknown"}; data: ${s.data || "-"}; ${fmt(s.num_items)} items; codebook ${fmt(s.codebook_size)}; `
-      + `${fmt(s.total_seconds, 0)} s; peak memory ${fmt(s.peak_rss_mb, 0)} MB`));
+      + `${fmt(s.total_seconds, 0)} s; peak memory ${s.peak_memory_mb != null
+        ? `${fmt(s.peak_memory_mb, 0)} MB (summed over its processes)`
+        : `${fmt(s.peak_rss_mb, 0)} MB (largest process)`}`));
   if (s.stages && s.stages.length) {
     v.append(el("table", {}, el("tr", {}, el("th", {}, "stage"), el("th", {}, "status"), el("th", {}, "seconds"), el("th", {}, "command")),
       s.stages.map((st) => el("tr", {}, el("td", {}, st.stage), el("td", {}, st.status),
