@@ -441,3 +441,47 @@ def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["status"] == "stopped"
     assert (summary["stages"][-1]["stage"], summary["stages"][-1]["status"]) == ("sft1", "stopped")
+
+
+def _as_movielens(src, dst) -> None:
+    """The synthetic market rewritten in RecBole's ml-100k layout: numeric ids, a `rating:float` column, float
+    timestamps, `movie_title` / `release_year` / `class` item fields and ml-100k's user fields."""
+    dst.mkdir()
+    lines = lambda name: [r.split("\t") for r in (src / f"jobs-synth.{name}").read_text(encoding="utf-8").splitlines()]
+    items, users, inter = lines("item"), lines("user"), lines("inter")
+    item_id = {row[0]: str(k) for k, row in enumerate(items[1:], 1)}
+    user_id = {row[0]: str(k) for k, row in enumerate(users[1:], 1)}
+    col = {name.split(":")[0]: k for k, name in enumerate(items[0])}
+    (dst / "ml-100k.item").write_text("\n".join(
+        ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+        + [f"{item_id[r[0]]}\t{r[col['title']]} ({1990 + k % 9})\t{1990 + k % 9}\t{r[col['industry']]}"
+           for k, r in enumerate(items[1:])]) + "\n", encoding="utf-8")
+    (dst / "ml-100k.user").write_text("\n".join(
+        ["user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token"]
+        + [f"{user_id[r[0]]}\t{20 + k % 40}\t{'MF'[k % 2]}\ttechnician\t{85711 + k}" for k, r in enumerate(users[1:])])
+        + "\n", encoding="utf-8")
+    (dst / "ml-100k.inter").write_text("\n".join(
+        ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+        + [f"{user_id[u]}\t{item_id[i]}\t{1 + k % 5}.0\t{float(t)}" for k, (u, i, t) in enumerate(inter[1:])])
+        + "\n", encoding="utf-8")
+
+
+def test_run_on_a_movielens_shaped_dataset(tmp_path):
+    """A set in RecBole's ml-100k layout (the issue's held-out set has this shape) runs end to end: numeric ids, extra
+    float columns, the `movie_title` field as the title, items worded as "item"."""
+    synth, data, out = tmp_path / "synth", tmp_path / "ml-100k", tmp_path / "run"
+    run_command("synth", ["--out", str(synth), "--num_jobs", "120", "--num_users", "60", "--seed", "0"])
+    _as_movielens(synth, data)
+    run_command("run", ["--data", str(data), "--out", str(out), *TINY, "--skip_rl", "true"])
+    report = json.loads((out / "eval" / "eval_report.json").read_text())
+    assert report["meta"]["data_summary"]["users_read"] == 60
+    results = report["results"]
+    assert {"mostpop", "recent", "sasrec"} <= set(results) and any(name.endswith(":sft2") for name in results)
+    assert all(m["invalid"] == 0 for r in results.values() for m in r.values())
+    from datasets import load_from_disk
+
+    row = load_from_disk(str(out / "traces"))["train"][0]
+    assert "item" in row["prompt"] and "job" not in row["prompt"].lower()  # item_noun auto: not a job dataset
+    first_line = row["prompt"].split("1. ", 1)[1].split("\n", 1)[0]
+    assert first_line.endswith(")") and "(19" in first_line  # the history line shows the movie title, year included
+    assert "Last viewed: item" in row["completion"]

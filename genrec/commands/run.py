@@ -541,6 +541,7 @@ def _execute(cfg: RunConfig, data_cfg: DataConfig, prompt_cfg: PromptConfig, *, 
           + ("" if cfg.codebook_size else " (auto)"), file=sys.stderr)
     if note := collapsed_repeats_note(rec.summary):
         print(f"[{label}] note: {note}", file=sys.stderr)
+    del rec  # every stage loads its own copy; this one held ~1.2 GB through the run on a 1M-interaction set
     first = next((j for j, s in enumerate(stages) if cfg.force or upstream_ran or not s.finished()), len(stages))
     _preflight(stages[first:])  # the stages that will run
     for i, s in enumerate(stages, len(before) + 1):
