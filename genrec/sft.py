@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -144,7 +145,8 @@ class SFTStageConfig:
     max_steps_cap: int = field(default=0, metadata={
         "help": "Upper bound on optimizer steps when training by epochs (--max_steps <= 0): a larger epoch budget is "
                 "cut to this many steps and the learning-rate schedule spans the cut budget (0 = no cap). A CPU time "
-                "budget that does not grow with the number of users."})
+                "budget that does not grow with the number of users. When it reaches fewer `sequence` rows than the "
+                "data has, only a seeded sample of that many is built (row_budget)."})
     eval_valid: bool = field(default=True, metadata={"help": "Compute eval loss on the valid split when present."})
     max_eval_examples: int = field(default=256, metadata={"help": "Cap on eval rows (0 = all)."})
     resume: bool = field(default=False, metadata={"help": "Resume from the latest checkpoint in output_dir."})
@@ -257,6 +259,8 @@ def sequence_rows(
     tokenizer,
     prompt_cfg: PromptConfig,
     reasoning: bool = False,
+    keep: int = 0,
+    seed: int = 0,
 ) -> dict[str, list]:
     """`sequence` rows: a user's items written as the lines of a plain prompt, with the loss on the answer of every
     target item (its SID tokens; with `reasoning`, its thinking blocks and SID tokens, see
@@ -265,7 +269,8 @@ def sequence_rows(
     The text up to item j's answer is exactly `build_prompt` of the example (history = the window's earlier items),
     so one forward pass trains every position as the model is asked at inference. Tokenized here (input_ids and
     completion_mask) because the loss spans are not one completion; TRL turns the mask into labels. `user`: whose
-    sequence each row is (not a training column).
+    sequence each row is (not a training column). `keep` > 0: only a seeded random sample of that many windows is
+    built (`seed`), in their order, for a step budget that reaches no more rows (`row_budget`).
     """
     if prompt_cfg.use_chat_template:
         raise ValueError("stage-1 task 'sequence' needs plain prompts (use_chat_template=false); "
@@ -278,40 +283,53 @@ def sequence_rows(
     if reasoning and not reasons_in_history(cfg):
         raise ValueError("stage-2 'sequence' rows need prompts whose history lines carry the reasoning: build the "
                          "traces with --history_reasoning evidence (or pointer)")
+    rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": [], "user": []}
+    windows = sequence_window_list(examples, sid_map, cfg)
+    if 0 < keep < len(windows):  # a seeded sample, in the windows' order: only the rows a step budget reaches
+        windows = [windows[i] for i in sorted(random.Random(seed).sample(range(len(windows)), keep))]
+    for user, profile, items, window in windows:
+        append_window_row(items, window, user, profile, catalog, sid_map, tokenizer, cfg, rows)
+    return rows
+
+
+def sequence_window_list(examples: list[Example], sid_map: SIDMap, cfg: PromptConfig) -> list[tuple]:
+    """Every `sequence` row as (user, profile, items, window) before any text is built: cheap, so a caller can count
+    the rows or sample them before tokenizing (`sequence_rows` keep)."""
     by_user: dict[str, list[Example]] = {}
     for ex in examples:
         if ex.target in sid_map:
             by_user.setdefault(ex.user_id, []).append(ex)
-    rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": [], "user": []}
+    out = []
     for user, user_examples in by_user.items():
         profile = user_examples[0].profile.strip() if cfg.include_profile else ""
         for items, first_target in reconstruct_sequences(user_examples):
-            rows_for_sequence(items, first_target, user, profile, catalog, sid_map, tokenizer, cfg, rows)
-    return rows
+            for item in items:
+                if item not in sid_map:
+                    raise ValueError(f"user {user!r}: history item {item!r} has no SID in the SID map")
+            # Windows of at most prompt_max_history + 1 lines; the loss is on targets lo..hi (each trained once).
+            windows = sequence_windows(len(items), first_target, cfg.prompt_max_history)
+            out += [(user, profile, items, w) for w in windows]
+    return out
 
 
-def rows_for_sequence(items, first_target: int, user: str, profile: str, catalog: Catalog, sid_map: SIDMap,
-                      tokenizer, cfg: PromptConfig, rows: dict[str, list]) -> None:
-    """Append the tokenized windows of one sequence (see `sequence_rows`) to `rows`."""
-    for item in items:
-        if item not in sid_map:
-            raise ValueError(f"user {user!r}: history item {item!r} has no SID in the SID map")
-    # Windows of at most prompt_max_history + 1 lines; the loss is on targets lo..hi (each trained once).
-    for offset, lo, hi in sequence_windows(len(items), first_target, cfg.prompt_max_history):
-        start = max(offset, 0)
-        text, spans = prompt_head(profile, cfg, cfg.noun(catalog)), []
-        for pos, (j, (answer, item_text_)) in enumerate(
-                zip(range(start, hi + 1), history_answers(items[start:hi + 1], catalog, sid_map, cfg)), 1):
-            cue = next_item_cue(pos)
-            if j >= lo:
-                spans.append((len(text) + len(cue), len(text) + len(cue) + len(answer)))
-            text += cue + " ".join(p for p in (answer, item_text_) if p) + "\n"
-        enc = tokenizer(text, return_offsets_mapping=True)
-        mask = [int(e > s and any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
-        rows["input_ids"].append(enc["input_ids"])
-        rows["completion_mask"].append(mask)
-        rows["user"].append(user)
-        rows["task"].append("sequence")
+def append_window_row(items, window: tuple[int, int, int], user: str, profile: str, catalog: Catalog,
+                      sid_map: SIDMap, tokenizer, cfg: PromptConfig, rows: dict[str, list]) -> None:
+    """Append the tokenized row of one window (offset, lo, hi) of a sequence (see `sequence_rows`) to `rows`."""
+    offset, lo, hi = window
+    start = max(offset, 0)
+    text, spans = prompt_head(profile, cfg, cfg.noun(catalog)), []
+    for pos, (j, (answer, item_text_)) in enumerate(
+            zip(range(start, hi + 1), history_answers(items[start:hi + 1], catalog, sid_map, cfg)), 1):
+        cue = next_item_cue(pos)
+        if j >= lo:
+            spans.append((len(text) + len(cue), len(text) + len(cue) + len(answer)))
+        text += cue + " ".join(p for p in (answer, item_text_) if p) + "\n"
+    enc = tokenizer(text, return_offsets_mapping=True)
+    mask = [int(e > s and any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
+    rows["input_ids"].append(enc["input_ids"])
+    rows["completion_mask"].append(mask)
+    rows["user"].append(user)
+    rows["task"].append("sequence")
 
 
 def tokenize_prompt_completion(rows: dict[str, list], tokenizer) -> dict[str, list]:
@@ -348,13 +366,17 @@ def stage1_tokenized_rows(
     tokenizer,
     prompt_cfg: PromptConfig,
     tasks: list[str] | tuple[str, ...],
+    keep: int = 0,
+    seed: int = 0,
 ) -> dict[str, list]:
     """Every row of `tasks` tokenized (input_ids, completion_mask, task), so tokenized tasks and prompt/completion
-    tasks share one dataset (stage 1 with `sequence`, and the rows stage 2 replays)."""
+    tasks share one dataset (stage 1 with `sequence`, and the rows stage 2 replays). `keep` samples the `sequence`
+    rows when that is the only task (see `sequence_rows`)."""
     rows = stage1_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, [t for t in tasks if t not in TOKENIZED_TASKS])
     tokenized = tokenize_prompt_completion(rows, tokenizer)
     if "sequence" in tasks:
-        seq = sequence_rows(catalog, sid_map, examples, tokenizer, prompt_cfg)
+        seq = sequence_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, keep=keep if list(tasks) == ["sequence"]
+                            else 0, seed=seed)
         for key in tokenized:
             tokenized[key] += seq[key]
     return tokenized
@@ -367,11 +389,14 @@ def stage1_dataset(
     tokenizer,
     prompt_cfg: PromptConfig,
     tasks: list[str] | tuple[str, ...],
+    keep: int = 0,
+    seed: int = 0,
 ) -> Dataset:
     """The stage-1 training set: prompt/completion rows (TRL tokenizes them), or every row tokenized here when a
-    tokenized task is among `tasks`."""
+    tokenized task is among `tasks` (`keep`, `seed`: see `stage1_tokenized_rows`)."""
     if any(t in TOKENIZED_TASKS for t in tasks):
-        return Dataset.from_dict(stage1_tokenized_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, tasks))
+        return Dataset.from_dict(stage1_tokenized_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, tasks,
+                                                       keep=keep, seed=seed))
     return Dataset.from_dict(stage1_rows(catalog, sid_map, examples, tokenizer, prompt_cfg, tasks))
 
 
@@ -679,6 +704,17 @@ def sasrec_teachers(stage: SFTStageConfig, rec, sid_map: SIDMap, tokenizer, prom
     return fit_cross_teachers(rec.train, rec.catalog, rec.valid, seed, folds), row_teacher
 
 
+def row_budget(args: SFTConfig, cap: int) -> int:
+    """How many rows an epoch budget cut at `cap` steps can reach (0: no cap, or a step budget). A set with more
+    `sequence` rows than this builds only a seeded sample of this many: the trainer would draw no more (its random
+    order takes the first cap x rows-per-step), and building and tokenizing the rest took minutes and gigabytes on a
+    1M-interaction set (186,165 rows built for 32,000 trained)."""
+    if cap <= 0 or args.max_steps > 0 or args.num_train_epochs <= 0:
+        return 0
+    per_step = args.per_device_train_batch_size * max(1, args.world_size) * args.gradient_accumulation_steps
+    return math.ceil(cap * per_step / min(1.0, args.num_train_epochs))
+
+
 def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: SFTConfig) -> Path:
     """What `genrec sft` runs: build the stage's dataset, check inputs, train, save out/final."""
     for name in ("model", "sid_map"):
@@ -700,7 +736,14 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         tokenizer = load_tokenizer(stage.model)
         check_model_tokens(tokenizer, sid_map, where=stage.model)
         check_sid_map_catalog(sid_map, rec.catalog, stage.sid_map, stage.data, command="sft")
-        train = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg, stage.tasks())
+        keep = row_budget(args, stage.max_steps_cap) if not stage.max_train_examples else 0
+        if keep and stage.tasks() == ["sequence"]:
+            windows = len(sequence_window_list(rec.train, sid_map, prompt_cfg))
+            if windows > keep:
+                log.info("the step cap (--max_steps_cap %d) reaches %d of the %d sequence rows: building a seeded "
+                         "sample of %d", stage.max_steps_cap, keep, windows, keep)
+        train = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg, stage.tasks(), keep=keep,
+                               seed=seed)
         eval_ds = None
         if stage.eval_valid and rec.valid and "history2sid" in stage.tasks():
             eval_ds = Dataset.from_dict(stage1_rows(rec.catalog, sid_map, rec.valid, tokenizer, prompt_cfg,
@@ -737,11 +780,15 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
                 parts["reasoned sequence"] = Dataset.from_dict(sequence_rows(
                     rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, reasoning=True))
             if stage.replay():
-                replay = Dataset.from_dict(stage1_tokenized_rows(
-                    rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay()))
                 rate = trace_sample_rate(stage.traces)
+                keep = 0
+                if rate < 1.0 and stage.replay() == ["sequence"]:  # sample the windows before building them
+                    keep = max(1, round(rate * len(sequence_window_list(rec.train, sid_map, used_prompt_cfg))))
+                replay = Dataset.from_dict(stage1_tokenized_rows(
+                    rec.catalog, sid_map, rec.train, tokenizer, used_prompt_cfg, stage.replay(), keep=keep, seed=seed))
                 if rate < 1.0:  # the traces are a sample of the split: replay the same share of its stage-1 rows
-                    replay = _shuffle_cap(replay, max(1, round(rate * len(replay))), seed)
+                    if not keep:
+                        replay = _shuffle_cap(replay, max(1, round(rate * len(replay))), seed)
                     log.info("the traces hold %.1f%% of the train split; stage 2 replays as many of its stage-1 rows",
                              100 * rate)
                 parts["replayed stage-1"] = replay

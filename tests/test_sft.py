@@ -565,6 +565,53 @@ def test_max_steps_cap_cuts_an_epoch_budget_and_leaves_a_smaller_one(tmp_path):
         SFTStageConfig(max_steps_cap=-1)
 
 
+def test_sequence_rows_sample_keeps_whole_rows_in_order_by_seed():
+    """`keep`: a seeded sample of the windows, each row exactly as the full build writes it, in the full order."""
+    from genrec.sft import sequence_rows, sequence_window_list
+
+    _, tok = load_model_and_tokenizer(tiny_model_dir())
+    cfg = PromptConfig(history_format="sid", reasoning=False)
+    full = sequence_rows(REC.catalog, SIDS, REC.train, tok, cfg)
+    n = len(full["input_ids"])
+    assert n == len(sequence_window_list(REC.train, SIDS, cfg)) > 4
+    a = sequence_rows(REC.catalog, SIDS, REC.train, tok, cfg, keep=n // 2, seed=1)
+    assert len(a["input_ids"]) == n // 2
+    rows = iter(zip(full["input_ids"], full["completion_mask"], full["user"]))
+    assert all(row in rows for row in zip(a["input_ids"], a["completion_mask"], a["user"]))  # whole rows, in order
+    assert sequence_rows(REC.catalog, SIDS, REC.train, tok, cfg, keep=n // 2, seed=1) == a
+    assert sequence_rows(REC.catalog, SIDS, REC.train, tok, cfg, keep=n // 2, seed=2)["input_ids"] != a["input_ids"]
+    assert sequence_rows(REC.catalog, SIDS, REC.train, tok, cfg, keep=n, seed=1) == full  # nothing to leave out
+
+
+def test_row_budget_builds_only_the_rows_a_step_cap_reaches(tmp_path):
+    """Stage 1 on more `sequence` rows than --max_steps_cap x rows per step can reach builds a seeded sample of
+    exactly that many and trains one pass over it: the same steps, not minutes of rows the trainer never draws."""
+    from trl import SFTConfig
+
+    from genrec.sft import row_budget, sequence_window_list
+
+    args = SFTConfig(output_dir=str(tmp_path / "x"), per_device_train_batch_size=4, gradient_accumulation_steps=4,
+                     num_train_epochs=10, report_to=[], use_cpu=True, bf16=False)
+    assert row_budget(args, 5) == 80 and row_budget(args, 0) == 0
+    args.num_train_epochs = 0.5  # half an epoch of 160 rows is the cap's 5 steps
+    assert row_budget(args, 5) == 160
+    args.max_steps = 7  # a step budget: the cap does not apply
+    assert row_budget(args, 5) == 0
+
+    data = write_tiny_data_dir(tmp_path / "data")
+    SIDS.save(tmp_path / "sid_map.json")
+    windows = len(sequence_window_list(REC.train, SIDS, PromptConfig(history_format="sid", reasoning=False)))
+    assert windows > 8  # the test's premise: a cap of 2 steps of 4 rows reaches fewer rows than there are
+    out = tmp_path / "capped"
+    assert main(["sft", "--stage", "1", "--model", str(tiny_model_dir()), "--sid_map", str(tmp_path / "sid_map.json"),
+                 "--data", str(data), "--stage1_tasks", "sequence", "--history_format", "sid",
+                 "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--num_train_epochs", "3",
+                 "--max_steps_cap", "2", "--save_steps", "1000", "--eval_valid", "false", "--output_dir", str(out)]
+                + QUIET) == 0
+    assert json.loads((out / "final" / "genrec_model.json").read_text())["train_rows"] == 8
+    assert _global_step(out) == 2
+
+
 def _global_step(out: Path) -> int:
     """Steps trained, from the trainer state saved with the last checkpoint."""
     states = sorted(out.glob("checkpoint-*/trainer_state.json"))
