@@ -286,6 +286,7 @@ def sequence_rows(
     rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "task": [], "user": []}
     windows = sequence_window_list(examples, sid_map, cfg)
     if 0 < keep < len(windows):  # a seeded sample, in the windows' order: only the rows a step budget reaches
+        log.info("building a seeded sample of %d of the %d sequence rows", keep, len(windows))
         windows = [windows[i] for i in sorted(random.Random(seed).sample(range(len(windows)), keep))]
     for user, profile, items, window in windows:
         append_window_row(items, window, user, profile, catalog, sid_map, tokenizer, cfg, rows)
@@ -737,11 +738,6 @@ def run_stage(stage: SFTStageConfig, prompt_cfg: PromptConfig, data_cfg, args: S
         check_model_tokens(tokenizer, sid_map, where=stage.model)
         check_sid_map_catalog(sid_map, rec.catalog, stage.sid_map, stage.data, command="sft")
         keep = row_budget(args, stage.max_steps_cap) if not stage.max_train_examples else 0
-        if keep and stage.tasks() == ["sequence"]:
-            windows = len(sequence_window_list(rec.train, sid_map, prompt_cfg))
-            if windows > keep:
-                log.info("the step cap (--max_steps_cap %d) reaches %d of the %d sequence rows: building a seeded "
-                         "sample of %d", stage.max_steps_cap, keep, windows, keep)
         train = stage1_dataset(rec.catalog, sid_map, rec.train, tokenizer, prompt_cfg, stage.tasks(), keep=keep,
                                seed=seed)
         eval_ds = None
