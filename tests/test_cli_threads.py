@@ -114,3 +114,4 @@ def test_commands_show_genrec_info_messages(tmp_path, capsys):
     assert rc == 0
     err = capsys.readouterr().err
     assert "[genrec.sft]" in err and "capped at --max_steps_cap 2" in err
+    assert "is the first thing to raise" in err  # 2 steps are far under two epochs of the rows

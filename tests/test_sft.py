@@ -565,6 +565,25 @@ def test_max_steps_cap_cuts_an_epoch_budget_and_leaves_a_smaller_one(tmp_path):
         SFTStageConfig(max_steps_cap=-1)
 
 
+def test_a_cap_that_leaves_under_two_epochs_says_so(tmp_path, caplog):
+    """The cap's warning fires when the capped budget is under FEW_EPOCHS epochs (ml-100k's stage 1: 1.7), not at
+    amazon's 5 or when the cap does not bind; the cap itself applies either way."""
+    from genrec.sft import FEW_EPOCHS, GenrecSFTConfig, cap_epoch_budget
+
+    def capped(epochs: float, cap: int) -> tuple[int, bool]:
+        args = GenrecSFTConfig(output_dir=str(tmp_path), report_to="none", num_train_epochs=epochs, max_steps=-1,
+                               per_device_train_batch_size=4, gradient_accumulation_steps=1)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="genrec.sft"):
+            cap_epoch_budget(args, rows=400, cap=cap)  # 100 steps per epoch
+        return args.max_steps, any("first thing to raise" in r.message for r in caplog.records)
+
+    assert FEW_EPOCHS == 2.0
+    assert capped(10, 170) == (170, True)  # 1.7 epochs
+    assert capped(10, 500) == (500, False)  # 5 epochs
+    assert capped(10, 2000) == (-1, False)  # 10 epochs fit under the cap: not capped
+
+
 def test_sequence_rows_sample_keeps_whole_rows_in_order_by_seed():
     """`keep`: a seeded sample of the windows, each row exactly as the full build writes it, in the full order."""
     from genrec.sft import sequence_rows, sequence_window_list
