@@ -20,6 +20,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from sid_tokenizer.sidmap import atomic_output
+
 PREFIX = "recbole/dataset_example/ml-100k/"
 SUFFIXES = (".inter", ".item", ".user")
 DEFAULT_VERSION = "1.2.1"
@@ -36,9 +38,8 @@ def extract(wheel: Path, out: Path) -> list[Path]:
         written = []
         for name in names:
             target = folder / Path(name).name
-            tmp = target.with_suffix(target.suffix + ".tmp")
-            tmp.write_bytes(z.read(name))
-            tmp.replace(target)  # atomic: a stopped copy leaves no half file under the real name
+            with atomic_output(target) as tmp:  # a stopped copy leaves no half file under the real name
+                tmp.write_bytes(z.read(name))
             written.append(target)
     return written
 
